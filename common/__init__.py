@@ -1,0 +1,1 @@
+"""Shared core of arcsynth: data models, loaders, prompts, scoring, settings and the Celery app."""

@@ -1,0 +1,47 @@
+"""The one Celery app: three queues, routed by task name, tuned for long jobs that must not be lost."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from common.settings import Settings, get_settings
+
+SAMPLE = "arcsynth.sample"
+EXECUTE = "arcsynth.execute"
+FINETUNE = "arcsynth.finetune"
+QUEUES = ("inference", "finetune", "execute")
+ROUTES = {SAMPLE: {"queue": "inference"}, EXECUTE: {"queue": "execute"}, FINETUNE: {"queue": "finetune"}}
+
+
+def make_app(settings: Settings | None = None) -> Celery:
+    s = settings or get_settings()
+    app = Celery("arcsynth")
+    if s.broker_url is None:
+        return app  # configured later (a CLI that only validates files needs no broker)
+    longest = max(s.inference_time_limit_s, s.finetune_time_limit_s, s.execute_time_limit_s)
+    app.conf.update(
+        broker_url=s.broker(),
+        result_backend=s.backend(),
+        result_expires=s.result_expires_s,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_queues=[Queue(q) for q in QUEUES],
+        task_routes=ROUTES,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        # A job is redelivered only after this; it must outlast the longest job's hard limit.
+        broker_transport_options={"visibility_timeout": longest * 2},
+        result_backend_transport_options={"visibility_timeout": longest * 2},
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        task_track_started=True,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+app = make_app()

@@ -1,0 +1,178 @@
+"""Pydantic models for everything that crosses a boundary: task files, queue messages, run files."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+MAX_SIDE = 30
+
+
+def _check_grid(rows: list[list[int]]) -> list[list[int]]:
+    if not 1 <= len(rows) <= MAX_SIDE:
+        raise ValueError(f"grid must have 1..{MAX_SIDE} rows, got {len(rows)}")
+    width = len(rows[0])
+    if not 1 <= width <= MAX_SIDE:
+        raise ValueError(f"grid must have 1..{MAX_SIDE} columns, got {width}")
+    for r, row in enumerate(rows):
+        if len(row) != width:
+            raise ValueError(f"grid is ragged: row {r} has {len(row)} cells, row 0 has {width}")
+        for c, cell in enumerate(row):
+            if not 0 <= cell <= 9:
+                raise ValueError(f"colour {cell} at row {r}, column {c} is outside 0..9")
+    return rows
+
+
+# Strict ints: `True`, `1.0` or `"1"` in a task file is an error, not a colour.
+Grid = Annotated[list[list[Annotated[int, Field(strict=True)]]], AfterValidator(_check_grid)]
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Pair(Frozen):
+    input: Grid
+    output: Grid | None = None
+
+
+class Task(Frozen):
+    """One ARC task. Test outputs are optional: they are unknown for a competition's hidden set."""
+
+    id: str = Field(min_length=1)
+    train: list[Pair] = Field(min_length=1)
+    test: list[Pair] = Field(min_length=1)
+
+    def train_complete(self) -> bool:
+        return all(p.output is not None for p in self.train)
+
+    def has_solutions(self) -> bool:
+        return all(p.output is not None for p in self.test)
+
+
+class SamplingConfig(Frozen):
+    n: int = Field(8, ge=1, le=4096)
+    temperature: float = Field(1.0, ge=0.0, le=4.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(512, ge=1, le=32768)
+    seed: int | None = None
+
+
+class Completion(Frozen):
+    """One raw sample from the model, before code extraction."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+
+
+class SampleResult(Frozen):
+    """What an inference job returns for one task."""
+
+    task_id: str
+    completions: list[Completion] = []
+    skipped: str | None = None  # reason when the task could not be sampled (e.g. prompt too long)
+    seconds: float = 0.0
+    adapter: str = ""
+
+
+ErrorType = Literal[
+    "none", "no_code", "syntax_error", "no_transform", "exception", "timeout", "memory",
+    "invalid_output", "crashed",
+]
+
+
+class InputResult(Frozen):
+    """The outcome of a program on one input grid."""
+
+    output: Grid | None = None
+    error: ErrorType = "none"
+    message: str = ""
+
+
+class ExecutionResult(Frozen):
+    """One candidate program run on every train and test input of its task."""
+
+    train: list[InputResult]
+    test: list[InputResult]
+    train_correct: int = 0
+    train_total: int = 0
+    train_pixel_accuracy: float = 0.0
+    fingerprint: str = ""
+    seconds: float = 0.0
+
+    @property
+    def all_train_correct(self) -> bool:
+        return self.train_total > 0 and self.train_correct == self.train_total
+
+
+class Candidate(Frozen):
+    """One candidate program for a task, with where it came from and what it did."""
+
+    task_id: str
+    index: int
+    code: str | None
+    extraction_error: str = ""
+    completion: Completion
+    epoch: int = 0
+    adapter: str = ""
+    execution: ExecutionResult | None = None
+
+
+class Attempt(Frozen):
+    attempt_1: Grid
+    attempt_2: Grid
+
+
+class TrainingExample(Frozen):
+    """A (prompt, completion) pair for supervised LoRA fine-tuning; loss only on the completion."""
+
+    messages: list[dict[str, str]]
+    completion: str
+
+
+class LoraConfig(Frozen):
+    rank: int = Field(16, ge=1, le=256)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class TrainConfig(Frozen):
+    learning_rate: float = Field(1e-3, gt=0)
+    steps: int = Field(60, ge=1)
+    batch_size: int = Field(2, ge=1)
+    max_seq_length: int = Field(4096, ge=16)
+    seed: int = 0
+
+
+class FinetuneRequest(Frozen):
+    base_model: str
+    examples: list[TrainingExample] = Field(min_length=1)
+    lora: LoraConfig = LoraConfig()
+    train: TrainConfig = TrainConfig()
+    start_adapter: str = ""
+    backend: Literal["auto", "peft", "unsloth"] = "auto"
+
+
+class FinetuneResult(Frozen):
+    adapter: str
+    backend: str
+    steps: int
+    final_loss: float
+    seconds: float
+    reused: bool = False
+
+
+class RunConfig(Frozen):
+    """Everything that determines a run; written to the run directory as run.json."""
+
+    run_id: str
+    dataset: str
+    task_ids: list[str]
+    model: str
+    sampling: SamplingConfig
+    adapter: str = ""
+    max_model_len: int = 8192

@@ -1,0 +1,45 @@
+"""Plain-text grid encoding and the chat messages that ask a model for `transform(grid)`."""
+
+from __future__ import annotations
+
+from common.models import Task
+
+SYSTEM_PROMPT = (
+    "You are an expert Python programmer solving ARC puzzles. Each puzzle maps input grids of "
+    "integers 0-9 to output grids. Find the rule and write it as a Python function."
+)
+
+
+def encode_grid(grid: list[list[int]]) -> str:
+    """One line per row, digits without separators: compact and tokeniser-friendly."""
+    return "\n".join("".join(str(c) for c in row) for row in grid)
+
+
+def decode_grid(text: str) -> list[list[int]]:
+    return [[int(c) for c in line.strip()] for line in text.strip().splitlines() if line.strip()]
+
+
+def task_prompt(task: Task) -> str:
+    parts = ["Here are example input/output pairs:\n"]
+    for i, pair in enumerate(task.train, 1):
+        assert pair.output is not None
+        parts.append(f"Example {i}\nInput:\n{encode_grid(pair.input)}\nOutput:\n{encode_grid(pair.output)}\n")
+    for i, pair in enumerate(task.test, 1):
+        parts.append(f"Test input {i}:\n{encode_grid(pair.input)}\n")
+    parts.append(
+        "Write a Python function `transform(grid)` that maps each input to its output. The grid "
+        "is a 2-D numpy array of ints; return a 2-D list or array. Answer with one ```python block."
+    )
+    return "\n".join(parts)
+
+
+def task_messages(task: Task) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": task_prompt(task)},
+    ]
+
+
+def format_completion(code: str) -> str:
+    """How a program appears as the assistant's answer, in training and in extraction."""
+    return f"```python\n{code.strip()}\n```"

@@ -1,0 +1,71 @@
+"""The official ARC score and the choice of two attempts per test input.
+
+Selection follows common practice in program-synthesis ARC systems: programs correct on every
+train pair vote with their test outputs (identical outputs pool their votes); then the rest
+rank by train pixel accuracy; the two attempts differ whenever two distinct outputs exist.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+from common.models import Attempt, Candidate, Task
+
+Grid = list[list[int]]
+PLACEHOLDER: Grid = [[0]]
+
+
+def pixel_accuracy(predicted: Grid | None, expected: Grid) -> float:
+    """Fraction of matching cells; 0 when the shapes differ."""
+    if predicted is None or len(predicted) != len(expected) or len(predicted[0]) != len(expected[0]):
+        return 0.0
+    total = len(expected) * len(expected[0])
+    same = sum(a == b for pr, ex in zip(predicted, expected) for a, b in zip(pr, ex))
+    return same / total
+
+
+def _key(grid: Grid) -> tuple[tuple[int, ...], ...]:
+    return tuple(tuple(r) for r in grid)
+
+
+def select_attempts(task: Task, candidates: Iterable[Candidate]) -> list[Attempt]:
+    """Two attempts for each test input of `task` (placeholders where nothing ran)."""
+    ranked: list[tuple[tuple[int, float, int], Candidate]] = []
+    for c in candidates:
+        ex = c.execution
+        if ex is None or any(r.output is None for r in ex.test):
+            continue
+        ranked.append(((1 if ex.all_train_correct else 0, ex.train_pixel_accuracy, -c.index), c))
+    attempts: list[Attempt] = []
+    for t in range(len(task.test)):
+        votes: Counter[tuple] = Counter()
+        best: dict[tuple, tuple[int, float, int]] = {}
+        for rank, c in ranked:
+            out = c.execution.test[t].output  # type: ignore[union-attr]
+            k = _key(out)  # type: ignore[arg-type]
+            # Only all-train-correct programs vote; others compete on their best accuracy.
+            votes[k] += rank[0]
+            best[k] = max(best.get(k, rank), rank)
+        order = sorted(best, key=lambda k: (best[k][0], votes[k], best[k][1], best[k][2]), reverse=True)
+        grids = [[list(r) for r in k] for k in order[:2]]
+        while len(grids) < 2:
+            grids.append(grids[0] if grids else PLACEHOLDER)
+        attempts.append(Attempt(attempt_1=grids[0], attempt_2=grids[1]))
+    return attempts
+
+
+def score_task(task: Task, attempts: Sequence[Attempt]) -> float:
+    """Fraction of test outputs matched by either attempt (the official rule)."""
+    if not task.has_solutions():
+        raise ValueError(f"task {task.id} has no known test outputs")
+    solved = sum(
+        1 for pair, a in zip(task.test, attempts) if pair.output in (a.attempt_1, a.attempt_2)
+    )
+    return solved / len(task.test)
+
+
+def score_run(tasks: Sequence[Task], attempts: dict[str, list[Attempt]]) -> dict:
+    """Per-task scores and their mean over tasks."""
+    per_task = {t.id: score_task(t, attempts.get(t.id, [])) for t in tasks}
+    return {"score": sum(per_task.values()) / max(1, len(per_task)), "tasks": per_task}

@@ -1,0 +1,58 @@
+"""Settings from the environment (`ARCSYNTH_…`) and `.env`; nothing about hosts is hard-coded."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ARCSYNTH_", env_file=".env", extra="ignore")
+
+    # Queue. Empty broker URL: `arcsynth local` starts a private Redis; other commands refuse.
+    broker_url: SecretStr | None = None
+    result_backend: SecretStr | None = None
+    result_expires_s: int = Field(7 * 24 * 3600, ge=60)
+
+    # Model and engine.
+    model: str = "Qwen/Qwen2.5-Coder-0.5B-Instruct"
+    max_model_len: int = Field(8192, ge=256)
+    gpu_memory_utilization: float | None = Field(None, gt=0.0, le=1.0)  # None: 0.9 GPU, 0.2 CPU
+    enable_lora: bool = True
+    max_lora_rank: int = Field(16, ge=1, le=512)
+    max_loras: int = Field(4, ge=1)
+    dtype: str = "auto"
+
+    # Sampling defaults (the CLI overrides per run).
+    samples: int = Field(8, ge=1)
+    temperature: float = Field(1.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(1024, ge=1)
+
+    # Execution limits for one candidate run (all inputs of its task).
+    exec_timeout_s: float = Field(5.0, gt=0)
+    exec_memory_mb: int = Field(1024, ge=64)
+
+    # Hard time limits per job kind; the broker's visibility timeout is set above the longest.
+    inference_time_limit_s: int = Field(3600, ge=10)
+    finetune_time_limit_s: int = Field(3600, ge=10)
+    execute_time_limit_s: int = Field(900, ge=10)
+
+    # Where adapters and run directories go.
+    artifact_root: str = "artifacts"
+    run_root: str = "runs"
+
+    def broker(self) -> str:
+        if self.broker_url is None:
+            raise RuntimeError("ARCSYNTH_BROKER_URL is not set (or run `arcsynth local`)")
+        return self.broker_url.get_secret_value()
+
+    def backend(self) -> str:
+        return self.result_backend.get_secret_value() if self.result_backend else self.broker()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

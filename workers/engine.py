@@ -1,0 +1,131 @@
+"""One vLLM engine per worker process, shared by all of the worker's task threads.
+
+`vllm.LLM` is not thread-safe, so the engine is an `AsyncLLM` owned by one event-loop thread;
+Celery's task threads submit coroutines to that loop and block on their own futures. vLLM then
+batches requests from different ARC tasks together. The shape follows `LLM.generate`: prompts in,
+completions out, an optional `LoRARequest` per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from common.lifetime import children_die_with_me
+from common.models import Completion, SamplingConfig
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model: str
+    max_model_len: int = 8192
+    enable_lora: bool = True
+    max_lora_rank: int = 16
+    max_loras: int = 4
+    dtype: str = "auto"
+    gpu_memory_utilization: float | None = None
+    seed: int = 0
+
+
+class PromptTooLong(ValueError):
+    pass
+
+
+def _on_gpu() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # noqa: BLE001
+        return False
+
+
+class Engine:
+    def __init__(self, config: EngineConfig) -> None:
+        # The engine core runs in child processes; they must not outlive this worker.
+        children_die_with_me()
+        os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "fork")
+        self.config = config
+        self._lora_ids: dict[str, int] = {}
+        self._ids_lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-engine", daemon=True)
+        self._thread.start()
+        # Build the engine on the loop thread: its processes are children of a thread that lives
+        # as long as the worker, which is what PR_SET_PDEATHSIG watches.
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result()
+
+    async def _start(self) -> None:
+        from transformers import AutoTokenizer
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        c = self.config
+        util = c.gpu_memory_utilization or (0.9 if _on_gpu() else 0.2)
+        args = AsyncEngineArgs(
+            model=c.model, max_model_len=c.max_model_len, enable_lora=c.enable_lora,
+            max_lora_rank=c.max_lora_rank, max_loras=c.max_loras, dtype=c.dtype,
+            gpu_memory_utilization=util, seed=c.seed,
+        )
+        self.tokenizer = AutoTokenizer.from_pretrained(c.model)
+        self.llm = AsyncLLM.from_engine_args(args)
+
+    def lora_request(self, adapter: str) -> Any:
+        from vllm.lora.request import LoRARequest
+
+        with self._ids_lock:
+            lora_id = self._lora_ids.setdefault(adapter, len(self._lora_ids) + 1)
+        return LoRARequest(f"adapter-{lora_id}", lora_id, adapter)
+
+    def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return list(ids)
+
+    async def _generate(self, prompt_ids: list[int], sampling: SamplingConfig, adapter: str) -> list[Completion]:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        max_tokens = min(sampling.max_tokens, self.config.max_model_len - len(prompt_ids))
+        params = SamplingParams(
+            n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
+            max_tokens=max_tokens, seed=sampling.seed,
+            output_kind=RequestOutputKind.FINAL_ONLY,  # with n>1, streamed items can hold fewer than n
+        )
+        final = None
+        async for out in self.llm.generate(
+            {"prompt_token_ids": prompt_ids}, params, request_id=uuid.uuid4().hex,
+            lora_request=self.lora_request(adapter) if adapter else None,
+        ):
+            final = out
+        assert final is not None
+        return [
+            Completion(text=o.text, prompt_tokens=len(prompt_ids), completion_tokens=len(o.token_ids),
+                       finish_reason=o.finish_reason)
+            for o in final.outputs
+        ]
+
+    def generate(self, messages: list[dict[str, str]], sampling: SamplingConfig,
+                 adapter: str = "") -> tuple[list[Completion], float]:
+        """Thread-safe: sample `sampling.n` completions for one chat prompt."""
+        ids = self.prompt_ids(messages)
+        if len(ids) >= self.config.max_model_len:
+            raise PromptTooLong(
+                f"prompt has {len(ids)} tokens; the model's context is {self.config.max_model_len}"
+            )
+        start = time.monotonic()
+        fut = asyncio.run_coroutine_threadsafe(self._generate(ids, sampling, adapter), self._loop)
+        return fut.result(), time.monotonic() - start
+
+    def shutdown(self) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self.llm.shutdown)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=30)

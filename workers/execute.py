@@ -1,0 +1,53 @@
+"""Execute worker: turns one task's completions into graded candidates.
+
+Each pool process owns one sandbox helper; identical programs (after whitespace normalisation)
+run once and share their result.
+"""
+
+from __future__ import annotations
+
+from common.celery_app import EXECUTE, app
+from common.extract import ExtractionError, extract_code
+from common.models import Candidate, ExecutionResult, SampleResult, Task
+from common.settings import get_settings
+from workers.executor import Executor, normalise
+
+_executor: Executor | None = None
+
+
+def executor() -> Executor:
+    global _executor
+    if _executor is None:
+        s = get_settings()
+        _executor = Executor(timeout_s=s.exec_timeout_s, memory_mb=s.exec_memory_mb)
+    return _executor
+
+
+def grade_completions(task: Task, sampled: SampleResult, epoch: int = 0) -> list[Candidate]:
+    seen: dict[str, ExecutionResult] = {}
+    out = []
+    for i, comp in enumerate(sampled.completions):
+        try:
+            code: str | None = extract_code(comp.text)
+            reason = ""
+        except ExtractionError as exc:
+            code, reason = None, str(exc)
+        execution = None
+        if code is not None:
+            key = normalise(code)
+            if key not in seen:
+                seen[key] = executor().grade(task, code)
+            execution = seen[key]
+        out.append(Candidate(task_id=task.id, index=i, code=code, extraction_error=reason,
+                             completion=comp, epoch=epoch, adapter=sampled.adapter, execution=execution))
+    return out
+
+
+@app.task(name=EXECUTE, time_limit=get_settings().execute_time_limit_s)
+def execute(sampled: dict, task: dict, epoch: int = 0) -> dict:
+    """Chained after `arcsynth.sample`: extract, run and grade every completion."""
+    t = Task.model_validate(task)
+    s = SampleResult.model_validate(sampled)
+    candidates = grade_completions(t, s, epoch)
+    return {"task_id": t.id, "skipped": s.skipped, "sample_seconds": s.seconds,
+            "candidates": [c.model_dump() for c in candidates]}

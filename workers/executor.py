@@ -1,0 +1,94 @@
+"""Run candidate programs against a task's inputs through the sandbox helper, and grade them.
+
+`Executor` owns one warm helper process (see `sandbox_helper.py`), started with an empty
+environment; it restarts the helper if a run ever takes it down.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from common.lifetime import die_with_parent
+from common.models import ExecutionResult, InputResult, Task
+from common.scoring import pixel_accuracy
+
+HELPER = Path(__file__).with_name("sandbox_helper.py")
+
+
+def normalise(code: str) -> str:
+    """Whitespace-insensitive identity of a program, for running identical code once."""
+    return "\n".join(line.rstrip() for line in code.strip().splitlines() if line.strip())
+
+
+def fingerprint(results: Sequence[InputResult]) -> str:
+    payload = json.dumps([r.output if r.output is not None else r.error for r in results])
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+class Executor:
+    def __init__(self, timeout_s: float = 5.0, memory_mb: int = 1024) -> None:
+        self.timeout_s = timeout_s
+        self.memory_mb = memory_mb
+        self._proc: subprocess.Popen[str] | None = None
+        self._lock = threading.Lock()
+
+    def _helper(self) -> subprocess.Popen[str]:
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-I", str(HELPER)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env={},  # no broker URL, passwords or tokens for untrusted code
+                cwd="/",
+                text=True,
+                preexec_fn=die_with_parent,
+            )
+        return self._proc
+
+    def run(self, code: str, inputs: Sequence[list[list[int]]]) -> tuple[list[InputResult], float]:
+        request = json.dumps({"code": code, "inputs": list(inputs), "timeout": self.timeout_s,
+                              "memory_mb": self.memory_mb})
+        with self._lock:
+            for _ in range(2):  # one retry if the helper itself died
+                proc = self._helper()
+                try:
+                    assert proc.stdin and proc.stdout
+                    proc.stdin.write(request + "\n")
+                    proc.stdin.flush()
+                    line = proc.stdout.readline()
+                except (BrokenPipeError, OSError):
+                    line = ""
+                if line:
+                    reply = json.loads(line)
+                    return [InputResult(**r) for r in reply["results"]], reply["seconds"]
+                self.close()
+        crashed = InputResult(error="crashed", message="the sandbox helper died")
+        return [crashed] * len(inputs), 0.0
+
+    def grade(self, task: Task, code: str) -> ExecutionResult:
+        """Run `code` on all train and test inputs; score it against the train outputs."""
+        start = time.monotonic()
+        inputs = [p.input for p in task.train] + [p.input for p in task.test]
+        results, _ = self.run(code, inputs)
+        train, test = results[: len(task.train)], results[len(task.train):]
+        correct = sum(1 for r, p in zip(train, task.train) if r.output is not None and r.output == p.output)
+        acc = sum(pixel_accuracy(r.output, p.output) for r, p in zip(train, task.train) if p.output)
+        return ExecutionResult(
+            train=train, test=test, train_correct=correct, train_total=len(task.train),
+            train_pixel_accuracy=acc / len(task.train), fingerprint=fingerprint(results),
+            seconds=time.monotonic() - start,
+        )
+
+    def close(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait(timeout=10)
+            self._proc = None

@@ -1,0 +1,14 @@
+"""Fine-tune worker: trains per-task LoRA adapters and writes them to the artifact root."""
+
+from __future__ import annotations
+
+from common.celery_app import FINETUNE, app
+from common.models import FinetuneRequest
+from common.settings import get_settings
+from workers.lora_training import train_adapter
+
+
+@app.task(name=FINETUNE, time_limit=get_settings().finetune_time_limit_s)
+def finetune(request: dict) -> dict:
+    req = FinetuneRequest.model_validate(request)
+    return train_adapter(req, get_settings().artifact_root).model_dump()

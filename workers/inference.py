@@ -1,0 +1,65 @@
+"""Inference worker: samples candidate programs for a task from the worker's one vLLM engine.
+
+Run with a threads pool (`arcsynth worker inference`): vLLM must not live in a forked prefork
+child, and the main thread must stay free for heartbeats while the engine generates.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from celery import signals
+
+from common.celery_app import SAMPLE, app
+from common.model_store import resolve_model
+from common.models import SampleResult, SamplingConfig, Task
+from common.prompts import task_messages
+from common.settings import get_settings
+from workers.engine import Engine, EngineConfig, PromptTooLong
+
+log = logging.getLogger(__name__)
+_engine: Engine | None = None
+
+
+def engine() -> Engine:
+    if _engine is None:
+        raise RuntimeError("this worker has no engine: start it with `arcsynth worker inference`")
+    return _engine
+
+
+@signals.worker_init.connect
+def load_engine(**_: object) -> None:
+    """Load the model before the worker reports ready; fail fast and loudly if it cannot."""
+    global _engine
+    s = get_settings()
+    try:
+        model = resolve_model(s.model)
+        _engine = Engine(EngineConfig(
+            model=model, max_model_len=s.max_model_len, enable_lora=s.enable_lora,
+            max_lora_rank=s.max_lora_rank, max_loras=s.max_loras, dtype=s.dtype,
+            gpu_memory_utilization=s.gpu_memory_utilization,
+        ))
+    except Exception as exc:  # noqa: BLE001 - any load failure ends the worker
+        print(f"arcsynth inference worker: cannot load model {s.model!r}: {exc}", file=sys.stderr, flush=True)
+        os._exit(3)
+    log.info("engine ready: %s", model)
+
+
+@signals.worker_shutdown.connect
+def stop_engine(**_: object) -> None:
+    if _engine is not None:
+        _engine.shutdown()
+
+
+@app.task(name=SAMPLE, time_limit=get_settings().inference_time_limit_s)
+def sample(task: dict, sampling: dict, adapter: str = "") -> dict:
+    """Sample `sampling.n` completions for one ARC task, optionally through a LoRA adapter."""
+    t = Task.model_validate(task)
+    params = SamplingConfig.model_validate(sampling)
+    try:
+        completions, seconds = engine().generate(task_messages(t), params, adapter)
+    except PromptTooLong as exc:
+        return SampleResult(task_id=t.id, skipped=str(exc), adapter=adapter).model_dump()
+    return SampleResult(task_id=t.id, completions=completions, seconds=seconds, adapter=adapter).model_dump()
