@@ -23,10 +23,41 @@ def die_with_parent() -> None:
         return
 
 
+_SPAWN_PRELUDE = (
+    "import ctypes as _c, os as _o, signal as _s; "
+    "_c.CDLL(None).prctl(1, _s.SIGKILL); "
+    "_o.getppid() == {ppid} or _o._exit(1); "
+)
+
+
+def _patch_spawn() -> None:
+    """Make multiprocessing's `spawn` children set PR_SET_PDEATHSIG first thing after exec.
+
+    vLLM's CPU platform forces the spawn start method; fork hooks never run in such children, so
+    the prelude rides on the `-c` program that every spawned interpreter executes.
+    """
+    import multiprocessing.spawn as spawn
+
+    original = spawn.get_command_line
+    if getattr(original, "_arcsynth", False):
+        return
+
+    def get_command_line(**kwds: object) -> list[str]:
+        cmd = list(original(**kwds))
+        if "-c" in cmd:
+            i = cmd.index("-c") + 1
+            cmd[i] = _SPAWN_PRELUDE.format(ppid=os.getpid()) + cmd[i]
+        return cmd
+
+    get_command_line._arcsynth = True  # type: ignore[attr-defined]
+    spawn.get_command_line = get_command_line
+
+
 def children_die_with_me() -> None:
-    """Every process this one forks from now on (and their forks) dies when its parent dies."""
+    """Every process this one forks or spawns from now on (and theirs) dies when its parent dies."""
     global _installed
     if _installed:
         return
     os.register_at_fork(after_in_child=die_with_parent)
+    _patch_spawn()
     _installed = True

@@ -49,7 +49,6 @@ class Engine:
     def __init__(self, config: EngineConfig) -> None:
         # The engine core runs in child processes; they must not outlive this worker.
         children_die_with_me()
-        os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "fork")
         self.config = config
         self._lora_ids: dict[str, int] = {}
         self._ids_lock = threading.Lock()

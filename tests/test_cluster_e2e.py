@@ -1,0 +1,69 @@
+"""End to end through a test-owned Redis, real Celery workers, vLLM on CPU and the sandbox."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from common.celery_app import FINETUNE
+from common.data import load_tasks
+from common.models import (Candidate, FinetuneRequest, LoraConfig, RunConfig, SamplingConfig, Task,
+                           TrainConfig, TrainingExample)
+from common.prompts import format_completion, task_messages
+from common.submission import validate_submission
+from producer.run import run_tasks
+
+pytestmark = pytest.mark.cluster
+
+
+def _run(cluster, tasks, sampling, run_dir, adapter=""):
+    config = RunConfig(run_id=run_dir.name, dataset="test", task_ids=[t.id for t in tasks],
+                       model="smollm2", sampling=sampling, adapter=adapter)
+    return run_tasks(cluster.app, tasks, sampling, run_dir, config, adapter=adapter, progress=False,
+                     timeout=600)
+
+
+def test_run_over_three_tasks_writes_submission_and_candidates(cluster, tmp_path):
+    tasks = load_tasks("arc-agi-1/training", task_ids=["6150a2bd", "74dd1130", "67a3c6ac"])
+    big = [[(r + c) % 10 for c in range(30)] for r in range(30)]
+    huge = Task(id="too-long", train=[{"input": big, "output": big}] * 4, test=[{"input": big}])
+    outcome = _run(cluster, [*tasks, huge], SamplingConfig(n=4, max_tokens=96, seed=1), tmp_path / "r")
+
+    submission = json.loads(outcome.submission.read_text())
+    validate_submission(submission, [*tasks, huge])
+    lines = (tmp_path / "r" / "candidates.jsonl").read_text().splitlines()
+    cands = [Candidate.model_validate_json(line) for line in lines]
+    assert len(cands) == 12 and {c.task_id for c in cands} == {t.id for t in tasks}
+    assert all(c.completion.completion_tokens > 0 for c in cands)
+    assert all((c.execution is not None) == (c.code is not None) for c in cands)
+    assert "too-long" in outcome.skipped and "context is 4096" in outcome.skipped["too-long"]
+    assert submission["too-long"] == [{"attempt_1": [[0]], "attempt_2": [[0]]}]
+    assert not outcome.failed
+    assert not (tmp_path / "r" / "score.json").exists()  # the huge task has no known output
+
+
+PROGRAMS = {"6150a2bd": "def transform(grid):\n    return grid[::-1, ::-1]",
+            "74dd1130": "def transform(grid):\n    return grid.T"}
+
+
+def test_lora_fine_tuning_teaches_programs_the_base_model_lacks(cluster, tmp_path):
+    tasks = load_tasks("arc-agi-1/training", task_ids=list(PROGRAMS))
+    examples = [TrainingExample(messages=task_messages(t), completion=format_completion(PROGRAMS[t.id]))
+                for t in tasks]
+    req = FinetuneRequest(base_model="smollm2", examples=examples, lora=LoraConfig(rank=8, alpha=16),
+                          train=TrainConfig(steps=40, batch_size=1, learning_rate=2e-3))
+    trained = cluster.app.signature(FINETUNE, args=(req.model_dump(),)).apply_async().get(timeout=600)
+    assert trained["backend"] == "peft" and trained["final_loss"] < 0.5
+
+    sampling = SamplingConfig(n=8, temperature=0.7, max_tokens=64, seed=0)
+    learned = _run(cluster, tasks, sampling, tmp_path / "learned", adapter=trained["adapter"])
+    base = _run(cluster, tasks, sampling, tmp_path / "base")
+    learned_scores = json.loads((tmp_path / "learned" / "score.json").read_text())
+    base_scores = json.loads((tmp_path / "base" / "score.json").read_text())
+    assert learned_scores["tasks"] == {"6150a2bd": 1.0, "74dd1130": 1.0}
+    assert base_scores["score"] < 1.0
+    assert learned.score == 1.0 and base.score == base_scores["score"]
+
+    again = cluster.app.signature(FINETUNE, args=(req.model_dump(),)).apply_async().get(timeout=600)
+    assert again["reused"] and again["adapter"] == trained["adapter"]  # same inputs, no retraining
