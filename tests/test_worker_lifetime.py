@@ -27,3 +27,15 @@ def test_no_engine_process_survives_a_killed_inference_worker(cluster, tmp_path)
         assert not alive, [(p.pid, p.cmdline()) for p in alive]
     finally:
         stop_process(proc)
+
+
+def test_inference_worker_that_cannot_load_its_model_fails_fast(cluster, tmp_path):
+    log = tmp_path / "bad-model.log"
+    env = {**cluster.env, "ARCSYNTH_MODEL": str(tmp_path / "no-such-model")}
+    proc = start_worker("inference", env, log, index=8)
+    try:
+        assert proc.wait(timeout=120) == 3
+        assert f"cannot load model {str(tmp_path / 'no-such-model')!r}" in log.read_text()
+        assert not cluster.app.control.ping(destination=[worker_name("inference", 8)], timeout=1.0)
+    finally:
+        stop_process(proc)
