@@ -23,6 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: install
+	$(BIN)/arcsynth models prepare smollm2
 	$(BIN)/arcsynth local arc-agi-1/evaluation --limit 5 --samples 8 --max-tokens 512 --model smollm2 --out runs/demo
 
 test: install

@@ -34,7 +34,7 @@ def select_attempts(task: Task, candidates: Iterable[Candidate]) -> list[Attempt
     ranked: list[tuple[tuple[int, float, int], Candidate]] = []
     for c in candidates:
         ex = c.execution
-        if ex is None or any(r.output is None for r in ex.test):
+        if ex is None or len(ex.test) != len(task.test) or any(r.output is None for r in ex.test):
             continue
         ranked.append(((1 if ex.all_train_correct else 0, ex.train_pixel_accuracy, -c.index), c))
     attempts: list[Attempt] = []

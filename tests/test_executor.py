@@ -16,8 +16,23 @@ FLIP = "def transform(grid):\n    return grid[:, ::-1]"
 @pytest.fixture(scope="module")
 def ex():
     e = Executor(timeout_s=1.5, memory_mb=512)
+    e.start()
     yield e
     e.close()
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    from producer.redis_server import RedisServer
+
+    with RedisServer() as server:
+        yield server
+
+
+def needs(ex, *layers):
+    missing = [name for name in layers if not ex.layers.get(name)]
+    if missing:
+        pytest.skip(f"isolation layer(s) {missing} cannot be set up on this machine")
 
 
 def test_correct_program(ex):
@@ -89,3 +104,91 @@ def test_correct_programs_solve_real_arc_tasks(ex):
         r = ex.grade(task, PROGRAMS[task.id])
         assert r.all_train_correct, task.id
         assert [x.output for x in r.test] == [p.output for p in task.test], task.id
+
+
+# Hostile programs against the full isolation (root or user namespaces, x86-64 seccomp).
+# Each: code, the verdict on every input, a fragment of the message, the layers it relies on.
+HOSTILE = {
+    "fork_bomb": ("import os\ndef transform(grid):\n    while True:\n        os.fork()",
+                  "exception", "PermissionError", ("seccomp",)),
+    "os_system": ("import os\ndef transform(grid):\n    assert os.system('touch /tmp/pwned') == 0\n    return grid",
+                  "exception", "AssertionError", ("seccomp",)),
+    "subprocess": ("import subprocess\ndef transform(grid):\n    subprocess.run(['id'])\n    return grid",
+                   "exception", "PermissionError", ("seccomp",)),
+    "thread_bomb": ("import threading, time\ndef transform(grid):\n"
+                    "    while True:\n        threading.Thread(target=time.sleep, args=(10,), daemon=True).start()",
+                    "exception", "", ()),
+    "write_outside_tmp": ("def transform(grid):\n    open('/tmp/evil.txt', 'w').write('x')\n    return grid",
+                          "exception", "PermissionError", ("mount_namespace", "unprivileged_user")),
+    "write_home": ("import os\ndef transform(grid):\n    open(os.path.expanduser('~root/evil'), 'w')\n    return grid",
+                   "exception", "PermissionError", ("unprivileged_user",)),
+    "fill_disk": ("def transform(grid):\n    f = open('big', 'wb')\n    while True:\n        f.write(b'x' * 65536)",
+                  "exception", "OSError", ()),
+    "read_source": ("def transform(grid):\n    return [[len(open(%r).read()) %% 10]]" % __file__,
+                    "exception", "", ("mount_namespace",)),
+    "read_proc_environ": ("def transform(grid):\n    return [[len(open('/proc/1/environ').read()) % 10]]",
+                          "exception", "PermissionError", ("unprivileged_user",)),
+    "kill_parent": ("import os, signal\ndef transform(grid):\n    os.kill(os.getppid(), signal.SIGKILL)\n    return grid",
+                    "exception", "PermissionError", ("seccomp",)),
+    "ignore_sigterm": ("import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                       "def transform(grid):\n    while True: pass", "timeout", "no result within", ()),
+    "sys_exit": ("import sys\ndef transform(grid):\n    sys.exit(0)", "exception", "SystemExit", ()),
+    "ctypes_segfault": ("import ctypes\ndef transform(grid):\n    ctypes.string_at(0)", "crashed", "signal 11", ()),
+    "stdout_flood": ("def transform(grid):\n    while True:\n        print('x' * 1000)",
+                     "exception", "OSError", ()),
+    "generator_forever": ("import itertools\ndef transform(grid):\n    return list(itertools.count())",
+                          "memory", "MemoryError", ()),
+    "numpy_cpu_loop": ("import numpy as np\ndef transform(grid):\n    a = np.ones((2000, 2000))\n"
+                       "    for _ in range(1000):\n        a = a @ a\n    return grid", "timeout", "", ()),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_more_hostile_programs(ex, name):
+    code, error, message, layers = HOSTILE[name]
+    needs(ex, *layers)
+    r = ex.grade(TASK, code)
+    assert [x.error for x in r.train + r.test] == [error] * 3, r.train[0].message
+    assert message in r.train[0].message
+    assert ex.grade(TASK, FLIP).all_train_correct
+    assert not os.path.exists("/tmp/pwned") and not os.path.exists("/tmp/evil.txt")
+
+
+def test_no_network_not_even_the_brokers_redis(ex, redis_server):
+    needs(ex, "network_namespace")
+    code = ("import socket\ndef transform(grid):\n"
+            f"    socket.create_connection(('127.0.0.1', {redis_server.port}), timeout=1)\n    return grid")
+    r = ex.grade(TASK, code)
+    assert r.train[0].error == "exception" and ("PermissionError" in r.train[0].message
+                                                or "OSError" in r.train[0].message)
+
+
+def test_cannot_enqueue_a_celery_task(ex, redis_server):
+    import redis
+
+    code = ("def transform(grid):\n    from celery import Celery\n"
+            f"    Celery(broker='{redis_server.url}').send_task('arcsynth.execute', args=(1,), queue='execute')\n"
+            "    return grid")
+    r = ex.grade(TASK, code)
+    assert r.train[0].error in ("exception", "timeout")
+    assert redis.Redis.from_url(redis_server.url).llen("execute") == 0
+
+
+def test_cannot_import_the_project(ex):
+    needs(ex, "mount_namespace")
+    r = ex.grade(TASK, "def transform(grid):\n    import common.settings\n    return grid")
+    assert r.train[0].error == "exception" and "common" in r.train[0].message
+
+
+def test_printed_output_is_captured_and_capped(ex):
+    ex.grade(TASK, "def transform(grid):\n    print('hello', grid.shape)\n    return grid")
+    assert ex.last_output.startswith("hello (1, 2)")
+    ex.grade(TASK, "def transform(grid):\n    print('y' * 100000)\n    return grid")
+    assert len(ex.last_output) <= 4096
+
+
+def test_required_layer_that_cannot_be_had_refuses_to_start():
+    from workers.executor import Executor, IsolationUnavailable
+
+    with pytest.raises(IsolationUnavailable, match="no_such_layer"):
+        Executor(require=["no_such_layer"]).start()

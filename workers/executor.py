@@ -20,6 +20,27 @@ from common.models import ExecutionResult, InputResult, Task
 from common.scoring import pixel_accuracy
 
 HELPER = Path(__file__).with_name("sandbox_helper.py")
+# Cover state the untrusted code has no business seeing: the project's code and a .env.
+_PACKAGES = ("common", "producer", "workers")
+
+
+class IsolationUnavailable(RuntimeError):
+    pass
+
+
+def paths_to_hide() -> list[str]:
+    import importlib.util
+
+    hide = []
+    for name in _PACKAGES:
+        spec = importlib.util.find_spec(name)
+        if spec and spec.submodule_search_locations:
+            hide.extend(spec.submodule_search_locations)
+    for base in {Path.cwd(), Path(__file__).resolve().parent.parent}:
+        for name in (".env", "tests", ".git"):
+            if (base / name).exists():
+                hide.append(str(base / name))
+    return hide
 
 
 def normalise(code: str) -> str:
@@ -33,25 +54,45 @@ def fingerprint(results: Sequence[InputResult]) -> str:
 
 
 class Executor:
-    def __init__(self, timeout_s: float = 5.0, memory_mb: int = 1024) -> None:
+    def __init__(self, timeout_s: float = 5.0, memory_mb: int = 1024,
+                 require: Sequence[str] = ()) -> None:
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
+        self.require = tuple(require)
+        self.layers: dict[str, bool] = {}
         self._proc: subprocess.Popen[str] | None = None
         self._lock = threading.Lock()
 
     def _helper(self) -> subprocess.Popen[str]:
         if self._proc is None or self._proc.poll() is not None:
             self._proc = subprocess.Popen(
-                [sys.executable, "-I", str(HELPER)],
+                [sys.executable, "-I", str(HELPER), *paths_to_hide()],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
-                env={},  # no broker URL, passwords or tokens for untrusted code
+                # No broker URL, passwords or tokens for untrusted code; one BLAS thread per run.
+                env={"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
                 cwd="/",
                 text=True,
                 preexec_fn=die_with_parent,
             )
+            assert self._proc.stdout
+            hello = self._proc.stdout.readline()
+            self.layers = json.loads(hello)["layers"] if hello else {}
+            missing = [name for name in self.require if not self.layers.get(name)]
+            if missing:
+                self.close()
+                raise IsolationUnavailable(
+                    f"required isolation layers unavailable here: {', '.join(missing)} "
+                    f"(active: {', '.join(k for k, v in self.layers.items() if v) or 'none'})"
+                )
         return self._proc
+
+    def start(self) -> dict[str, bool]:
+        """Start the helper now; return the isolation layers it could put in place."""
+        with self._lock:
+            self._helper()
+        return dict(self.layers)
 
     def run(self, code: str, inputs: Sequence[list[list[int]]]) -> tuple[list[InputResult], float]:
         request = json.dumps({"code": code, "inputs": list(inputs), "timeout": self.timeout_s,
@@ -68,7 +109,10 @@ class Executor:
                     line = ""
                 if line:
                     reply = json.loads(line)
-                    return [InputResult(**r) for r in reply["results"]], reply["seconds"]
+                    self.last_output = reply.get("output", "")
+                    results = [InputResult(**r) for r in reply["results"]][: len(inputs)]
+                    lost = InputResult(error="crashed", message="no result came back for this input")
+                    return results + [lost] * (len(inputs) - len(results)), reply["seconds"]
                 self.close()
         crashed = InputResult(error="crashed", message="the sandbox helper died")
         return [crashed] * len(inputs), 0.0
