@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     # Execution limits for one candidate run (all inputs of its task).
     exec_timeout_s: float = Field(5.0, gt=0)
     exec_memory_mb: int = Field(1024, ge=64)
+    # Comma-separated isolation layers an execute worker must have, or it refuses to start:
+    # network_namespace, mount_namespace, seccomp, unprivileged_user, rlimits.
+    exec_require: str = ""
+
+    def exec_required_layers(self) -> list[str]:
+        return [x.strip() for x in self.exec_require.split(",") if x.strip()]
 
     # Hard time limits per job kind; the broker's visibility timeout is set above the longest.
     inference_time_limit_s: int = Field(3600, ge=10)

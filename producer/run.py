@@ -56,7 +56,7 @@ def run_tasks(app: Celery, tasks: Sequence[Task], sampling: SamplingConfig, run_
     by_id = {t.id: t for t in tasks}
     deadline = None if timeout is None else time.monotonic() + timeout
     bar = tqdm(total=len(tasks), unit="task", disable=not progress, desc="tasks")
-    with open(run_dir / "candidates.jsonl", "a") as cand_file, open(run_dir / "tasks.jsonl", "a") as task_file:
+    with open(run_dir / "candidates.jsonl", "w") as cand_file, open(run_dir / "tasks.jsonl", "w") as task_file:
         while pending:
             progressed = False
             for task_id, res in list(pending.items()):

@@ -13,6 +13,7 @@ from common.models import (Candidate, FinetuneRequest, LoraConfig, RunConfig, Sa
 from common.prompts import format_completion, task_messages
 from common.submission import validate_submission
 from producer.run import run_tasks
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -67,3 +68,26 @@ def test_lora_fine_tuning_teaches_programs_the_base_model_lacks(cluster, tmp_pat
 
     again = cluster.app.signature(FINETUNE, args=(req.model_dump(),)).apply_async().get(timeout=600)
     assert again["reused"] and again["adapter"] == trained["adapter"]  # same inputs, no retraining
+
+
+def test_execute_worker_reports_its_isolation_layers(cluster):
+    log = (cluster.log_dir / "execute.log").read_text()
+    assert "arcsynth execute worker: isolation active: " in log
+
+
+def test_inference_worker_answers_pings_while_it_generates(cluster):
+    from common.celery_app import SAMPLE
+    from producer.cluster import worker_name
+
+    task = load_tasks("arc-agi-1/training", task_ids=["6150a2bd"])[0]
+    sampling = SamplingConfig(n=32, max_tokens=512, temperature=1.0, seed=3)
+    res = cluster.app.signature(SAMPLE, args=(task.model_dump(), sampling.model_dump(), "")).apply_async()
+    try:
+        # task_track_started: the state turns STARTED once the worker has begun generating.
+        wait_until(lambda: res.state == "STARTED", 120, "the sample job to start")
+        replies = cluster.app.control.ping(destination=[worker_name("inference")], timeout=5.0)
+        assert not res.ready(), "generation finished before the ping; make it longer"
+        assert replies and worker_name("inference") in replies[0]
+        assert len(res.get(timeout=600)["completions"]) == 32
+    finally:
+        res.revoke()

@@ -11,6 +11,7 @@ import psutil
 import pytest
 
 from common.data import load_tasks
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -52,11 +53,8 @@ def test_ctrl_c_stops_every_process_it_started(smollm2, tmp_path):
         for line in proc.stderr:
             if "starting a local cluster" in line:
                 break
-        family: list[psutil.Process] = []
-        while not (out / "run.json").exists():
-            assert proc.poll() is None, "arcsynth local exited before the run started"
-            family = psutil.Process(proc.pid).children(recursive=True)
-            psutil.wait_procs([psutil.Process(proc.pid)], timeout=0.2)
+        wait_until(lambda: (out / "run.json").exists() or proc.poll() is not None, 300, "the run to start")
+        assert proc.poll() is None, "arcsynth local exited before the run started"
         family = psutil.Process(proc.pid).children(recursive=True)
         assert any("EngineCore" in " ".join(p.cmdline()) for p in family)
         proc.send_signal(signal.SIGINT)

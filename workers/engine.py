@@ -65,7 +65,8 @@ class Engine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         c = self.config
-        util = c.gpu_memory_utilization or (0.9 if _on_gpu() else 0.2)
+        self.on_gpu = _on_gpu()
+        util = c.gpu_memory_utilization or (0.9 if self.on_gpu else 0.2)
         args = AsyncEngineArgs(
             model=c.model, max_model_len=c.max_model_len, enable_lora=c.enable_lora,
             max_lora_rank=c.max_lora_rank, max_loras=c.max_loras, dtype=c.dtype,
@@ -92,9 +93,12 @@ class Engine:
         from vllm.sampling_params import RequestOutputKind
 
         max_tokens = min(sampling.max_tokens, self.config.max_model_len - len(prompt_ids))
+        # vLLM's CPU backend aborts the engine ("CPU Generator does not use offset") when a
+        # seeded request's prefill is chunked; there the engine-wide seed is all we can offer.
+        seed = sampling.seed if self.on_gpu else None
         params = SamplingParams(
             n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
-            max_tokens=max_tokens, seed=sampling.seed,
+            max_tokens=max_tokens, seed=seed,
             output_kind=RequestOutputKind.FINAL_ONLY,  # with n>1, streamed items can hold fewer than n
         )
         final = None

@@ -6,12 +6,19 @@ run once and share their result.
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+
+from celery import signals
+
 from common.celery_app import EXECUTE, app
 from common.extract import ExtractionError, extract_code
 from common.models import Candidate, ExecutionResult, SampleResult, Task
 from common.settings import get_settings
-from workers.executor import Executor, normalise
+from workers.executor import Executor, IsolationUnavailable, normalise
 
+log = logging.getLogger(__name__)
 _executor: Executor | None = None
 
 
@@ -19,8 +26,27 @@ def executor() -> Executor:
     global _executor
     if _executor is None:
         s = get_settings()
-        _executor = Executor(timeout_s=s.exec_timeout_s, memory_mb=s.exec_memory_mb)
+        _executor = Executor(timeout_s=s.exec_timeout_s, memory_mb=s.exec_memory_mb,
+                             require=s.exec_required_layers())
     return _executor
+
+
+@signals.worker_init.connect
+def check_isolation(**_: object) -> None:
+    """Say which isolation layers runs get here; refuse to start without a required one."""
+    s = get_settings()
+    probe = Executor(require=s.exec_required_layers())
+    try:
+        layers = probe.start()
+    except IsolationUnavailable as exc:
+        print(f"arcsynth execute worker: {exc}", file=sys.stderr, flush=True)
+        os._exit(3)
+    finally:
+        probe.close()
+    active = ", ".join(k for k, v in layers.items() if v) or "none"
+    inactive = ", ".join(k for k, v in layers.items() if not v) or "none"
+    print(f"arcsynth execute worker: isolation active: {active}; unavailable: {inactive}",
+          file=sys.stderr, flush=True)
 
 
 def grade_completions(task: Task, sampled: SampleResult, epoch: int = 0) -> list[Candidate]:

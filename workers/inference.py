@@ -62,4 +62,11 @@ def sample(task: dict, sampling: dict, adapter: str = "") -> dict:
         completions, seconds = engine().generate(task_messages(t), params, adapter)
     except PromptTooLong as exc:
         return SampleResult(task_id=t.id, skipped=str(exc), adapter=adapter).model_dump()
+    except Exception as exc:
+        if type(exc).__name__ == "EngineDeadError":
+            # A dead engine cannot serve again: end the worker so it is restarted, and leave the
+            # job unacknowledged so the broker redelivers it.
+            print(f"arcsynth inference worker: vLLM engine died: {exc}", file=sys.stderr, flush=True)
+            os._exit(4)
+        raise
     return SampleResult(task_id=t.id, completions=completions, seconds=seconds, adapter=adapter).model_dump()
