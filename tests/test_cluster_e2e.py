@@ -8,8 +8,16 @@ import pytest
 
 from common.celery_app import FINETUNE
 from common.data import load_tasks
-from common.models import (Candidate, FinetuneRequest, LoraConfig, RunConfig, SamplingConfig, Task,
-                           TrainConfig, TrainingExample)
+from common.models import (
+    Candidate,
+    FinetuneRequest,
+    LoraConfig,
+    RunConfig,
+    SamplingConfig,
+    Task,
+    TrainConfig,
+    TrainingExample,
+)
 from common.prompts import format_completion, task_messages
 from common.submission import validate_submission
 from producer.run import run_tasks

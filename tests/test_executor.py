@@ -124,7 +124,7 @@ HOSTILE = {
                    "exception", "PermissionError", ("unprivileged_user",)),
     "fill_disk": ("def transform(grid):\n    f = open('big', 'wb')\n    while True:\n        f.write(b'x' * 65536)",
                   "exception", "OSError", ()),
-    "read_source": ("def transform(grid):\n    return [[len(open(%r).read()) %% 10]]" % __file__,
+    "read_source": (f"def transform(grid):\n    return [[len(open({__file__!r}).read()) % 10]]",
                     "exception", "", ("mount_namespace",)),
     "read_proc_environ": ("def transform(grid):\n    return [[len(open('/proc/1/environ').read()) % 10]]",
                           "exception", "PermissionError", ("unprivileged_user",)),

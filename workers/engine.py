@@ -9,7 +9,6 @@ completions out, an optional `LoRARequest` per call.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 import uuid

@@ -38,7 +38,8 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _mount(source, target, fstype, flags, data):
-    enc = (lambda v: v.encode() if isinstance(v, str) else v)
+    def enc(v):
+        return (v.encode() if isinstance(v, str) else v)
     return _libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)) == 0
 
 
