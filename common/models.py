@@ -176,3 +176,5 @@ class RunConfig(Frozen):
     sampling: SamplingConfig
     adapter: str = ""
     max_model_len: int = 8192
+    epochs: int = 0
+    samples_per_epoch: int = 0

@@ -71,6 +71,12 @@ def run_options(f):
         click.option("--adapter", default="", help="LoRA adapter (path under the artifact root)."),
         click.option("--out", type=click.Path(path_type=Path), help="Run directory."),
         click.option("--timeout", type=float, help="Give up on unfinished tasks after this many seconds."),
+        click.option("--epochs", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Search-and-learn rounds: relabel, fine-tune a per-task LoRA, sample again."),
+        click.option("--samples-per-epoch", type=click.IntRange(min=1), help="Samples per epoch (default: --samples)."),
+        click.option("--finetune-steps", type=click.IntRange(min=1), default=40, show_default=True,
+                     help="LoRA training steps per epoch."),
+        click.option("--keep-searching", is_flag=True, help="Keep learning after a program fits every train pair."),
     ]):
         f = opt(f)
     return f
@@ -81,20 +87,24 @@ def main() -> None:
     """arcsynth: solve ARC-AGI tasks by LLM program synthesis."""
 
 
-def _do_run(app, dataset, tasks, samples, temperature, max_tokens, seed, adapter, out, timeout, model):
-    from common.models import RunConfig
-    from producer.run import new_run_id, run_tasks
+def _do_run(app, task_list, model, *, dataset, samples, temperature, max_tokens, seed, adapter, out, timeout,
+            epochs, samples_per_epoch, finetune_steps, keep_searching, **_):
+    from common.models import RunConfig, TrainConfig
+    from producer.run import LearnConfig, new_run_id, run_tasks
 
     s = _settings()
-    task_list = tasks
     sampling = _sampling(samples, temperature, max_tokens, seed)
     run_id = new_run_id()
     run_dir = out or Path(s.run_root) / run_id
+    learn = LearnConfig(epochs=epochs, samples_per_epoch=samples_per_epoch or samples,
+                        stop_when_solved=not keep_searching, base_model=model,
+                        train=TrainConfig(steps=finetune_steps, batch_size=1, learning_rate=2e-3))
     config = RunConfig(run_id=run_id, dataset=dataset, task_ids=[t.id for t in task_list], model=model,
-                       sampling=sampling, adapter=adapter, max_model_len=s.max_model_len)
+                       sampling=sampling, adapter=adapter, max_model_len=s.max_model_len, epochs=epochs,
+                       samples_per_epoch=learn.samples_per_epoch)
     outcome = run_tasks(app, task_list, sampling, run_dir, config, adapter=adapter,
                         progress=sys.stderr.isatty() or bool(os.environ.get("ARCSYNTH_PROGRESS")),
-                        timeout=timeout)
+                        timeout=timeout, learn=learn)
     for task_id, reason in outcome.skipped.items():
         click.echo(f"skipped {task_id}: {reason}", err=True)
     for task_id, reason in outcome.failed.items():
@@ -107,27 +117,26 @@ def _do_run(app, dataset, tasks, samples, temperature, max_tokens, seed, adapter
 
 @main.command()
 @run_options
-def submit(dataset, tasks, limit, samples, temperature, max_tokens, seed, adapter, out, timeout):
+def submit(**opts):
     """Enqueue a run on the configured broker and follow it to the end."""
-    task_list = _load(dataset, tasks, limit)
+    task_list = _load(opts["dataset"], opts["tasks"], opts["limit"])
     s = _settings()
     if s.broker_url is None:
         raise UserError("setting ARCSYNTH_BROKER_URL is not set (or use `arcsynth local`)")
     from common.celery_app import make_app
 
-    _do_run(make_app(s), dataset, task_list, samples, temperature, max_tokens, seed, adapter, out,
-            timeout, s.model)
+    _do_run(make_app(s), task_list, s.model, **opts)
 
 
 @main.command()
 @run_options
 @click.option("--model", help="Model for the local inference worker (hub id, path or `smollm2`).")
-def local(dataset, tasks, limit, samples, temperature, max_tokens, seed, adapter, out, timeout, model):
+def local(model, **opts):
     """Start a private Redis and one worker of each kind, run, and stop them all."""
     from common.model_store import resolve_model
     from producer.cluster import ClusterError, LocalCluster
 
-    task_list = _load(dataset, tasks, limit)
+    task_list = _load(opts["dataset"], opts["tasks"], opts["limit"])
     s = _settings()
     model = model or s.model
     try:
@@ -137,8 +146,7 @@ def local(dataset, tasks, limit, samples, temperature, max_tokens, seed, adapter
     click.echo(f"starting a local cluster for {len(task_list)} tasks with model {model} ...", err=True)
     try:
         with LocalCluster(model=model) as cluster:
-            _do_run(cluster.app, dataset, task_list, samples, temperature, max_tokens, seed, adapter,
-                    out, timeout, model)
+            _do_run(cluster.app, task_list, model, **opts)
     except ClusterError as exc:
         raise click.ClickException(str(exc)) from None
 

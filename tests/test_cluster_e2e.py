@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -56,13 +57,25 @@ PROGRAMS = {"6150a2bd": "def transform(grid):\n    return grid[::-1, ::-1]",
             "74dd1130": "def transform(grid):\n    return grid.T"}
 
 
-def test_lora_fine_tuning_teaches_programs_the_base_model_lacks(cluster, tmp_path):
+def _teach_request() -> FinetuneRequest:
     tasks = load_tasks("arc-agi-1/training", task_ids=list(PROGRAMS))
     examples = [TrainingExample(messages=task_messages(t), completion=format_completion(PROGRAMS[t.id]))
                 for t in tasks]
-    req = FinetuneRequest(base_model="smollm2", examples=examples, lora=LoraConfig(rank=8, alpha=16),
-                          train=TrainConfig(steps=40, batch_size=1, learning_rate=2e-3))
-    trained = cluster.app.signature(FINETUNE, args=(req.model_dump(),)).apply_async().get(timeout=600)
+    return FinetuneRequest(base_model="smollm2", examples=examples, lora=LoraConfig(rank=8, alpha=16),
+                           train=TrainConfig(steps=40, batch_size=1, learning_rate=2e-3))
+
+
+@pytest.fixture(scope="module")
+def taught(cluster) -> dict:
+    """A LoRA adapter taught the programs of two ARC tasks, trained by the fine-tune worker."""
+    req = _teach_request()
+    return cluster.app.signature(FINETUNE, args=(req.model_dump(),)).apply_async().get(timeout=600)
+
+
+def test_lora_fine_tuning_teaches_programs_the_base_model_lacks(cluster, taught, tmp_path):
+    tasks = load_tasks("arc-agi-1/training", task_ids=list(PROGRAMS))
+    req = _teach_request()
+    trained = taught
     assert trained["backend"] == "peft" and trained["final_loss"] < 0.5
 
     sampling = SamplingConfig(n=8, temperature=0.7, max_tokens=64, seed=0)
@@ -99,3 +112,35 @@ def test_inference_worker_answers_pings_while_it_generates(cluster):
         assert len(res.get(timeout=600)["completions"]) == 32
     finally:
         res.revoke()
+
+
+def test_search_and_learn_loop_is_closed(cluster, taught, tmp_path):
+    """Epoch 0 samples through a start adapter; its relabelled programs train the adapter that
+    epoch 1 samples with."""
+    import hashlib
+
+    from common.relabel import relabel
+    from producer.run import LearnConfig
+
+    task = load_tasks("arc-agi-1/training", task_ids=["67a3c6ac"])[0]  # flip: the start adapter can't
+    sampling = SamplingConfig(n=8, temperature=0.7, max_tokens=64)
+    learn = LearnConfig(epochs=1, samples_per_epoch=4, stop_when_solved=False, base_model="smollm2",
+                        lora=LoraConfig(rank=8, alpha=16), train=TrainConfig(steps=10, batch_size=1))
+    config = RunConfig(run_id="loop", dataset="test", task_ids=[task.id], model="smollm2", sampling=sampling)
+    outcome = run_tasks(cluster.app, [task], sampling, tmp_path / "loop", config, adapter=taught["adapter"],
+                        progress=False, timeout=900, learn=learn)
+    assert not outcome.failed
+    (new_adapter,) = outcome.adapters[task.id]
+    cands = [Candidate.model_validate_json(line) for line in (tmp_path / "loop" / "candidates.jsonl").open()]
+    epoch0 = [c for c in cands if c.epoch == 0]
+    epoch1 = [c for c in cands if c.epoch == 1]
+    assert len(epoch0) == 8 and {c.adapter for c in epoch0} == {taught["adapter"]}
+    assert len(epoch1) == 4 and {c.adapter for c in epoch1} == {new_adapter} and new_adapter != taught["adapter"]
+
+    manifest = json.loads((Path(new_adapter) / "arcsynth_manifest.json").read_text())
+    assert manifest["start_adapter"] == taught["adapter"]
+    examples = relabel(task, epoch0, limit=64)
+    expected = hashlib.sha256(json.dumps([e.model_dump() for e in examples], sort_keys=True).encode()).hexdigest()
+    assert examples and manifest["data_sha256"] == expected
+    (record,) = [json.loads(line) for line in (tmp_path / "loop" / "tasks.jsonl").open()]
+    assert record["epochs"] == 1 and set(record["per_epoch"]) == {"0", "1"}
