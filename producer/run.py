@@ -9,6 +9,7 @@ tasks get placeholder attempts) and `score.json` when the test outputs are known
 from __future__ import annotations
 
 import json
+import random
 import time
 import uuid
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from celery import Celery, chain
 from celery.result import AsyncResult
 from tqdm import tqdm
 
+from common.augment import Augmentation, random_augmentation
 from common.celery_app import EXECUTE, FINETUNE, SAMPLE
 from common.models import Attempt, Candidate, FinetuneRequest, LoraConfig, RunConfig, SamplingConfig, Task, TrainConfig
 from common.relabel import relabel
@@ -37,6 +39,7 @@ class LearnConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     max_examples: int | None = 64
+    augment: bool = False  # each epoch's prompt shows a random rotation/reflection and colour map
 
 
 @dataclass
@@ -64,11 +67,13 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
 
-def enqueue_search(app: Celery, task: Task, sampling: SamplingConfig, adapter: str = "", epoch: int = 0):
-    payload = task.model_dump()
+def enqueue_search(app: Celery, task: Task, sampling: SamplingConfig, adapter: str = "", epoch: int = 0,
+                   augmentation: Augmentation | None = None):
+    """Sample programs (from the augmented task, if any) and grade them on the original task."""
+    shown = task if augmentation is None else augmentation.apply_task(task)
     return chain(
-        app.signature(SAMPLE, args=(payload, sampling.model_dump(), adapter)),
-        app.signature(EXECUTE, args=(payload, epoch)),
+        app.signature(SAMPLE, args=(shown.model_dump(), sampling.model_dump(), adapter)),
+        app.signature(EXECUTE, args=(task.model_dump(), epoch, augmentation.model_dump() if augmentation else None)),
     ).apply_async()
 
 
@@ -83,9 +88,14 @@ class _Run:
         self.task_file = open(run_dir / "tasks.jsonl", "w")
         self.bar = tqdm(total=len(tasks), unit="task", disable=not progress, desc="tasks")
 
+    def augmentation(self, st: _TaskState) -> Augmentation | None:
+        if not self.learn.augment:
+            return None
+        return random_augmentation(random.Random(f"{st.task.id}:{st.epoch}"))
+
     def start(self) -> None:
         for st in self.states.values():
-            st.result = enqueue_search(self.app, st.task, self.sampling, st.adapter, 0)
+            st.result = enqueue_search(self.app, st.task, self.sampling, st.adapter, 0, self.augmentation(st))
             self.active[st.task.id] = st
 
     def poll(self) -> bool:
@@ -130,7 +140,7 @@ class _Run:
         st.stage = "search"
         self.outcome.adapters.setdefault(st.task.id, []).append(st.adapter)
         sampling = self.sampling.model_copy(update={"n": self.learn.samples_per_epoch})
-        st.result = enqueue_search(self.app, st.task, sampling, st.adapter, st.epoch)
+        st.result = enqueue_search(self.app, st.task, sampling, st.adapter, st.epoch, self.augmentation(st))
 
     def finish(self, st: _TaskState, status: str, reason: str = "") -> None:
         task_id = st.task.id

@@ -192,3 +192,14 @@ def test_required_layer_that_cannot_be_had_refuses_to_start():
 
     with pytest.raises(IsolationUnavailable, match="no_such_layer"):
         Executor(require=["no_such_layer"]).start()
+
+
+def test_programs_written_for_an_augmented_task_are_graded_on_the_original(ex):
+    from common.augment import Augmentation
+
+    task = load_tasks("arc-agi-1/training", task_ids=["67a3c6ac"])[0]  # flip left-right
+    aug = Augmentation(transform="transpose", colours=(0, 2, 1, 3, 4, 5, 6, 7, 8, 9))
+    # Under a transpose, the left-right flip of the original is an up-down flip of what the model sees.
+    r = ex.grade(task, "def transform(grid):\n    return grid[::-1]", aug)
+    assert r.all_train_correct and [x.output for x in r.test] == [p.output for p in task.test]
+    assert not ex.grade(task, "def transform(grid):\n    return grid[:, ::-1]", aug).all_train_correct

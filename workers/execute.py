@@ -12,6 +12,7 @@ import sys
 
 from celery import signals
 
+from common.augment import Augmentation
 from common.celery_app import EXECUTE, app
 from common.extract import ExtractionError, extract_code
 from common.models import Candidate, ExecutionResult, SampleResult, Task
@@ -49,7 +50,8 @@ def check_isolation(**_: object) -> None:
           file=sys.stderr, flush=True)
 
 
-def grade_completions(task: Task, sampled: SampleResult, epoch: int = 0) -> list[Candidate]:
+def grade_completions(task: Task, sampled: SampleResult, epoch: int = 0,
+                      augmentation: Augmentation | None = None) -> list[Candidate]:
     seen: dict[str, ExecutionResult] = {}
     out = []
     for i, comp in enumerate(sampled.completions):
@@ -62,7 +64,7 @@ def grade_completions(task: Task, sampled: SampleResult, epoch: int = 0) -> list
         if code is not None:
             key = normalise(code)
             if key not in seen:
-                seen[key] = executor().grade(task, code)
+                seen[key] = executor().grade(task, code, augmentation)
             execution = seen[key]
         out.append(Candidate(task_id=task.id, index=i, code=code, extraction_error=reason,
                              completion=comp, epoch=epoch, adapter=sampled.adapter, execution=execution))
@@ -70,10 +72,14 @@ def grade_completions(task: Task, sampled: SampleResult, epoch: int = 0) -> list
 
 
 @app.task(name=EXECUTE, time_limit=get_settings().execute_time_limit_s)
-def execute(sampled: dict, task: dict, epoch: int = 0) -> dict:
-    """Chained after `arcsynth.sample`: extract, run and grade every completion."""
+def execute(sampled: dict, task: dict, epoch: int = 0, augmentation: dict | None = None) -> dict:
+    """Chained after `arcsynth.sample`: extract, run and grade every completion.
+
+    `task` is the original task; `augmentation` is how the prompt showed it, if at all.
+    """
     t = Task.model_validate(task)
     s = SampleResult.model_validate(sampled)
-    candidates = grade_completions(t, s, epoch)
+    aug = Augmentation.model_validate(augmentation) if augmentation else None
+    candidates = grade_completions(t, s, epoch, aug)
     return {"task_id": t.id, "skipped": s.skipped, "sample_seconds": s.seconds,
             "candidates": [c.model_dump() for c in candidates]}

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from common.augment import Augmentation
 from common.lifetime import die_with_parent
 from common.models import ExecutionResult, InputResult, Task
 from common.scoring import pixel_accuracy
@@ -117,11 +118,20 @@ class Executor:
         crashed = InputResult(error="crashed", message="the sandbox helper died")
         return [crashed] * len(inputs), 0.0
 
-    def grade(self, task: Task, code: str) -> ExecutionResult:
-        """Run `code` on all train and test inputs; score it against the train outputs."""
+    def grade(self, task: Task, code: str, augmentation: Augmentation | None = None) -> ExecutionResult:
+        """Run `code` on all train and test inputs; score it against the train outputs.
+
+        With an augmentation, the program was written for the augmented task: it runs on the
+        augmented inputs and its outputs are reverted before they are compared.
+        """
         start = time.monotonic()
-        inputs = [p.input for p in task.train] + [p.input for p in task.test]
+        shown = task if augmentation is None or augmentation.is_identity else augmentation.apply_task(task)
+        inputs = [p.input for p in shown.train] + [p.input for p in shown.test]
         results, _ = self.run(code, inputs)
+        if shown is not task:
+            assert augmentation is not None
+            results = [r if r.output is None else r.model_copy(update={"output": augmentation.revert(r.output)})
+                       for r in results]
         train, test = results[: len(task.train)], results[len(task.train):]
         correct = sum(1 for r, p in zip(train, task.train) if r.output is not None and r.output == p.output)
         acc = sum(pixel_accuracy(r.output, p.output) for r, p in zip(train, task.train) if p.output)
