@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     # Comma-separated isolation layers an execute worker must have, or it refuses to start:
     # network_namespace, mount_namespace, seccomp, unprivileged_user, rlimits.
     exec_require: str = ""
+    # Comma-separated paths of DSL modules programs may import by file name (`from common import *`).
+    exec_dsl: str = ""
+
+    def exec_dsl_paths(self) -> list[str]:
+        return [x.strip() for x in self.exec_dsl.split(",") if x.strip()]
 
     def exec_required_layers(self) -> list[str]:
         return [x.strip() for x in self.exec_require.split(",") if x.strip()]

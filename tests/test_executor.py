@@ -203,3 +203,14 @@ def test_programs_written_for_an_augmented_task_are_graded_on_the_original(ex):
     r = ex.grade(task, "def transform(grid):\n    return grid[::-1]", aug)
     assert r.all_train_correct and [x.output for x in r.test] == [p.output for p in task.test]
     assert not ex.grade(task, "def transform(grid):\n    return grid[:, ::-1]", aug).all_train_correct
+
+
+def test_operator_dsl_modules_are_importable_by_programs(tmp_path):
+    dsl = tmp_path / "common.py"  # BARC-style programs do `from common import *`
+    dsl.write_text("import numpy as np\n\ndef flip_lr(grid):\n    return np.asarray(grid)[:, ::-1]\n")
+    e = Executor(timeout_s=2.0, dsl=[str(dsl)])
+    try:
+        r = e.grade(TASK, "from common import *\n\ndef transform(grid):\n    return flip_lr(grid)")
+        assert r.all_train_correct, r.train[0].message
+    finally:
+        e.close()

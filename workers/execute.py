@@ -28,7 +28,7 @@ def executor() -> Executor:
     if _executor is None:
         s = get_settings()
         _executor = Executor(timeout_s=s.exec_timeout_s, memory_mb=s.exec_memory_mb,
-                             require=s.exec_required_layers())
+                             require=s.exec_required_layers(), dsl=s.exec_dsl_paths())
     return _executor
 
 
@@ -36,7 +36,7 @@ def executor() -> Executor:
 def check_isolation(**_: object) -> None:
     """Say which isolation layers runs get here; refuse to start without a required one."""
     s = get_settings()
-    probe = Executor(require=s.exec_required_layers())
+    probe = Executor(require=s.exec_required_layers(), dsl=s.exec_dsl_paths())
     try:
         layers = probe.start()
     except IsolationUnavailable as exc:

@@ -56,7 +56,11 @@ def fingerprint(results: Sequence[InputResult]) -> str:
 
 class Executor:
     def __init__(self, timeout_s: float = 5.0, memory_mb: int = 1024,
-                 require: Sequence[str] = ()) -> None:
+                 require: Sequence[str] = (), dsl: Sequence[str] = ()) -> None:
+        self.dsl = [str(Path(p).resolve()) for p in dsl]
+        for path in self.dsl:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"DSL module {path} does not exist")
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
         self.require = tuple(require)
@@ -67,7 +71,7 @@ class Executor:
     def _helper(self) -> subprocess.Popen[str]:
         if self._proc is None or self._proc.poll() is not None:
             self._proc = subprocess.Popen(
-                [sys.executable, "-I", str(HELPER), *paths_to_hide()],
+                [sys.executable, "-I", str(HELPER), json.dumps({"hide": paths_to_hide(), "dsl": self.dsl})],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,

@@ -321,10 +321,28 @@ def preload(names):
             pass
 
 
+def load_dsl(paths):
+    """Make operators' DSL files importable by their file name (`from common import *`).
+
+    They are registered before anything else can claim the name, so a DSL called `common`
+    shadows any installed package of that name inside the sandbox.
+    """
+    import importlib.util
+
+    for path in paths:
+        name = os.path.splitext(os.path.basename(path))[0]
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+
+
 def main():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    config = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
     preload(PRELOAD)
-    LAYERS.update(isolate_helper(sys.argv[1:]))
+    load_dsl(config.get("dsl", []))
+    LAYERS.update(isolate_helper(config.get("hide", [])))
     sys.stdout.write(json.dumps({"layers": LAYERS}) + "\n")
     sys.stdout.flush()
     for line in sys.stdin:
