@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from common.models import Task
+from common.models import ExecutionResult, Task
 
 SYSTEM_PROMPT = (
     "You are an expert Python programmer solving ARC puzzles. Each puzzle maps input grids of "
@@ -43,3 +43,34 @@ def task_messages(task: Task) -> list[dict[str, str]]:
 def format_completion(code: str) -> str:
     """How a program appears as the assistant's answer, in training and in extraction."""
     return f"```python\n{code.strip()}\n```"
+
+
+def execution_feedback(task: Task, execution: ExecutionResult) -> str:
+    """Per train pair: does the program's output match, and if not, how far off is it."""
+    from common.scoring import pixel_accuracy
+
+    lines = []
+    for i, (pair, got) in enumerate(zip(task.train, execution.train), 1):
+        assert pair.output is not None
+        want_shape = f"{len(pair.output)}x{len(pair.output[0])}"
+        if got.output is None:
+            lines.append(f"Example {i}: failed with {got.error}: {got.message}")
+        elif got.output == pair.output:
+            lines.append(f"Example {i}: correct.")
+        elif (len(got.output), len(got.output[0])) != (len(pair.output), len(pair.output[0])):
+            lines.append(f"Example {i}: wrong shape {len(got.output)}x{len(got.output[0])}, expected {want_shape}. "
+                         f"Your output:\n{encode_grid(got.output)}")
+        else:
+            acc = pixel_accuracy(got.output, pair.output)
+            lines.append(f"Example {i}: wrong, {acc:.0%} of cells match. Your output:\n{encode_grid(got.output)}")
+    return "\n".join(lines)
+
+
+def refinement_messages(task: Task, code: str, execution: ExecutionResult) -> list[dict[str, str]]:
+    """A follow-up turn: the previous program, what it did on each train pair, and a request to fix it."""
+    return [
+        *task_messages(task),
+        {"role": "assistant", "content": format_completion(code)},
+        {"role": "user", "content": "I ran your program on the examples:\n" + execution_feedback(task, execution)
+         + "\nWrite a corrected `transform(grid)`. Answer with one ```python block."},
+    ]

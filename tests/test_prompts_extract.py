@@ -51,3 +51,22 @@ def test_clear_reasons(text, reason):
 def test_check_syntax():
     assert check_syntax("def transform(g):\n    return g") is None
     assert "line 1" in check_syntax("def transform(:")
+
+
+def test_refinement_prompt_shows_per_pair_feedback():
+    from common.models import ExecutionResult, InputResult
+    from common.prompts import refinement_messages
+
+    t = Task(id="t", train=[{"input": [[1, 2]], "output": [[2, 1]]}, {"input": [[3, 4]], "output": [[4, 3]]},
+                            {"input": [[5, 6]], "output": [[6, 5]]}, {"input": [[7, 8]], "output": [[8, 7]]}],
+             test=[{"input": [[9, 9]]}])
+    ex = ExecutionResult(train=[InputResult(output=[[2, 1]]), InputResult(output=[[3, 3]]),
+                                InputResult(output=[[6], [5]]), InputResult(error="exception", message="ZeroDivisionError")],
+                         test=[InputResult(output=[[9, 9]])], train_total=4, train_correct=1)
+    msgs = refinement_messages(t, "def transform(grid):\n    return grid", ex)
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
+    fb = msgs[-1]["content"]
+    assert "Example 1: correct." in fb
+    assert "Example 2: wrong, 50% of cells match" in fb
+    assert "Example 3: wrong shape 2x1, expected 1x2" in fb
+    assert "Example 4: failed with exception: ZeroDivisionError" in fb
