@@ -77,6 +77,8 @@ def run_options(f):
         click.option("--finetune-steps", type=click.IntRange(min=1), default=40, show_default=True,
                      help="LoRA training steps per epoch."),
         click.option("--keep-searching", is_flag=True, help="Keep learning after a program fits every train pair."),
+        click.option("--finetune-from", type=click.Choice(["previous", "base"]), default="previous", show_default=True,
+                     help="Start each epoch's adapter from the previous one or from the base model."),
         click.option("--augment", is_flag=True,
                      help="Show each epoch's prompt rotated/reflected with permuted colours (outputs are reverted)."),
     ]):
@@ -90,7 +92,7 @@ def main() -> None:
 
 
 def _do_run(app, task_list, model, *, dataset, samples, temperature, max_tokens, seed, adapter, out, timeout,
-            epochs, samples_per_epoch, finetune_steps, keep_searching, augment, **_):
+            epochs, samples_per_epoch, finetune_steps, finetune_from, keep_searching, augment, **_):
     from common.models import RunConfig, TrainConfig
     from producer.run import LearnConfig, new_run_id, run_tasks
 
@@ -100,6 +102,7 @@ def _do_run(app, task_list, model, *, dataset, samples, temperature, max_tokens,
     run_dir = out or Path(s.run_root) / run_id
     learn = LearnConfig(epochs=epochs, samples_per_epoch=samples_per_epoch or samples,
                         stop_when_solved=not keep_searching, base_model=model, augment=augment,
+                        from_base=finetune_from == "base",
                         train=TrainConfig(steps=finetune_steps, batch_size=1, learning_rate=2e-3))
     config = RunConfig(run_id=run_id, dataset=dataset, task_ids=[t.id for t in task_list], model=model,
                        sampling=sampling, adapter=adapter, max_model_len=s.max_model_len, epochs=epochs,

@@ -67,7 +67,9 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
 
 class LocalCluster:
     def __init__(self, model: str, kinds: tuple[str, ...] = KINDS, env: dict[str, str] | None = None,
-                 log_dir: Path | None = None, ready_timeout: float = 300.0) -> None:
+                 log_dir: Path | None = None, ready_timeout: float = 300.0,
+                 worker_args: dict[str, list[str]] | None = None) -> None:
+        self.worker_args = worker_args or {}
         self.model = model
         self.kinds = kinds
         self.extra_env = env or {}
@@ -91,7 +93,7 @@ class LocalCluster:
             for kind in self.kinds:
                 name = worker_name(kind)
                 logs[name] = self.log_dir / f"{kind}.log"
-                self.procs[name] = start_worker(kind, self.env, logs[name])
+                self.procs[name] = start_worker(kind, self.env, logs[name], self.worker_args.get(kind))
             self.app = make_app(Settings(broker_url=self.redis.url, result_backend=self.redis.url))
             wait_ready(self.app, self.procs, logs, self.ready_timeout)
         except BaseException:

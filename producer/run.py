@@ -40,6 +40,7 @@ class LearnConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     max_examples: int | None = 64
     augment: bool = False  # each epoch's prompt shows a random rotation/reflection and colour map
+    from_base: bool = False  # train each epoch's adapter from the base model, not the previous adapter
 
 
 @dataclass
@@ -130,7 +131,7 @@ class _Run:
         if not examples:
             return self.finish(st, status="done", reason="nothing to learn from: no program ran cleanly")
         req = FinetuneRequest(base_model=self.learn.base_model, examples=examples, lora=self.learn.lora,
-                              train=self.learn.train, start_adapter=st.adapter)
+                              train=self.learn.train, start_adapter="" if self.learn.from_base else st.adapter)
         st.stage = "finetune"
         st.result = self.app.signature(FINETUNE, args=(req.model_dump(),)).apply_async()
 

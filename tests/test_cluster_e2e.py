@@ -144,3 +144,71 @@ def test_search_and_learn_loop_is_closed(cluster, taught, tmp_path):
     assert examples and manifest["data_sha256"] == expected
     (record,) = [json.loads(line) for line in (tmp_path / "loop" / "tasks.jsonl").open()]
     assert record["epochs"] == 1 and set(record["per_epoch"]) == {"0", "1"}
+
+
+def _untrained_adapter(smollm2: str, path: Path, rank: int) -> str:
+    """A fresh LoRA (peft initialises B to zero), saved without training."""
+    from peft import LoraConfig as PeftLora
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(smollm2),
+                           PeftLora(r=rank, lora_alpha=rank, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    model.save_pretrained(path)
+    return str(path)
+
+
+def test_adapters_per_request_zero_b_is_base_trained_differs_and_mixed_batches(cluster, taught, smollm2, tmp_path):
+    from celery import group
+
+    from common.celery_app import SAMPLE
+
+    task = load_tasks("arc-agi-1/training", task_ids=["74dd1130"])[0]
+    greedy = SamplingConfig(n=1, temperature=0.0, max_tokens=48).model_dump()
+    zero = _untrained_adapter(smollm2, tmp_path / "zero", rank=8)
+    # Three requests in flight at once: base, zero-B adapter and trained adapter share batches.
+    jobs = group(cluster.app.signature(SAMPLE, args=(task.model_dump(), greedy, a)) for a in ("", zero, taught["adapter"]))
+    base, with_zero, with_taught = [r["completions"][0]["text"] for r in jobs.apply_async().get(timeout=300)]
+    assert with_zero == base
+    assert with_taught != base and "grid.T" in with_taught
+
+
+def test_adapter_with_too_large_a_rank_is_rejected_clearly(cluster, smollm2, tmp_path):
+    from common.celery_app import SAMPLE
+
+    big = _untrained_adapter(smollm2, tmp_path / "big", rank=32)
+    task = load_tasks("arc-agi-1/training", task_ids=["74dd1130"])[0]
+    res = cluster.app.signature(SAMPLE, args=(task.model_dump(), SamplingConfig(n=1, max_tokens=8).model_dump(), big))
+    with pytest.raises(Exception, match="rank 32 exceeds this engine's max_lora_rank 8"):
+        res.apply_async().get(timeout=120)
+    # The engine is still serving.
+    ok = cluster.app.signature(SAMPLE, args=(task.model_dump(), SamplingConfig(n=1, max_tokens=8).model_dump(), ""))
+    assert len(ok.apply_async().get(timeout=120)["completions"]) == 1
+
+
+def test_learning_from_relabelled_programs_solves_a_task_the_base_model_does_not(cluster, taught, tmp_path):
+    """3c9b0459 is a 180° rotation. The base model never writes that; epoch 0 samples through a
+    start adapter that sometimes does. Epoch 1's adapter is trained *from the base model* on the
+    relabelled epoch-0 programs alone, and its samples solve the task."""
+    from producer.run import LearnConfig
+
+    task = load_tasks("arc-agi-1/training", task_ids=["3c9b0459"])[0]
+    sampling = SamplingConfig(n=8, temperature=0.7, max_tokens=64)
+    base = _run(cluster, [task], sampling, tmp_path / "base")
+    assert base.score is not None and base.score < 1.0
+
+    learn = LearnConfig(epochs=1, samples_per_epoch=8, stop_when_solved=False, from_base=True,
+                        base_model="smollm2", lora=LoraConfig(rank=8, alpha=16),
+                        train=TrainConfig(steps=40, batch_size=1, learning_rate=2e-3))
+    config = RunConfig(run_id="learn", dataset="test", task_ids=[task.id], model="smollm2", sampling=sampling)
+    outcome = run_tasks(cluster.app, [task], sampling, tmp_path / "learn", config, adapter=taught["adapter"],
+                        progress=False, timeout=900, learn=learn)
+    (adapter,) = outcome.adapters[task.id]
+    manifest = json.loads((Path(adapter) / "arcsynth_manifest.json").read_text())
+    assert manifest["start_adapter"] == ""  # learned from the relabelled data alone
+    cands = [Candidate.model_validate_json(line) for line in (tmp_path / "learn" / "candidates.jsonl").open()]
+    epoch1 = [c for c in cands if c.epoch == 1]
+    assert {c.adapter for c in epoch1} == {adapter}
+    solved = [c for c in epoch1 if c.execution and c.execution.all_train_correct
+              and [r.output for r in c.execution.test] == [p.output for p in task.test]]
+    assert solved, [c.code for c in epoch1]

@@ -9,6 +9,8 @@ completions out, an optional `LoRARequest` per call.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import threading
 import time
 import uuid
@@ -33,6 +35,26 @@ class EngineConfig:
 
 class PromptTooLong(ValueError):
     pass
+
+
+class AdapterError(ValueError):
+    """An adapter this engine cannot serve; the message says why."""
+
+
+def check_adapter(path: str, model: str, max_rank: int) -> None:
+    """Refuse, before vLLM sees it, an adapter that is missing, too large or for another model."""
+    config_file = os.path.join(path, "adapter_config.json")
+    if not os.path.isfile(config_file):
+        raise AdapterError(f"adapter {path}: no adapter_config.json (not a PEFT LoRA adapter folder)")
+    with open(config_file) as f:
+        config = json.load(f)
+    rank = int(config.get("r", 0))
+    if rank > max_rank:
+        raise AdapterError(f"adapter {path}: rank {rank} exceeds this engine's max_lora_rank {max_rank} "
+                           "(set ARCSYNTH_MAX_LORA_RANK)")
+    base = config.get("base_model_name_or_path") or ""
+    if base and os.path.normpath(base) != os.path.normpath(model):
+        raise AdapterError(f"adapter {path}: trained for base model {base!r}, this engine serves {model!r}")
 
 
 def _on_gpu() -> bool:
@@ -77,6 +99,7 @@ class Engine:
     def lora_request(self, adapter: str) -> Any:
         from vllm.lora.request import LoRARequest
 
+        check_adapter(adapter, self.config.model, self.config.max_lora_rank)
         with self._ids_lock:
             lora_id = self._lora_ids.setdefault(adapter, len(self._lora_ids) + 1)
         return LoRARequest(f"adapter-{lora_id}", lora_id, adapter)
@@ -121,6 +144,8 @@ class Engine:
             raise PromptTooLong(
                 f"prompt has {len(ids)} tokens; the model's context is {self.config.max_model_len}"
             )
+        if adapter:
+            self.lora_request(adapter)  # validate here, in the caller's thread, with a clear error
         start = time.monotonic()
         fut = asyncio.run_coroutine_threadsafe(self._generate(ids, sampling, adapter), self._loop)
         return fut.result(), time.monotonic() - start
