@@ -22,7 +22,7 @@ def make_app(settings: Settings | None = None) -> Celery:
     longest = max(s.inference_time_limit_s, s.finetune_time_limit_s, s.execute_time_limit_s)
     app.conf.update(
         broker_url=s.broker(),
-        result_backend=s.backend(),
+        result_backend=s.result_backend_url(),
         result_expires=s.result_expires_s,
         task_serializer="json",
         result_serializer="json",

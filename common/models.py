@@ -66,6 +66,7 @@ class Completion(Frozen):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str | None = None
+    seconds: float = 0.0  # wall time of the request that produced it (shared by its n samples)
 
 
 class SampleResult(Frozen):

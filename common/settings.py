@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,13 +18,19 @@ class Settings(BaseSettings):
     result_backend: SecretStr | None = None
     result_expires_s: int = Field(7 * 24 * 3600, ge=60)
 
-    # Model and engine.
+    # Model and engine. Backends: vllm (default), transformers, openai (any compatible endpoint), replay.
+    backend: Literal["vllm", "transformers", "openai", "replay"] = "vllm"
     model: str = "Qwen/Qwen2.5-Coder-0.5B-Instruct"
+    replay_file: str = ""
+    openai_base_url: str = ""
+    openai_api_key: SecretStr | None = None
+    openai_model: str = ""
     max_model_len: int = Field(8192, ge=256)
     gpu_memory_utilization: float | None = Field(None, gt=0.0, le=1.0)  # None: 0.9 GPU, 0.2 CPU
     enable_lora: bool = True
     max_lora_rank: int = Field(16, ge=1, le=512)
     max_loras: int = Field(4, ge=1)
+    max_cpu_loras: int | None = Field(None, ge=1)
     dtype: str = "auto"
 
     # Sampling defaults (the CLI overrides per run).
@@ -53,6 +61,7 @@ class Settings(BaseSettings):
 
     # Where adapters and run directories go.
     artifact_root: str = "artifacts"
+    adapter_cache: str = Field(default_factory=lambda: os.path.expanduser("~/.cache/arcsynth/adapters"))
     run_root: str = "runs"
 
     def broker(self) -> str:
@@ -60,7 +69,7 @@ class Settings(BaseSettings):
             raise RuntimeError("ARCSYNTH_BROKER_URL is not set (or run `arcsynth local`)")
         return self.broker_url.get_secret_value()
 
-    def backend(self) -> str:
+    def result_backend_url(self) -> str:
         return self.result_backend.get_secret_value() if self.result_backend else self.broker()
 
 

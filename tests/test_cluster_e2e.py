@@ -22,6 +22,7 @@ from common.models import (
 from common.prompts import format_completion, task_messages
 from common.submission import validate_submission
 from producer.run import run_tasks
+from tests.adapters import untrained_adapter as _untrained_adapter
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
@@ -45,7 +46,7 @@ def test_run_over_three_tasks_writes_submission_and_candidates(cluster, tmp_path
     lines = (tmp_path / "r" / "candidates.jsonl").read_text().splitlines()
     cands = [Candidate.model_validate_json(line) for line in lines]
     assert len(cands) == 12 and {c.task_id for c in cands} == {t.id for t in tasks}
-    assert all(c.completion.completion_tokens > 0 for c in cands)
+    assert all(c.completion.completion_tokens > 0 and c.completion.seconds > 0 for c in cands)
     assert all((c.execution is not None) == (c.code is not None) for c in cands)
     assert "too-long" in outcome.skipped and "context is 4096" in outcome.skipped["too-long"]
     assert submission["too-long"] == [{"attempt_1": [[0]], "attempt_2": [[0]]}]
@@ -144,18 +145,6 @@ def test_search_and_learn_loop_is_closed(cluster, taught, tmp_path):
     assert examples and manifest["data_sha256"] == expected
     (record,) = [json.loads(line) for line in (tmp_path / "loop" / "tasks.jsonl").open()]
     assert record["epochs"] == 1 and set(record["per_epoch"]) == {"0", "1"}
-
-
-def _untrained_adapter(smollm2: str, path: Path, rank: int) -> str:
-    """A fresh LoRA (peft initialises B to zero), saved without training."""
-    from peft import LoraConfig as PeftLora
-    from peft import get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(smollm2),
-                           PeftLora(r=rank, lora_alpha=rank, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
-    model.save_pretrained(path)
-    return str(path)
 
 
 def test_adapters_per_request_zero_b_is_base_trained_differs_and_mixed_batches(cluster, taught, smollm2, tmp_path):

@@ -9,8 +9,6 @@ completions out, an optional `LoRARequest` per call.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import threading
 import time
 import uuid
@@ -19,6 +17,8 @@ from typing import Any
 
 from common.lifetime import children_die_with_me
 from common.models import Completion, SamplingConfig
+from workers.backends import AdapterError, PromptTooLong  # noqa: F401 - re-exported
+from workers.backends.adapters import check_adapter, local_adapter
 
 
 @dataclass(frozen=True)
@@ -28,33 +28,11 @@ class EngineConfig:
     enable_lora: bool = True
     max_lora_rank: int = 16
     max_loras: int = 4
+    max_cpu_loras: int | None = None
     dtype: str = "auto"
     gpu_memory_utilization: float | None = None
     seed: int = 0
-
-
-class PromptTooLong(ValueError):
-    pass
-
-
-class AdapterError(ValueError):
-    """An adapter this engine cannot serve; the message says why."""
-
-
-def check_adapter(path: str, model: str, max_rank: int) -> None:
-    """Refuse, before vLLM sees it, an adapter that is missing, too large or for another model."""
-    config_file = os.path.join(path, "adapter_config.json")
-    if not os.path.isfile(config_file):
-        raise AdapterError(f"adapter {path}: no adapter_config.json (not a PEFT LoRA adapter folder)")
-    with open(config_file) as f:
-        config = json.load(f)
-    rank = int(config.get("r", 0))
-    if rank > max_rank:
-        raise AdapterError(f"adapter {path}: rank {rank} exceeds this engine's max_lora_rank {max_rank} "
-                           "(set ARCSYNTH_MAX_LORA_RANK)")
-    base = config.get("base_model_name_or_path") or ""
-    if base and os.path.normpath(base) != os.path.normpath(model):
-        raise AdapterError(f"adapter {path}: trained for base model {base!r}, this engine serves {model!r}")
+    adapter_cache: str = ".cache/adapters"
 
 
 def _on_gpu() -> bool:
@@ -91,6 +69,8 @@ class Engine:
         args = AsyncEngineArgs(
             model=c.model, max_model_len=c.max_model_len, enable_lora=c.enable_lora,
             max_lora_rank=c.max_lora_rank, max_loras=c.max_loras, dtype=c.dtype,
+            # vLLM keeps adapters in an LRU: max_loras on the device per batch, max_cpu_loras in memory.
+            max_cpu_loras=c.max_cpu_loras or 4 * c.max_loras,
             gpu_memory_utilization=util, seed=c.seed,
         )
         self.tokenizer = AutoTokenizer.from_pretrained(c.model)
@@ -99,6 +79,7 @@ class Engine:
     def lora_request(self, adapter: str) -> Any:
         from vllm.lora.request import LoRARequest
 
+        adapter = local_adapter(adapter, self.config.adapter_cache)
         check_adapter(adapter, self.config.model, self.config.max_lora_rank)
         with self._ids_lock:
             lora_id = self._lora_ids.setdefault(adapter, len(self._lora_ids) + 1)
@@ -110,7 +91,7 @@ class Engine:
             ids = ids["input_ids"]
         return list(ids)
 
-    async def _generate(self, prompt_ids: list[int], sampling: SamplingConfig, adapter: str) -> list[Completion]:
+    async def _generate(self, prompt_ids: list[int], sampling: SamplingConfig, lora: Any) -> list[Completion]:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
@@ -126,7 +107,7 @@ class Engine:
         final = None
         async for out in self.llm.generate(
             {"prompt_token_ids": prompt_ids}, params, request_id=uuid.uuid4().hex,
-            lora_request=self.lora_request(adapter) if adapter else None,
+            lora_request=lora,
         ):
             final = out
         assert final is not None
@@ -136,18 +117,17 @@ class Engine:
             for o in final.outputs
         ]
 
-    def generate(self, messages: list[dict[str, str]], sampling: SamplingConfig,
-                 adapter: str = "") -> tuple[list[Completion], float]:
+    def generate(self, messages: list[dict[str, str]], sampling: SamplingConfig, adapter: str = "",
+                 task_id: str = "") -> tuple[list[Completion], float]:
         """Thread-safe: sample `sampling.n` completions for one chat prompt."""
         ids = self.prompt_ids(messages)
         if len(ids) >= self.config.max_model_len:
             raise PromptTooLong(
                 f"prompt has {len(ids)} tokens; the model's context is {self.config.max_model_len}"
             )
-        if adapter:
-            self.lora_request(adapter)  # validate here, in the caller's thread, with a clear error
+        lora = self.lora_request(adapter) if adapter else None  # fetched and checked in this thread
         start = time.monotonic()
-        fut = asyncio.run_coroutine_threadsafe(self._generate(ids, sampling, adapter), self._loop)
+        fut = asyncio.run_coroutine_threadsafe(self._generate(ids, sampling, lora), self._loop)
         return fut.result(), time.monotonic() - start
 
     def shutdown(self) -> None:

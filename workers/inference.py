@@ -13,17 +13,16 @@ import sys
 from celery import signals
 
 from common.celery_app import SAMPLE, app
-from common.model_store import resolve_model
 from common.models import SampleResult, SamplingConfig, Task
 from common.prompts import task_messages
 from common.settings import get_settings
-from workers.engine import Engine, EngineConfig, PromptTooLong
+from workers.backends import Backend, PromptTooLong, make_backend
 
 log = logging.getLogger(__name__)
-_engine: Engine | None = None
+_engine: Backend | None = None
 
 
-def engine() -> Engine:
+def engine() -> Backend:
     if _engine is None:
         raise RuntimeError("this worker has no engine: start it with `arcsynth worker inference`")
     return _engine
@@ -35,16 +34,12 @@ def load_engine(**_: object) -> None:
     global _engine
     s = get_settings()
     try:
-        model = resolve_model(s.model)
-        _engine = Engine(EngineConfig(
-            model=model, max_model_len=s.max_model_len, enable_lora=s.enable_lora,
-            max_lora_rank=s.max_lora_rank, max_loras=s.max_loras, dtype=s.dtype,
-            gpu_memory_utilization=s.gpu_memory_utilization,
-        ))
+        _engine = make_backend(s)
     except Exception as exc:  # noqa: BLE001 - any load failure ends the worker
-        print(f"arcsynth inference worker: cannot load model {s.model!r}: {exc}", file=sys.stderr, flush=True)
+        print(f"arcsynth inference worker: cannot load model {s.model!r} ({s.backend}): {exc}",
+              file=sys.stderr, flush=True)
         os._exit(3)
-    log.info("engine ready: %s", model)
+    log.info("%s backend ready: %s", s.backend, s.model)
 
 
 @signals.worker_shutdown.connect
@@ -59,7 +54,7 @@ def sample(task: dict, sampling: dict, adapter: str = "") -> dict:
     t = Task.model_validate(task)
     params = SamplingConfig.model_validate(sampling)
     try:
-        completions, seconds = engine().generate(task_messages(t), params, adapter)
+        completions, seconds = engine().generate(task_messages(t), params, adapter, task_id=t.id)
     except PromptTooLong as exc:
         return SampleResult(task_id=t.id, skipped=str(exc), adapter=adapter).model_dump()
     except Exception as exc:
@@ -69,4 +64,5 @@ def sample(task: dict, sampling: dict, adapter: str = "") -> dict:
             print(f"arcsynth inference worker: vLLM engine died: {exc}", file=sys.stderr, flush=True)
             os._exit(4)
         raise
+    completions = [c.model_copy(update={"seconds": round(seconds, 4)}) for c in completions]
     return SampleResult(task_id=t.id, completions=completions, seconds=seconds, adapter=adapter).model_dump()

@@ -1,0 +1,57 @@
+"""Sampling backends behind one interface: `generate(messages, sampling, adapter) -> (completions, seconds)`.
+
+`vllm` (the default: one engine per worker), `transformers` (any device, no vLLM), `openai`
+(any OpenAI-compatible endpoint, e.g. `vllm serve`), `replay` (completions from a JSONL file).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from common.models import Completion, SamplingConfig
+
+
+class PromptTooLong(ValueError):
+    pass
+
+
+class AdapterError(ValueError):
+    """An adapter a backend cannot serve; the message says why."""
+
+
+class Backend(Protocol):
+    def generate(self, messages: list[dict[str, str]], sampling: SamplingConfig, adapter: str = "",
+                 task_id: str = "") -> tuple[list[Completion], float]: ...
+
+    def shutdown(self) -> None: ...
+
+
+def make_backend(settings) -> Backend:
+    """The backend named by `ARCSYNTH_BACKEND`, built from settings."""
+    from common.model_store import resolve_model
+
+    kind = settings.backend
+    if kind == "replay":
+        from workers.backends.replay import ReplayBackend
+
+        if not settings.replay_file:
+            raise ValueError("ARCSYNTH_BACKEND=replay needs ARCSYNTH_REPLAY_FILE")
+        return ReplayBackend(settings.replay_file)
+    if kind == "openai":
+        from workers.backends.openai_api import OpenAIBackend
+
+        return OpenAIBackend(settings)
+    model = resolve_model(settings.model)
+    if kind == "transformers":
+        from workers.backends.hf import TransformersBackend
+
+        return TransformersBackend(model, max_model_len=settings.max_model_len,
+                                   adapter_cache=settings.adapter_cache, max_lora_rank=settings.max_lora_rank)
+    from workers.engine import Engine, EngineConfig
+
+    return Engine(EngineConfig(
+        model=model, max_model_len=settings.max_model_len, enable_lora=settings.enable_lora,
+        max_lora_rank=settings.max_lora_rank, max_loras=settings.max_loras, max_cpu_loras=settings.max_cpu_loras,
+        dtype=settings.dtype,
+        gpu_memory_utilization=settings.gpu_memory_utilization, adapter_cache=settings.adapter_cache,
+    ))
