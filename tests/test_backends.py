@@ -127,3 +127,24 @@ def test_openai_backend_against_vllm_serve_with_runtime_lora(vllm_server, smollm
                                        model=smollm2))
     with pytest.raises(Exception, match="401|Unauthorized|api key|API key"):
         wrong_key.generate(task_messages(task), GREEDY)
+
+
+def test_settings_choose_the_backend(tmp_path):
+    from workers.backends import make_backend
+
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"task_id": "t", "text": "x"}\n')
+    backend = make_backend(Settings(backend="replay", replay_file=str(path)))
+    assert isinstance(backend, ReplayBackend)
+    with pytest.raises(ValueError, match="ARCSYNTH_REPLAY_FILE"):
+        make_backend(Settings(backend="replay"))
+
+
+def test_adapter_for_another_base_model_is_refused(tmp_path):
+    from workers.backends.adapters import check_adapter
+
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 8, "base_model_name_or_path": "/models/other"}))
+    with pytest.raises(AdapterError, match="trained for base model '/models/other', this engine serves '/models/mine'"):
+        check_adapter(str(tmp_path), "/models/mine", 16)
+    with pytest.raises(AdapterError, match="no adapter_config.json"):
+        check_adapter(str(tmp_path / "missing"), "/models/mine", 16)
