@@ -46,16 +46,18 @@ def _load(dataset: str, tasks: str | None, limit: int | None):
         raise UserError(str(exc)) from None
 
 
-def _sampling(samples: int, temperature: float | None, max_tokens: int | None, seed: int | None):
+def _sampling(samples: int, temperature: float | None, max_tokens: int | None, seed: int | None,
+              top_p: float | None = None):
     from common.models import SamplingConfig
 
     s = _settings()
     try:
         return SamplingConfig(n=samples, temperature=s.temperature if temperature is None else temperature,
-                              top_p=s.top_p, max_tokens=max_tokens or s.max_tokens, seed=seed)
+                              top_p=s.top_p if top_p is None else top_p, max_tokens=max_tokens or s.max_tokens, seed=seed)
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise UserError(f"option --{err['loc'][0]}: {err['msg']}") from None
+        option = {"n": "samples"}.get(str(err["loc"][0]), str(err["loc"][0])).replace("_", "-")
+        raise UserError(f"option --{option}: {err['msg']}") from None
 
 
 def run_options(f):
@@ -66,6 +68,7 @@ def run_options(f):
         click.option("--samples", type=click.IntRange(min=1), default=8, show_default=True,
                      help="Candidate programs per task."),
         click.option("--temperature", type=float, help="Sampling temperature."),
+        click.option("--top-p", type=float, help="Nucleus sampling threshold (0 < p <= 1)."),
         click.option("--max-tokens", type=click.IntRange(min=1), help="Max tokens per program."),
         click.option("--seed", type=int, help="Sampling seed."),
         click.option("--adapter", default="", help="LoRA adapter (path under the artifact root)."),
@@ -91,13 +94,13 @@ def main() -> None:
     """arcsynth: solve ARC-AGI tasks by LLM program synthesis."""
 
 
-def _do_run(app, task_list, model, *, dataset, samples, temperature, max_tokens, seed, adapter, out, timeout,
+def _do_run(app, task_list, model, *, dataset, samples, temperature, top_p, max_tokens, seed, adapter, out, timeout,
             epochs, samples_per_epoch, finetune_steps, finetune_from, keep_searching, augment, **_):
     from common.models import RunConfig, TrainConfig
     from producer.run import LearnConfig, new_run_id, run_tasks
 
     s = _settings()
-    sampling = _sampling(samples, temperature, max_tokens, seed)
+    sampling = _sampling(samples, temperature, max_tokens, seed, top_p)
     run_id = new_run_id()
     run_dir = out or Path(s.run_root) / run_id
     learn = LearnConfig(epochs=epochs, samples_per_epoch=samples_per_epoch or samples,

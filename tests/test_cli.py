@@ -66,3 +66,10 @@ def test_submit_with_a_malformed_file_enqueues_nothing(cluster, tmp_path):
     client = redis.Redis.from_url(cluster.redis.url)
     assert [client.llen(q) for q in ("inference", "execute", "finetune")] == [0, 0, 0]
     assert not (tmp_path / "run").exists()
+
+
+def test_bad_sampling_option_is_a_user_error(tmp_path):
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"train": [{"input": [[1]], "output": [[1]]}], "test": [{"input": [[1]]}]}))
+    r = cli("submit", str(path), "--top-p", "1.5", env={"ARCSYNTH_BROKER_URL": "redis://127.0.0.1:1/0", "PATH": "/usr/bin"})
+    assert r.returncode == 2 and "option --top-p" in r.stderr and "Traceback" not in r.stderr

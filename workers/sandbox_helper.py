@@ -343,6 +343,12 @@ def main():
     preload(PRELOAD)
     load_dsl(config.get("dsl", []))
     LAYERS.update(isolate_helper(config.get("hide", [])))
+    # Everything loaded so far is shared with every forked run; frozen, the collector never walks
+    # (and so never copies) those pages in a child.
+    import gc
+
+    gc.collect()
+    gc.freeze()
     sys.stdout.write(json.dumps({"layers": LAYERS}) + "\n")
     sys.stdout.flush()
     for line in sys.stdin:
