@@ -65,9 +65,25 @@ def _read_json(path: Path) -> Any:
     except UnicodeDecodeError as exc:
         raise TaskLoadError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError as exc:
         raise TaskLoadError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except _DuplicateKey as exc:
+        raise TaskLoadError(f"{path}: task {exc.args[0]}: field id: duplicate key (task id) in one JSON object") from None
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """JSON allows repeated keys and keeps the last; for task ids that silently loses a task."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
 
 
 def load_task_file(path: Path) -> Task:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 MAX_SIDE = 30
 
@@ -44,8 +44,13 @@ class Task(Frozen):
     train: list[Pair] = Field(min_length=1)
     test: list[Pair] = Field(min_length=1)
 
-    def train_complete(self) -> bool:
-        return all(p.output is not None for p in self.train)
+    @field_validator("train")
+    @classmethod
+    def _train_has_outputs(cls, train: list[Pair]) -> list[Pair]:
+        missing = [i for i, p in enumerate(train) if p.output is None]
+        if missing:
+            raise ValueError(f"train pair {missing[0]} has no output")
+        return train
 
     def has_solutions(self) -> bool:
         return all(p.output is not None for p in self.test)
