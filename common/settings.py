@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     finetune_time_limit_s: int = Field(3600, ge=10)
     execute_time_limit_s: int = Field(900, ge=10)
 
+    # Flower: `user:password` (several separated by commas); `arcsynth flower` refuses to start without it.
+    flower_basic_auth: SecretStr | None = None
+    flower_port: int = Field(5555, ge=1, le=65535)
+
     # Where adapters and run directories go.
     artifact_root: str = "artifacts"
     adapter_cache: str = Field(default_factory=lambda: os.path.expanduser("~/.cache/arcsynth/adapters"))

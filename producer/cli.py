@@ -167,13 +167,16 @@ POOLS = {"inference": ("threads", 4), "finetune": ("threads", 1), "execute": ("p
 @click.option("--concurrency", "-c", type=click.IntRange(min=1), help="Task slots in this worker.")
 @click.option("--index", type=click.IntRange(min=1), default=1, help="n in the name KIND-n@host.")
 @click.option("--model", help="Model to load (inference).")
+@click.option("--gpu", type=click.IntRange(min=0), help="Bind this worker to one GPU (sets CUDA_VISIBLE_DEVICES).")
 @click.option("--loglevel", default="INFO", show_default=True)
-def worker(kind, concurrency, index, model, loglevel):
+def worker(kind, concurrency, index, model, gpu, loglevel):
     """Start a worker for one queue with the pool that fits its kind."""
     import importlib
 
     from common.lifetime import children_die_with_me
 
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     if model:
         os.environ["ARCSYNTH_MODEL"] = model
     from common.settings import get_settings
@@ -190,6 +193,66 @@ def worker(kind, concurrency, index, model, loglevel):
         "-n", f"{kind}-{index}@{socket.gethostname()}", "-l", loglevel, "-E",
         "--without-gossip", "--without-mingle",
     ])
+
+
+@main.command()
+@click.option("--port", type=click.IntRange(1, 65535), help="Port (default ARCSYNTH_FLOWER_PORT, 5555).")
+@click.option("--address", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--persistent", type=click.Path(dir_okay=False), help="Keep Flower's state in this file.")
+def flower(port, address, persistent):
+    """Start Flower for this project's app, behind basic auth from settings."""
+    s = _settings()
+    if s.broker_url is None:
+        raise UserError("setting ARCSYNTH_BROKER_URL is not set")
+    if s.flower_basic_auth is None:
+        raise UserError("setting ARCSYNTH_FLOWER_BASIC_AUTH is not set (user:password); Flower always needs auth")
+    from common.celery_app import make_app
+
+    # The password travels in the environment, not on a command line that `ps` shows.
+    os.environ["FLOWER_BASIC_AUTH"] = s.flower_basic_auth.get_secret_value()
+    argv = ["flower", f"--port={port or s.flower_port}", f"--address={address}"]
+    if persistent:
+        argv += ["--persistent=True", f"--db={persistent}"]
+    make_app(s).start(argv)
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["inference", "finetune"]))
+@click.option("--gpus", default="all", show_default=True, help="`all`, or comma-separated GPU indices.")
+@click.option("--model", help="Model to load (inference).")
+def workers(kind, gpus, model):
+    """Start one KIND worker per GPU (`KIND-<gpu+1>@host`) and supervise them until stopped."""
+    import signal as sig
+    import subprocess
+
+    from common.lifetime import die_with_parent
+
+    if gpus == "all":
+        found = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True) if _has("nvidia-smi") else None
+        ids = list(range(len([ln for ln in (found.stdout if found else "").splitlines() if ln.startswith("GPU ")])))
+    else:
+        try:
+            ids = [int(x) for x in gpus.split(",") if x.strip()]
+        except ValueError:
+            raise UserError(f"option --gpus: expected `all` or indices like 0,1, got {gpus!r}") from None
+    if not ids:
+        raise UserError("option --gpus: no GPU is visible on this machine (nvidia-smi -L lists none)")
+    cmd = [sys.executable, "-m", "producer", "worker", kind] + (["--model", model] if model else [])
+    procs = [subprocess.Popen([*cmd, "--gpu", str(g), "--index", str(g + 1)], preexec_fn=die_with_parent) for g in ids]
+    sig.signal(sig.SIGTERM, lambda *_: [p.terminate() for p in procs])
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        codes = [p.wait() for p in procs]
+    sys.exit(max(codes))
+
+
+def _has(program: str) -> bool:
+    import shutil
+
+    return shutil.which(program) is not None
 
 
 @main.group()
