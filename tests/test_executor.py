@@ -136,8 +136,8 @@ HOSTILE = {
     "ctypes_segfault": ("import ctypes\ndef transform(grid):\n    ctypes.string_at(0)", "crashed", "signal 11", ()),
     "stdout_flood": ("def transform(grid):\n    while True:\n        print('x' * 1000)",
                      "exception", "OSError", ()),
-    "generator_forever": ("import itertools\ndef transform(grid):\n    return list(itertools.count())",
-                          "memory", "MemoryError", ()),
+    "generator_forever": ("import itertools\ndef transform(grid):\n    return (row for row in itertools.repeat([1]))",
+                          "invalid_output", "not a list", ()),
     "numpy_cpu_loop": ("import numpy as np\ndef transform(grid):\n    a = np.ones((2000, 2000))\n"
                        "    for _ in range(1000):\n        a = a @ a\n    return grid", "timeout", "", ()),
 }
