@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 
 import psutil
 import pytest
@@ -24,30 +25,52 @@ def _task_dir(tmp_path):
     return folder
 
 
+def _local(tmp_path, out, samples: int, max_tokens: int, stdout=subprocess.PIPE) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "producer", "local", str(_task_dir(tmp_path)), "--samples", str(samples),
+         "--max-tokens", str(max_tokens), "--model", "smollm2", "--out", str(out)],
+        stdout=stdout, stderr=subprocess.PIPE, text=True)
+
+
+def _watch_family(proc: subprocess.Popen, family: dict[int, psutil.Process]) -> threading.Thread:
+    """Record every descendant `proc` ever has, until it exits (a worker may start late)."""
+    def watch() -> None:
+        root = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            try:
+                for child in root.children(recursive=True):
+                    family.setdefault(child.pid, child)
+            except psutil.NoSuchProcess:
+                break
+            psutil.wait_procs([root], timeout=0.2)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
 def test_local_runs_and_stops_everything(smollm2, tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "producer", "local", str(_task_dir(tmp_path)), "--samples", "2",
-         "--max-tokens", "48", "--model", "smollm2", "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    me = psutil.Process(proc.pid)
+    proc = _local(tmp_path, out, samples=2, max_tokens=48)
+    family: dict[int, psutil.Process] = {}
+    watcher = _watch_family(proc, family)
     try:
         stdout, stderr = proc.communicate(timeout=400)
     finally:
         proc.kill()
+    watcher.join(timeout=10)
     assert proc.returncode == 0, stderr[-3000:]
     assert "score: " in stdout and f"submission: {out / 'submission.json'}" in stdout
     assert json.loads((out / "score.json").read_text())["tasks"].keys() == {"6150a2bd", "74dd1130"}
     assert len((out / "candidates.jsonl").read_text().splitlines()) == 4
-    assert not me.is_running() or me.status() == psutil.STATUS_ZOMBIE
+    assert len(family) >= 5, family  # Redis, three workers, an engine core at least
+    _, alive = psutil.wait_procs(list(family.values()), timeout=60)
+    assert not alive, [(p.pid, p.cmdline()) for p in alive]
 
 
 def test_ctrl_c_stops_every_process_it_started(smollm2, tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "producer", "local", str(_task_dir(tmp_path)), "--samples", "64",
-         "--max-tokens", "512", "--model", "smollm2", "--out", str(out)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = _local(tmp_path, out, samples=64, max_tokens=512, stdout=subprocess.DEVNULL)
     try:
         # The run has begun once the cluster is up and the producer has written run.json.
         for line in proc.stderr:
