@@ -149,6 +149,7 @@ class LoraConfig(Frozen):
 class TrainConfig(Frozen):
     learning_rate: float = Field(1e-3, gt=0)
     steps: int = Field(60, ge=1)
+    epochs: float | None = Field(None, gt=0)  # when set, passes over the examples instead of steps
     batch_size: int = Field(2, ge=1)
     max_seq_length: int = Field(4096, ge=16)
     seed: int = 0

@@ -186,16 +186,20 @@ def test_learning_from_relabelled_programs_solves_a_task_the_base_model_does_not
     base = _run(cluster, [task], sampling, tmp_path / "base")
     assert base.score is not None and base.score < 1.0
 
-    learn = LearnConfig(epochs=1, samples_per_epoch=8, stop_when_solved=False, from_base=True,
+    # Relabelled examples are ordered by train accuracy; keeping the best one makes the training
+    # data exactly "the task's own program, found at epoch 0".
+    learn = LearnConfig(epochs=1, samples_per_epoch=8, stop_when_solved=False, from_base=True, max_examples=1,
                         base_model="smollm2", lora=LoraConfig(rank=8, alpha=16),
                         train=TrainConfig(steps=40, batch_size=1, learning_rate=2e-3))
     config = RunConfig(run_id="learn", dataset="test", task_ids=[task.id], model="smollm2", sampling=sampling)
-    outcome = run_tasks(cluster.app, [task], sampling, tmp_path / "learn", config, adapter=taught["adapter"],
-                        progress=False, timeout=900, learn=learn)
+    outcome = run_tasks(cluster.app, [task], sampling.model_copy(update={"n": 16}), tmp_path / "learn", config,
+                        adapter=taught["adapter"], progress=False, timeout=900, learn=learn)
     (adapter,) = outcome.adapters[task.id]
     manifest = json.loads((Path(adapter) / "arcsynth_manifest.json").read_text())
     assert manifest["start_adapter"] == ""  # learned from the relabelled data alone
     cands = [Candidate.model_validate_json(line) for line in (tmp_path / "learn" / "candidates.jsonl").open()]
+    assert any(c.execution and c.execution.all_train_correct for c in cands if c.epoch == 0), \
+        "precondition: epoch 0 (through the start adapter) found the task's program"
     epoch1 = [c for c in cands if c.epoch == 1]
     assert {c.adapter for c in epoch1} == {adapter}
     solved = [c for c in epoch1 if c.execution and c.execution.all_train_correct

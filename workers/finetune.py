@@ -11,4 +11,5 @@ from workers.lora_training import train_adapter
 @app.task(name=FINETUNE, time_limit=get_settings().finetune_time_limit_s)
 def finetune(request: dict) -> dict:
     req = FinetuneRequest.model_validate(request)
-    return train_adapter(req, get_settings().artifact_root).model_dump()
+    s = get_settings()
+    return train_adapter(req, s.artifact_root, s.adapter_cache).model_dump()

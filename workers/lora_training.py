@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import math
 import os
 import random
 import shutil
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from common.model_store import resolve_model
 from common.models import FinetuneRequest, FinetuneResult
+from workers.backends.adapters import local_adapter
 
 MANIFEST = "arcsynth_manifest.json"
 
@@ -96,7 +98,7 @@ def _train_loop(model, tokenizer, req: FinetuneRequest, device: str) -> float:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     model.train()
     loss_value = float("nan")
-    for _ in range(req.train.steps):
+    for _ in range(total_steps(req)):
         batch = [rows[rng.randrange(len(rows))] for _ in range(req.train.batch_size)]
         width = max(len(ids) for ids, _ in batch)
         ids = torch.tensor([i + [pad] * (width - len(i)) for i, _ in batch], device=device)
@@ -110,7 +112,7 @@ def _train_loop(model, tokenizer, req: FinetuneRequest, device: str) -> float:
     return loss_value
 
 
-def _train_peft(req: FinetuneRequest, out: Path) -> float:
+def _train_peft(req: FinetuneRequest, out: Path, start_from: str) -> float:
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -120,8 +122,8 @@ def _train_peft(req: FinetuneRequest, out: Path) -> float:
     base = resolve_model(req.base_model)
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(device)
-    if req.start_adapter:
-        model = PeftModel.from_pretrained(model, req.start_adapter, is_trainable=True)
+    if start_from:
+        model = PeftModel.from_pretrained(model, start_from, is_trainable=True)
     else:
         model = get_peft_model(model, LoraConfig(
             r=req.lora.rank, lora_alpha=req.lora.alpha, lora_dropout=req.lora.dropout,
@@ -133,14 +135,14 @@ def _train_peft(req: FinetuneRequest, out: Path) -> float:
     return loss
 
 
-def _train_unsloth(req: FinetuneRequest, out: Path) -> float:
+def _train_unsloth(req: FinetuneRequest, out: Path, start_from: str) -> float:
     from unsloth import FastLanguageModel  # imported only after the capability check
 
     model, tokenizer = FastLanguageModel.from_pretrained(
-        model_name=req.start_adapter or resolve_model(req.base_model),
+        model_name=start_from or resolve_model(req.base_model),
         max_seq_length=req.train.max_seq_length, load_in_4bit=False,
     )
-    if not req.start_adapter:
+    if not start_from:
         model = FastLanguageModel.get_peft_model(
             model, r=req.lora.rank, lora_alpha=req.lora.alpha, lora_dropout=req.lora.dropout,
             target_modules=list(req.lora.target_modules), random_state=req.train.seed,
@@ -151,34 +153,74 @@ def _train_unsloth(req: FinetuneRequest, out: Path) -> float:
     return loss
 
 
-def train_adapter(req: FinetuneRequest, artifact_root: str) -> FinetuneResult:
-    """Train (or find already trained) the adapter for `req`; return where it is."""
-    target = adapter_dir(req, artifact_root)
-    manifest = target / MANIFEST
-    if manifest.exists():
-        m = json.loads(manifest.read_text())
-        return FinetuneResult(adapter=str(target), backend=m["backend"], steps=m["steps"],
-                              final_loss=m["final_loss"], seconds=m["seconds"], reused=True)
+def _manifest(req: FinetuneRequest, backend: str, loss: float, seconds: float) -> str:
+    data_hash = hashlib.sha256(json.dumps([e.model_dump() for e in req.examples], sort_keys=True).encode()).hexdigest()
+    return json.dumps({
+        "base_model": req.base_model, "backend": backend, "lora": req.lora.model_dump(),
+        "train": req.train.model_dump(), "steps": total_steps(req), "final_loss": loss,
+        "data_sha256": data_hash, "seconds": seconds, "start_adapter": req.start_adapter,
+    }, indent=2)
+
+
+def total_steps(req: FinetuneRequest) -> int:
+    """Optimiser steps: `train.epochs` passes over the examples when given, else `train.steps`."""
+    if req.train.epochs is None:
+        return req.train.steps
+    return max(1, math.ceil(req.train.epochs * len(req.examples) / req.train.batch_size))
+
+
+def _reused(manifest_text: str, adapter: str) -> FinetuneResult:
+    m = json.loads(manifest_text)
+    return FinetuneResult(adapter=adapter, backend=m["backend"], steps=m["steps"], final_loss=m["final_loss"],
+                          seconds=m["seconds"], reused=True)
+
+
+def train_adapter(req: FinetuneRequest, artifact_root: str, adapter_cache: str = ".cache/adapters") -> FinetuneResult:
+    """Train (or find already trained) the adapter for `req`; return where it is.
+
+    `artifact_root` is a local folder or any fsspec URL (`s3://bucket/arcsynth`): the adapter is
+    trained locally, then uploaded with its manifest last, so a manifest means a complete adapter.
+    """
+    start_from = local_adapter(req.start_adapter, adapter_cache) if req.start_adapter else ""
+    remote = "://" in artifact_root
+    if remote:
+        import fsspec
+
+        url = f"{artifact_root.rstrip('/')}/adapters/{request_hash(req)}"
+        fs, path = fsspec.core.url_to_fs(url)
+        if fs.exists(f"{path}/{MANIFEST}"):
+            return _reused(fs.cat(f"{path}/{MANIFEST}").decode(), url)
+        local_parent = Path(tempfile.mkdtemp(prefix="arcsynth-train-"))
+    else:
+        target = adapter_dir(req, artifact_root)
+        if (target / MANIFEST).exists():
+            return _reused((target / MANIFEST).read_text(), str(target))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        local_parent = target.parent
     backend = choose_backend(req.backend)
-    target.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".training-") as tmp:
-        staging = Path(tmp) / "adapter"
-        loss = (_train_unsloth if backend == "unsloth" else _train_peft)(req, staging)
-        seconds = time.monotonic() - start
-        data_hash = hashlib.sha256(
-            json.dumps([e.model_dump() for e in req.examples], sort_keys=True).encode()
-        ).hexdigest()
-        (staging / MANIFEST).write_text(json.dumps({
-            "base_model": req.base_model, "backend": backend, "lora": req.lora.model_dump(),
-            "train": req.train.model_dump(), "steps": req.train.steps, "final_loss": loss,
-            "data_sha256": data_hash, "seconds": seconds, "start_adapter": req.start_adapter,
-        }, indent=2))
-        try:
-            os.rename(staging, target)  # atomic: readers never see a half-written adapter
-        except OSError:
-            if not manifest.exists():  # lost a race with an identical job: keep theirs
-                shutil.rmtree(target, ignore_errors=True)
-                os.rename(staging, target)
-    return FinetuneResult(adapter=str(target), backend=backend, steps=req.train.steps,
-                          final_loss=loss, seconds=seconds)
+    try:
+        with tempfile.TemporaryDirectory(dir=local_parent, prefix=".training-") as tmp:
+            staging = Path(tmp) / "adapter"
+            loss = (_train_unsloth if backend == "unsloth" else _train_peft)(req, staging, start_from)
+            seconds = time.monotonic() - start
+            manifest = _manifest(req, backend, loss, seconds)
+            if remote:
+                fs.makedirs(path, exist_ok=True)  # a no-op on object stores
+                for f in sorted(staging.iterdir()):
+                    fs.put(str(f), f"{path}/{f.name}")
+                fs.pipe(f"{path}/{MANIFEST}", manifest.encode())  # last: marks the upload complete
+                adapter = url
+            else:
+                (staging / MANIFEST).write_text(manifest)
+                try:
+                    os.rename(staging, target)  # atomic: readers never see a half-written adapter
+                except OSError:
+                    if not (target / MANIFEST).exists():  # lost a race with an identical job: keep theirs
+                        shutil.rmtree(target, ignore_errors=True)
+                        os.rename(staging, target)
+                adapter = str(target)
+    finally:
+        if remote:
+            shutil.rmtree(local_parent, ignore_errors=True)
+    return FinetuneResult(adapter=adapter, backend=backend, steps=total_steps(req), final_loss=loss, seconds=seconds)
