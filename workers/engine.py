@@ -17,7 +17,7 @@ from typing import Any
 
 from common.lifetime import children_die_with_me
 from common.models import Completion, SamplingConfig
-from workers.backends import AdapterError, PromptTooLong  # noqa: F401 - re-exported
+from workers.backends import PromptTooLong
 from workers.backends.adapters import check_adapter, local_adapter
 
 
