@@ -65,6 +65,7 @@ class Executor:
         self.memory_mb = memory_mb
         self.require = tuple(require)
         self.layers: dict[str, bool] = {}
+        self.last_output = ""  # what the last run printed (captured, capped)
         self._proc: subprocess.Popen[str] | None = None
         self._lock = threading.Lock()
 
