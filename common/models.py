@@ -173,6 +173,20 @@ class FinetuneResult(Frozen):
     reused: bool = False
 
 
+class LearnConfig(Frozen):
+    """Search and learn: `epochs=0` is plain search."""
+
+    epochs: int = Field(0, ge=0)
+    samples_per_epoch: int = Field(8, ge=1)
+    stop_when_solved: bool = True  # a program correct on every train pair ends the task's loop
+    base_model: str = ""
+    lora: LoraConfig = LoraConfig()
+    train: TrainConfig = TrainConfig()
+    max_examples: int | None = 64
+    augment: bool = False  # each epoch's prompt shows a random rotation/reflection and colour map
+    from_base: bool = False  # train each epoch's adapter from the base model, not the previous adapter
+
+
 class RunConfig(Frozen):
     """Everything that determines a run; written to the run directory as run.json."""
 
@@ -183,5 +197,40 @@ class RunConfig(Frozen):
     sampling: SamplingConfig
     adapter: str = ""
     max_model_len: int = 8192
+    learn: LearnConfig = LearnConfig()
+    # Tasks in flight at once: bounds the producer's memory and the queues' length, not the speed
+    # (workers only need enough queued work to stay busy).
+    max_active: int = Field(64, ge=1)
+    timeout_s: float | None = Field(None, gt=0)
+
+
+TaskStatus = Literal["done", "failed", "skipped", "cancelled"]
+
+
+class EpochCounts(BaseModel):
+    candidates: int = 0
+    valid: int = 0
+    train_correct: int = 0
+
+
+class TaskRecord(Frozen):
+    """One finished task, a line of the run's tasks.jsonl: enough to write the submission again."""
+
+    task_id: str
+    status: TaskStatus
+    reason: str = ""
     epochs: int = 0
-    samples_per_epoch: int = 0
+    adapter: str = ""
+    per_epoch: dict[int, EpochCounts] = {}
+    attempts: list[Attempt] = []
+
+
+class JobRecord(Frozen):
+    """The job a task is waiting on, kept in Redis so a restarted producer can re-attach to it."""
+
+    stage: Literal["search", "finetune"]
+    epoch: int = 0
+    adapter: str = ""
+    ids: list[str]  # Celery task ids: [sample, execute] for a search, [finetune] for a fine-tune
+    sent: bool = False  # False: recorded but maybe never enqueued (the producer died in between)
+    augmentation: dict | None = None

@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     artifact_root: str = "artifacts"
     adapter_cache: str = Field(default_factory=lambda: os.path.expanduser("~/.cache/arcsynth/adapters"))
     run_root: str = "runs"
+    # Tasks a producer keeps in flight at once (bounds its memory and the queues' length).
+    max_active_tasks: int = Field(64, ge=1)
 
     def broker(self) -> str:
         if self.broker_url is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -82,6 +83,8 @@ def run_options(f):
         click.option("--keep-searching", is_flag=True, help="Keep learning after a program fits every train pair."),
         click.option("--finetune-from", type=click.Choice(["previous", "base"]), default="previous", show_default=True,
                      help="Start each epoch's adapter from the previous one or from the base model."),
+        click.option("--max-active", type=click.IntRange(min=1),
+                     help="Tasks in flight at once (default ARCSYNTH_MAX_ACTIVE_TASKS, 64)."),
         click.option("--augment", is_flag=True,
                      help="Show each epoch's prompt rotated/reflected with permuted colours (outputs are reverted)."),
     ]):
@@ -94,46 +97,159 @@ def main() -> None:
     """arcsynth: solve ARC-AGI tasks by LLM program synthesis."""
 
 
-def _do_run(app, task_list, model, *, dataset, samples, temperature, top_p, max_tokens, seed, adapter, out, timeout,
-            epochs, samples_per_epoch, finetune_steps, finetune_from, keep_searching, augment, **_):
-    from common.models import RunConfig, TrainConfig
-    from producer.run import LearnConfig, new_run_id, run_tasks
-
+def _run_config(task_list, model, *, dataset, samples, temperature, top_p, max_tokens, seed, adapter, timeout,
+                epochs, samples_per_epoch, finetune_steps, finetune_from, keep_searching, augment, max_active, **_):
     s = _settings()
+    from common.models import LearnConfig, RunConfig, TrainConfig
+    from producer.run import new_run_id
+
     sampling = _sampling(samples, temperature, max_tokens, seed, top_p)
-    run_id = new_run_id()
-    run_dir = out or Path(s.run_root) / run_id
     learn = LearnConfig(epochs=epochs, samples_per_epoch=samples_per_epoch or samples,
                         stop_when_solved=not keep_searching, base_model=model, augment=augment,
                         from_base=finetune_from == "base",
                         train=TrainConfig(steps=finetune_steps, batch_size=1, learning_rate=2e-3))
-    config = RunConfig(run_id=run_id, dataset=dataset, task_ids=[t.id for t in task_list], model=model,
-                       sampling=sampling, adapter=adapter, max_model_len=s.max_model_len, epochs=epochs,
-                       samples_per_epoch=learn.samples_per_epoch)
-    outcome = run_tasks(app, task_list, sampling, run_dir, config, adapter=adapter,
-                        progress=sys.stderr.isatty() or bool(os.environ.get("ARCSYNTH_PROGRESS")),
-                        timeout=timeout, learn=learn)
+    return RunConfig(run_id=new_run_id(), dataset=dataset, task_ids=[t.id for t in task_list], model=model,
+                     sampling=sampling, adapter=adapter, max_model_len=s.max_model_len, learn=learn,
+                     max_active=max_active or s.max_active_tasks, timeout_s=timeout)
+
+
+def _run_dir(config, out: Path | None) -> Path:
+    path = out or Path(_settings().run_root) / config.run_id
+    if path.exists() and any(path.iterdir()):
+        raise UserError(f"option --out: {path} exists and is not empty")
+    return path
+
+
+def _report_outcome(outcome, total: int) -> None:
     for task_id, reason in outcome.skipped.items():
         click.echo(f"skipped {task_id}: {reason}", err=True)
     for task_id, reason in outcome.failed.items():
         click.echo(f"failed {task_id}: {reason}", err=True)
     if outcome.score is not None:
-        click.echo(f"score: {outcome.score:.3f} over {len(task_list)} tasks")
+        click.echo(f"score: {outcome.score:.3f} over {total} tasks")
     click.echo(f"submission: {outcome.submission}")
+
+
+def _do_run(app, task_list, model, *, out, **opts):
+    """Create the run and drive it in this process (`arcsynth local`)."""
+    from producer.run import Driver, start_run
+    from producer.runstate import RunState, redis_client
+
+    config = _run_config(task_list, model, **opts)
+    run_dir = _run_dir(config, out)
+    state = RunState(redis_client(app.conf.broker_url), config.run_id)
+    rundir = start_run(run_dir, config, task_list, state)
+    progress = sys.stderr.isatty() or bool(os.environ.get("ARCSYNTH_PROGRESS"))
+    outcome = Driver(app, rundir, state, progress=progress).run()
+    _report_outcome(outcome, len(task_list))
     return outcome
+
+
+def _broker_settings():
+    s = _settings()
+    if s.broker_url is None:
+        raise UserError("setting ARCSYNTH_BROKER_URL is not set (or use `arcsynth local`)")
+    return s
+
+
+def _connect():
+    """The app and Redis of the configured broker; a clear error when it cannot be reached."""
+    import redis
+
+    from common.celery_app import make_app
+    from producer.runstate import redis_client
+
+    s = _broker_settings()
+    r = redis_client(s.broker())
+    try:
+        r.ping()
+    except redis.RedisError as exc:
+        raise UserError(f"setting ARCSYNTH_BROKER_URL: cannot reach Redis ({type(exc).__name__})") from None
+    return make_app(s), r
+
+
+def _resolve(run: str):
+    """RUN is a run directory or a run id known to Redis; returns (RunDir, RunState | None, app | None)."""
+    from producer.rundir import RunDir, RunDirError
+    from producer.runstate import RunState
+
+    rundir = RunDir(Path(run))
+    if rundir.exists():
+        try:
+            run_id = rundir.config().run_id
+        except RunDirError as exc:
+            raise UserError(str(exc)) from None
+        if _settings().broker_url is None:
+            return rundir, None, None
+        app, r = _connect()
+        return rundir, RunState(r, run_id), app
+    app, r = _connect()
+    state = RunState(r, run)
+    if not state.exists():
+        raise UserError(f"run {run}: no such run directory, and no run with that id in Redis")
+    return RunDir(Path(state.get("run_dir") or "")), state, app
+
+
+def _need_state(run: str, state):
+    if state is None:
+        raise UserError(f"run {run}: needs ARCSYNTH_BROKER_URL (its live state is in Redis)")
+    return state
+
+
+def _spawn_producer(rundir) -> int:
+    """Start the run's producer detached from this terminal; it logs to the run directory."""
+    import subprocess
+
+    with open(rundir.path / "producer.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "producer", "drive", str(rundir.path)],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc.pid
+
+
+def _start_producer(state, rundir) -> int:
+    pid = _spawn_producer(rundir)
+    state.set(driver_pid=pid, driver_host=socket.gethostname(), heartbeat=time.time())
+    return pid
+
+
+def _wait(state, rundir) -> None:
+    from producer.follow import follow
+
+    try:
+        info = follow(state)
+    except KeyboardInterrupt:
+        click.echo(f"\nstopped following; the run goes on. `arcsynth wait {state.run_id}` to follow again", err=True)
+        sys.exit(130)
+    final = info.get("state")
+    if final not in ("done", "cancelled"):
+        raise click.ClickException(
+            f"run {state.run_id}: producer stopped while {final}; see {rundir.path / 'producer.log'} "
+            f"and continue with `arcsynth resume {state.run_id}`")
+    if info.get("solutions_known") == "1" and info.get("score"):
+        click.echo(f"score: {float(info['score']):.3f} over {info.get('total')} tasks")
+    click.echo(f"{final}: submission {rundir.path / 'submission.json'}")
 
 
 @main.command()
 @run_options
-def submit(**opts):
-    """Enqueue a run on the configured broker and follow it to the end."""
+@click.option("--wait", "wait_", is_flag=True, help="Follow the run with a progress bar until it ends.")
+def submit(wait_, **opts):
+    """Enqueue a run on the configured broker; print its id at once (`--wait` follows it)."""
     task_list = _load(opts["dataset"], opts["tasks"], opts["limit"])
-    s = _settings()
-    if s.broker_url is None:
-        raise UserError("setting ARCSYNTH_BROKER_URL is not set (or use `arcsynth local`)")
-    from common.celery_app import make_app
+    s = _broker_settings()
+    from producer.run import start_run
+    from producer.runstate import RunState
 
-    _do_run(make_app(s), task_list, s.model, **opts)
+    config = _run_config(task_list, s.model, **opts)
+    run_dir = _run_dir(config, opts["out"])
+    _, r = _connect()
+    state = RunState(r, config.run_id)
+    rundir = start_run(run_dir, config, task_list, state)
+    pid = _start_producer(state, rundir)
+    click.echo(config.run_id)
+    click.echo(f"run directory {rundir.path}, producer pid {pid}", err=True)
+    if wait_:
+        _wait(state, rundir)
 
 
 @main.command()
@@ -151,12 +267,129 @@ def local(model, **opts):
         resolve_model(model)
     except ModelNotPrepared as exc:
         raise UserError(str(exc)) from None
+    if opts["out"] is not None and opts["out"].exists() and any(opts["out"].iterdir()):
+        raise UserError(f"option --out: {opts['out']} exists and is not empty")
     click.echo(f"starting a local cluster for {len(task_list)} tasks with model {model} ...", err=True)
     try:
         with LocalCluster(model=model) as cluster:
             _do_run(cluster.app, task_list, model, **opts)
     except ClusterError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@main.command(hidden=True)
+@click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
+def drive(run_dir):
+    """The producer of one run (started by submit/resume; runs until the run ends)."""
+    from producer.run import Driver
+
+    rundir, state, app = _resolve(str(run_dir))
+    state = _need_state(str(run_dir), state)
+    outcome = Driver(app, rundir, state).run()
+    _report_outcome(outcome, len(rundir.config().task_ids))
+
+
+@main.command()
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+def runs(limit):
+    """List recent runs with their state and progress."""
+    import datetime
+
+    from producer.runstate import RunState, list_runs
+
+    _, r = _connect()
+    click.echo(f"{'run':<24}{'state':<11}{'created':<20}{'finished':>12}{'score':>8}  directory")
+    for run_id, info in list_runs(r, limit):
+        finished = sum(int(info.get(k, 0) or 0) for k in ("done", "failed", "skipped", "cancelled"))
+        state = info.get("state", "?")
+        if state == "running" and not RunState(r, run_id).producer_alive(info):
+            state = "stalled"
+        created = datetime.datetime.fromtimestamp(float(info.get("created", 0))).strftime("%Y-%m-%d %H:%M:%S")
+        score = f"{float(info['score']):.3f}" if info.get("score") else "-"
+        click.echo(f"{run_id:<24}{state:<11}{created:<20}{f'{finished}/' + info.get('total', '?'):>12}{score:>8}  "
+                   f"{info.get('run_dir', '')}")
+
+
+@main.command()
+@click.argument("run")
+def status(run):
+    """Per stage: tasks pending, running, done and failed; the score so far when solutions are known."""
+    from producer.follow import status_text
+
+    _, state, app = _resolve(run)
+    click.echo(status_text(_need_state(run, state), app))
+
+
+@main.command()
+@click.argument("run")
+def wait(run):
+    """Follow a run with a live progress bar until it ends."""
+    rundir, state, _ = _resolve(run)
+    _wait(_need_state(run, state), rundir)
+
+
+@main.command()
+@click.argument("run")
+@click.option("--wait", "wait_", is_flag=True, help="Follow the run until it ends.")
+def resume(run, wait_):
+    """Start a new producer for a run whose producer died; finished work is not repeated."""
+    rundir, state, _ = _resolve(run)
+    state = _need_state(run, state)
+    info = state.info()
+    if info.get("state") in ("done", "cancelled"):
+        raise UserError(f"run {state.run_id} is {info['state']}; nothing to resume")
+    if state.producer_alive(info):
+        raise UserError(f"run {state.run_id} still has a live producer (pid {info.get('driver_pid')} "
+                        f"on {info.get('driver_host')})")
+    state.set(state="resuming")
+    pid = _start_producer(state, rundir)
+    click.echo(f"resumed {state.run_id}: producer pid {pid}")
+    if wait_:
+        _wait(state, rundir)
+
+
+@main.command()
+@click.argument("run")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for the producer.")
+def cancel(run, timeout):
+    """Revoke the run's unstarted jobs, mark unfinished tasks cancelled, write the results."""
+    from producer.run import Driver
+
+    rundir, state, app = _resolve(run)
+    state = _need_state(run, state)
+    info = state.info()
+    if info.get("state") in ("done", "cancelled"):
+        raise UserError(f"run {state.run_id} is already {info['state']}")
+    alive = state.producer_alive(info)
+    state.set(state="cancelling")
+    deadline = time.monotonic() + timeout
+    while alive and state.state() == "cancelling" and time.monotonic() < deadline and state.producer_alive():
+        time.sleep(0.2)  # the live producer records the cancellation itself
+    if state.state() != "cancelled":
+        Driver(app, rundir, state).cancel()
+    click.echo(f"cancelled {state.run_id}: submission {rundir.path / 'submission.json'}")
+
+
+@main.command()
+@click.argument("run")
+def results(run):
+    """Write submission.json (and score.json) from whatever has finished; unfinished tasks get placeholders."""
+    rundir, _, _ = _resolve(run)
+    rundir.repair()
+    submission, scores = rundir.write_results()
+    if scores is not None:
+        click.echo(f"score: {scores['score']:.3f} over {scores['total']} tasks ({scores['finished']} finished)")
+    click.echo(f"submission: {submission}")
+
+
+@main.command()
+@click.argument("run")
+def report(run):
+    """Write report.html into the run directory: grids, attempts, programs, per-epoch counts."""
+    from producer.report import write_report
+
+    rundir, _, _ = _resolve(run)
+    click.echo(write_report(rundir))
 
 
 POOLS = {"inference": ("threads", 4), "finetune": ("threads", 1), "execute": ("prefork", os.cpu_count() or 1)}

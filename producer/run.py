@@ -1,17 +1,20 @@
-"""Orchestrate a run: per task, search → execute → (relabel → fine-tune → search again)*.
+"""Drive a run: per task, search → execute → (relabel → fine-tune → search again)*.
 
-Each task moves through its own small state machine; the producer only routes results between
-queues. With `epochs=0` this is plain search. Candidates are appended to `candidates.jsonl` as
-they arrive; the run directory ends with `submission.json` (always valid: unfinished or skipped
-tasks get placeholder attempts) and `score.json` when the test outputs are known.
+The producer holds little: a window of `max_active` tasks in flight, each with the candidates of
+its own earlier epochs. Everything else is in the run directory (candidates and finished tasks,
+appended as they arrive) or in Redis (the job each task waits on, counters). A producer killed at
+any point is replaced by `Driver(...).run()` on the same directory: finished tasks are not
+touched, tasks in flight re-attach to their jobs by id, and a job that was recorded but perhaps
+never sent is sent again under the same id.
 """
 
 from __future__ import annotations
 
-import json
 import random
+import resource
 import time
 import uuid
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,25 +25,23 @@ from tqdm import tqdm
 
 from common.augment import Augmentation, random_augmentation
 from common.celery_app import EXECUTE, FINETUNE, SAMPLE
-from common.models import Attempt, Candidate, FinetuneRequest, LoraConfig, RunConfig, SamplingConfig, Task, TrainConfig
+from common.models import (
+    Candidate,
+    EpochCounts,
+    FinetuneRequest,
+    JobRecord,
+    LearnConfig,
+    RunConfig,
+    SamplingConfig,
+    Task,
+    TaskRecord,
+)
 from common.relabel import relabel
-from common.scoring import score_run, select_attempts
-from common.submission import write_json_atomic, write_submission
+from common.scoring import score_task, select_attempts
+from producer.rundir import RunDir
+from producer.runstate import RunState, redis_client
 
-
-@dataclass(frozen=True)
-class LearnConfig:
-    """Search and learn: `epochs=0` is plain search."""
-
-    epochs: int = 0
-    samples_per_epoch: int = 8
-    stop_when_solved: bool = True  # a program correct on every train pair ends the task's loop
-    base_model: str = ""
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    max_examples: int | None = 64
-    augment: bool = False  # each epoch's prompt shows a random rotation/reflection and colour map
-    from_base: bool = False  # train each epoch's adapter from the base model, not the previous adapter
+__all__ = ["Driver", "LearnConfig", "RunOutcome", "new_run_id", "run_tasks"]
 
 
 @dataclass
@@ -48,6 +49,7 @@ class RunOutcome:
     run_dir: Path
     submission: Path
     score: float | None
+    state: str = "done"
     skipped: dict[str, str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     candidates: int = 0
@@ -55,149 +57,256 @@ class RunOutcome:
 
 
 @dataclass
-class _TaskState:
+class _Active:
     task: Task
-    epoch: int = 0
+    job: JobRecord
     adapter: str = ""
     candidates: list[Candidate] = field(default_factory=list)
-    stage: str = "search"
-    result: AsyncResult | None = None
+
+    @property
+    def epoch(self) -> int:
+        return self.job.epoch
 
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
 
-def enqueue_search(app: Celery, task: Task, sampling: SamplingConfig, adapter: str = "", epoch: int = 0,
-                   augmentation: Augmentation | None = None):
-    """Sample programs (from the augmented task, if any) and grade them on the original task."""
-    shown = task if augmentation is None else augmentation.apply_task(task)
-    return chain(
-        app.signature(SAMPLE, args=(shown.model_dump(), sampling.model_dump(), adapter)),
-        app.signature(EXECUTE, args=(task.model_dump(), epoch, augmentation.model_dump() if augmentation else None)),
-    ).apply_async()
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-class _Run:
-    def __init__(self, app, tasks, sampling, run_dir, adapter, learn: LearnConfig, progress: bool):
-        self.app, self.sampling, self.learn = app, sampling, learn
-        self.states = {t.id: _TaskState(task=t, adapter=adapter) for t in tasks}
-        self.active: dict[str, _TaskState] = {}
-        self.attempts: dict[str, list[Attempt]] = {}
-        self.outcome = RunOutcome(run_dir=run_dir, submission=run_dir / "submission.json", score=None)
-        self.cand_file = open(run_dir / "candidates.jsonl", "w")
-        self.task_file = open(run_dir / "tasks.jsonl", "w")
-        self.bar = tqdm(total=len(tasks), unit="task", disable=not progress, desc="tasks")
+class Driver:
+    """The producer of one run; `run()` drives it to the end, `cancel()` ends it early."""
 
-    def augmentation(self, st: _TaskState) -> Augmentation | None:
+    def __init__(self, app: Celery, rundir: RunDir, state: RunState, progress: bool = False) -> None:
+        self.app, self.rundir, self.state = app, rundir, state
+        rundir.repair()
+        self.config: RunConfig = rundir.config()
+        self.learn: LearnConfig = self.config.learn
+        self.tasks: dict[str, Task] = {t.id: t for t in rundir.tasks()}
+        self.records: dict[str, TaskRecord] = rundir.records()
+        jobs = {tid: j for tid, j in state.jobs().items() if tid not in self.records}
+        for tid in set(state.jobs()) & set(self.records):
+            state.drop_job(tid)  # finished, but the producer died before dropping its job
+        self.active: dict[str, _Active] = {tid: _Active(self.tasks[tid], job, job.adapter) for tid, job in jobs.items()}
+        self.recorded: set[tuple[str, int]] = set()  # (task, epoch) whose candidates are already on disk
+        for c in rundir.candidates(set(self.active)):
+            self.active[c.task_id].candidates.append(c)
+            self.recorded.add((c.task_id, c.epoch))
+        self.pending = deque(t for t in self.tasks if t not in self.records and t not in self.active)
+        self.outcome = RunOutcome(run_dir=rundir.path, submission=rundir.path / "submission.json", score=None)
+        self.bar = tqdm(total=len(self.tasks), initial=len(self.records), unit="task", disable=not progress,
+                        desc="tasks")
+        self._checkpoints = [q for q in (25, 50, 75, 100)]
+        self._last_beat = 0.0
+
+    # --- enqueueing -------------------------------------------------------------------------------
+    def _augmentation(self, task_id: str, epoch: int) -> Augmentation | None:
         if not self.learn.augment:
             return None
-        return random_augmentation(random.Random(f"{st.task.id}:{st.epoch}"))
+        return random_augmentation(random.Random(f"{task_id}:{epoch}"))
 
-    def start(self) -> None:
-        for st in self.states.values():
-            st.result = enqueue_search(self.app, st.task, self.sampling, st.adapter, 0, self.augmentation(st))
-            self.active[st.task.id] = st
+    def _sampling(self, epoch: int) -> SamplingConfig:
+        s = self.config.sampling
+        return s if epoch == 0 else s.model_copy(update={"n": self.learn.samples_per_epoch})
 
-    def poll(self) -> bool:
+    def _send(self, st: _Active) -> None:
+        """Record the job under fresh ids, send it, then mark it sent (see the module docstring)."""
+        if not st.job.ids:
+            n = 2 if st.job.stage == "search" else 1
+            st.job = st.job.model_copy(update={"ids": [uuid.uuid4().hex for _ in range(n)], "sent": False})
+            self.state.put_job(st.task.id, st.job)
+        job = st.job
+        if job.stage == "search":
+            aug = Augmentation.model_validate(job.augmentation) if job.augmentation else None
+            shown = st.task if aug is None else aug.apply_task(st.task)
+            chain(
+                self.app.signature(SAMPLE, args=(shown.model_dump(), self._sampling(job.epoch).model_dump(), job.adapter),
+                                   task_id=job.ids[0]),
+                self.app.signature(EXECUTE, args=(st.task.model_dump(), job.epoch, job.augmentation), task_id=job.ids[1]),
+            ).apply_async()
+        else:
+            examples = relabel(st.task, st.candidates, limit=self.learn.max_examples)
+            req = FinetuneRequest(base_model=self.learn.base_model or self.config.model, examples=examples,
+                                  lora=self.learn.lora, train=self.learn.train,
+                                  start_adapter="" if self.learn.from_base else job.adapter)
+            self.app.signature(FINETUNE, args=(req.model_dump(),), task_id=job.ids[0]).apply_async()
+        st.job = job.model_copy(update={"sent": True})
+        self.state.put_job(st.task.id, st.job)
+
+    def _search(self, st: _Active, epoch: int) -> None:
+        aug = self._augmentation(st.task.id, epoch)
+        st.job = JobRecord(stage="search", epoch=epoch, adapter=st.adapter, ids=[],
+                           augmentation=aug.model_dump() if aug else None)
+        self._send(st)
+
+    def _start(self, task_id: str) -> None:
+        st = _Active(self.tasks[task_id], JobRecord(stage="search", ids=[]), adapter=self.config.adapter)
+        self.active[task_id] = st
+        self._search(st, 0)
+
+    # --- results ----------------------------------------------------------------------------------
+    def _poll(self) -> bool:
         progressed = False
         for st in list(self.active.values()):
-            assert st.result is not None
-            if not st.result.ready():
+            result = AsyncResult(st.job.ids[-1], app=self.app)
+            if not result.ready():
                 continue
             progressed = True
-            if not st.result.successful():
-                self.finish(st, status="failed", reason=f"{st.stage}: {type(st.result.result).__name__}: {st.result.result}")
-            elif st.stage == "search":
-                self.on_search(st, st.result.get(disable_sync_subtasks=False))
+            done_ids = st.job.ids
+            stages = ("sample", "execute") if st.job.stage == "search" else ("finetune",)
+            if not result.successful():
+                failed_at = stages[0]
+                if len(stages) == 2 and AsyncResult(st.job.ids[0], app=self.app).successful():
+                    self.state.count("sample", "done")
+                    failed_at = "execute"
+                self.state.count(failed_at, "failed")
+                self._finish(st, "failed", f"{failed_at}: {type(result.result).__name__}: {result.result}")
             else:
-                self.on_finetune(st, st.result.get(disable_sync_subtasks=False))
+                payload = result.get(disable_sync_subtasks=False)
+                for stage in stages:
+                    self.state.count(stage, "done")
+                if st.job.stage == "search":
+                    self._on_search(st, payload)
+                else:
+                    self._on_finetune(st, payload)
+            for job_id in done_ids:  # the task's next job (or its record) is stored: drop the result
+                AsyncResult(job_id, app=self.app).forget()
         return progressed
 
-    def on_search(self, st: _TaskState, payload: dict) -> None:
+    def _on_search(self, st: _Active, payload: dict) -> None:
         cands = [Candidate.model_validate(c) for c in payload["candidates"]]
-        for c in cands:
-            self.cand_file.write(c.model_dump_json() + "\n")
-        self.cand_file.flush()
-        st.candidates.extend(cands)
+        if (st.task.id, st.epoch) not in self.recorded:
+            with open(self.rundir.candidates_file, "a") as f:
+                f.writelines(c.model_dump_json() + "\n" for c in cands)
+            self.recorded.add((st.task.id, st.epoch))
+            self.state.add_candidates(len(cands))
+            st.candidates.extend(cands)
         self.outcome.candidates += len(cands)
         self.bar.set_postfix(candidates=self.outcome.candidates)
         if payload.get("skipped"):
-            return self.finish(st, status="skipped", reason=payload["skipped"])
+            return self._finish(st, "skipped", payload["skipped"])
         solved = any(c.execution and c.execution.all_train_correct for c in st.candidates)
         if st.epoch >= self.learn.epochs or (solved and self.learn.stop_when_solved):
-            return self.finish(st, status="done")
-        examples = relabel(st.task, st.candidates, limit=self.learn.max_examples)
-        if not examples:
-            return self.finish(st, status="done", reason="nothing to learn from: no program ran cleanly")
-        req = FinetuneRequest(base_model=self.learn.base_model, examples=examples, lora=self.learn.lora,
-                              train=self.learn.train, start_adapter="" if self.learn.from_base else st.adapter)
-        st.stage = "finetune"
-        st.result = self.app.signature(FINETUNE, args=(req.model_dump(),)).apply_async()
+            return self._finish(st, "done")
+        if not relabel(st.task, st.candidates, limit=self.learn.max_examples):
+            return self._finish(st, "done", "nothing to learn from: no program ran cleanly")
+        st.job = JobRecord(stage="finetune", epoch=st.epoch, adapter=st.adapter, ids=[])
+        self._send(st)
 
-    def on_finetune(self, st: _TaskState, payload: dict) -> None:
+    def _on_finetune(self, st: _Active, payload: dict) -> None:
         st.adapter = payload["adapter"]
-        st.epoch += 1
-        st.stage = "search"
         self.outcome.adapters.setdefault(st.task.id, []).append(st.adapter)
-        sampling = self.sampling.model_copy(update={"n": self.learn.samples_per_epoch})
-        st.result = enqueue_search(self.app, st.task, sampling, st.adapter, st.epoch, self.augmentation(st))
+        self._search(st, st.epoch + 1)
 
-    def finish(self, st: _TaskState, status: str, reason: str = "") -> None:
+    def _finish(self, st: _Active, status: str, reason: str = "") -> None:
         task_id = st.task.id
-        self.active.pop(task_id, None)
-        self.attempts[task_id] = select_attempts(st.task, st.candidates)
-        if status == "skipped":
-            self.outcome.skipped[task_id] = reason
-        elif status == "failed":
-            self.outcome.failed[task_id] = reason
-        per_epoch: dict[int, dict[str, int]] = {}
+        per_epoch: dict[int, EpochCounts] = {}
         for c in st.candidates:
-            e = per_epoch.setdefault(c.epoch, {"candidates": 0, "valid": 0, "train_correct": 0})
-            e["candidates"] += 1
-            e["valid"] += int(c.execution is not None and all(r.error == "none" for r in c.execution.train))
-            e["train_correct"] += int(bool(c.execution and c.execution.all_train_correct))
-        record = {"task_id": task_id, "status": status, "reason": reason, "epochs": st.epoch,
-                  "adapter": st.adapter, "per_epoch": per_epoch}
-        self.task_file.write(json.dumps(record) + "\n")
-        self.task_file.flush()
-        st.candidates = []  # released: what is needed from here on is in attempts and on disk
+            e = per_epoch.setdefault(c.epoch, EpochCounts())
+            e.candidates += 1
+            e.valid += int(c.execution is not None and all(r.error == "none" for r in c.execution.train))
+            e.train_correct += int(bool(c.execution and c.execution.all_train_correct))
+        record = TaskRecord(task_id=task_id, status=status, reason=reason, epochs=st.epoch, adapter=st.adapter,
+                            per_epoch=per_epoch, attempts=select_attempts(st.task, st.candidates))
+        with open(self.rundir.tasks_file, "a") as f:
+            f.write(record.model_dump_json() + "\n")
+        self.records[task_id] = record
+        self.state.task_finished(status, score_task(st.task, record.attempts) if st.task.has_solutions() else None)
+        self.state.drop_job(task_id)
+        del self.active[task_id]  # its candidates are released: what remains is on disk
         self.bar.update(1)
+        self._checkpoint()
 
-    def abandon(self, reason: str) -> None:
+    def _checkpoint(self) -> None:
+        """Memory at 25/50/75/100 % of tasks finished: shows whether the producer stays flat."""
+        pct = 100 * len(self.records) // max(1, len(self.tasks))
+        while self._checkpoints and pct >= self._checkpoints[0]:
+            self.state.set(**{f"rss_mb_at_{self._checkpoints.pop(0)}": round(rss_mb(), 1)})
+
+    def _beat(self) -> None:
+        now = time.monotonic()
+        if now - self._last_beat >= 1.0:
+            self._last_beat = now
+            self.state.heartbeat(rss_mb=round(rss_mb(), 1),
+                                 rss_peak_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+
+    # --- driving ----------------------------------------------------------------------------------
+    def run(self) -> RunOutcome:
+        """Drive every unfinished task to the end (or until cancelled or timed out)."""
+        if self.state.state() in ("cancelling", "cancelled"):
+            return self.cancel()
+        self.state.claim()
+        self._checkpoint()
+        deadline = None if self.config.timeout_s is None else time.monotonic() + self.config.timeout_s
+        try:
+            for st in self.active.values():
+                if not st.job.sent:
+                    self._send(st)
+            while self.active or self.pending:
+                self._beat()
+                if self.state.state() == "cancelling":
+                    return self.cancel()
+                if deadline is not None and time.monotonic() > deadline:
+                    self._stop_all("failed", "timed out")
+                    break
+                while self.pending and len(self.active) < self.config.max_active:
+                    self._start(self.pending.popleft())
+                if not self._poll():
+                    time.sleep(0.1)  # polling the result backend; not a test synchronisation
+        finally:
+            self.bar.close()
+        return self._complete("done")
+
+    def cancel(self) -> RunOutcome:
+        """Revoke what has not started, record unfinished tasks as cancelled, write the results."""
+        self.state.set(state="cancelling")
+        self._stop_all("cancelled", "cancelled")
+        return self._complete("cancelled")
+
+    def _stop_all(self, status: str, reason: str) -> None:
+        ids = [i for st in self.active.values() for i in st.job.ids]
+        if ids:
+            self.app.control.revoke(ids)
         for st in list(self.active.values()):
-            if st.result is not None:
-                st.result.revoke()
-            self.finish(st, status="failed", reason=reason)
+            self._finish(st, status, reason)
+        while self.pending:
+            st = _Active(self.tasks[self.pending.popleft()], JobRecord(stage="search", ids=[]))
+            self.active[st.task.id] = st
+            self._finish(st, status, reason)
 
-    def close(self) -> None:
-        self.bar.close()
-        self.cand_file.close()
-        self.task_file.close()
+    def _complete(self, final: str) -> RunOutcome:
+        submission, scores = self.rundir.write_results(list(self.tasks.values()), self.records)
+        out = self.outcome
+        out.state = final
+        out.score = scores["score"] if scores else None
+        for tid, rec in self.records.items():
+            if rec.status == "skipped":
+                out.skipped[tid] = rec.reason
+            elif rec.status in ("failed", "cancelled"):
+                out.failed[tid] = rec.reason
+        self.state.set(state=final, score="" if out.score is None else out.score, finished=time.time(),
+                       rss_peak_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+        return out
+
+
+def start_run(run_dir: Path, config: RunConfig, tasks: Sequence[Task], state: RunState) -> RunDir:
+    """Write the run directory, then register the run in Redis (so a registered run always has its files)."""
+    rundir = RunDir.create(run_dir, config, tasks)
+    state.register(str(rundir.path.resolve()), len(tasks), config.dataset,
+                   bool(tasks) and all(t.has_solutions() for t in tasks))
+    return rundir
 
 
 def run_tasks(app: Celery, tasks: Sequence[Task], sampling: SamplingConfig, run_dir: Path,
               config: RunConfig, adapter: str = "", progress: bool = True,
               timeout: float | None = None, learn: LearnConfig | None = None) -> RunOutcome:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_dir / "run.json", config.model_dump())
-    learn = learn or LearnConfig(base_model=config.model)
-    run = _Run(app, tasks, sampling, run_dir, adapter, learn, progress)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    try:
-        run.start()
-        while run.active:
-            if deadline is not None and time.monotonic() > deadline:
-                run.abandon("timed out")
-                break
-            if not run.poll():
-                time.sleep(0.1)  # polling the result backend; not a test synchronisation
-    finally:
-        run.close()
-    outcome = run.outcome
-    write_submission(outcome.submission, tasks, run.attempts)
-    if all(t.has_solutions() for t in tasks):
-        scores = score_run(tasks, run.attempts)
-        outcome.score = scores["score"]
-        write_json_atomic(run_dir / "score.json", scores)
-    return outcome
+    """Create a run and drive it in this process (as `arcsynth local` and the tests do)."""
+    config = config.model_copy(update={"sampling": sampling, "adapter": adapter or config.adapter,
+                                       "learn": learn or config.learn,
+                                       "timeout_s": timeout if timeout is not None else config.timeout_s})
+    state = RunState(redis_client(app.conf.broker_url), config.run_id)
+    rundir = start_run(run_dir, config, tasks, state)
+    return Driver(app, rundir, state, progress=progress).run()

@@ -26,3 +26,64 @@ def cluster(smollm2, artifact_root, tmp_path_factory):
     with LocalCluster(model="smollm2", env=env, log_dir=tmp_path_factory.mktemp("cluster-logs"),
                       ready_timeout=240) as c:
         yield c
+
+
+# --- a second, light cluster: replay backend (fixed programs), no model, no GPU -----------------
+FLIP = "def transform(grid):\n    return grid[::-1, ::-1]"  # solves 6150a2bd
+TRANSPOSE = "def transform(grid):\n    return grid.T"  # solves 74dd1130
+# Sleeps once per run (a run is one process over all of a task's inputs), then answers unchanged.
+SLOW = ("import time\n_slept = []\n\ndef transform(grid):\n    if not _slept:\n"
+        "        _slept.append(time.sleep(1.0))\n    return grid")
+SLOW_DATASET = "arc-agi-1/evaluation"  # its tasks get one slow program each, to catch runs mid-way
+
+
+def _fenced(code: str) -> str:
+    return f"```python\n{code}\n```"
+
+
+@pytest.fixture(scope="session")
+def replay_cluster(tmp_path_factory):
+    """Redis + an execute worker + an inference worker serving fixed programs (the `replay` backend)."""
+    import json
+
+    from common.data import load_tasks
+    from producer.cluster import LocalCluster
+
+    root = tmp_path_factory.mktemp("replay")
+    replay = root / "programs.jsonl"
+    with open(replay, "w") as f:
+        for t in load_tasks("arc-agi-1/training"):
+            for code in (FLIP, TRANSPOSE):
+                f.write(json.dumps({"task_id": t.id, "text": _fenced(code)}) + "\n")
+        for t in load_tasks(SLOW_DATASET, limit=40):
+            f.write(json.dumps({"task_id": t.id, "text": _fenced(SLOW)}) + "\n")
+    env = {"ARCSYNTH_BACKEND": "replay", "ARCSYNTH_REPLAY_FILE": str(replay), "ARCSYNTH_EXEC_TIMEOUT_S": "10",
+           "ARCSYNTH_RUN_ROOT": str(root / "runs")}
+    with LocalCluster(model="replay", kinds=("execute", "inference"), env=env, log_dir=root / "logs",
+                      ready_timeout=120) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Debian Chromium driven through chromedriver (installed by `make install`)."""
+    import shutil
+
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        pytest.skip("needs Debian's chromium and chromium-driver (`make install` installs them as root)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000",
+                "--force-device-scale-factor=1", "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()

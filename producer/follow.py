@@ -1,0 +1,102 @@
+"""Read a run's state from Redis for people: `arcsynth status` (a table) and `arcsynth wait` (a bar)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from celery import Celery
+from celery.result import AsyncResult
+from tqdm import tqdm
+
+from producer.runstate import STAGES, TERMINAL, RunState
+
+
+@dataclass
+class StageCounts:
+    pending: int = 0
+    running: int = 0
+    done: int = 0
+    failed: int = 0
+
+
+def stage_counts(state: RunState, app: Celery, info: dict[str, str]) -> dict[str, StageCounts]:
+    """Per stage: tasks waiting in a queue (or in the producer's window), being worked on, done, failed."""
+    out = {s: StageCounts() for s in STAGES}
+    for key, n in state.counts().items():
+        stage, outcome = key.split(":")
+        setattr(out[stage], outcome, n)
+    jobs = state.jobs()
+    finished = sum(int(info.get(k, 0) or 0) for k in ("done", "failed", "skipped", "cancelled"))
+    if info.get("state") not in TERMINAL:
+        out["sample"].pending += max(0, int(info.get("total", 0)) - finished - len(jobs))  # not yet sent
+    for job in jobs.values():
+        states = [AsyncResult(i, app=app).state for i in job.ids]
+        stages = ("sample", "execute") if job.stage == "search" else ("finetune",)
+        for stage, st in zip(stages, states):
+            if st in ("SUCCESS", "FAILURE", "REVOKED"):
+                # Finished, but the producer has not handled it yet (its counters move then).
+                if st == "SUCCESS":
+                    out[stage].done += 1
+                    continue  # a finished sample: the search goes on in execute
+                if st == "FAILURE":
+                    out[stage].failed += 1
+                break
+            bucket = out[stage]
+            if st == "STARTED":
+                bucket.running += 1
+            else:
+                bucket.pending += 1
+            break
+    return out
+
+
+def status_text(state: RunState, app: Celery) -> str:
+    info = state.info()
+    total = int(info.get("total", 0))
+    finished = {k: int(info.get(k, 0) or 0) for k in ("done", "failed", "skipped", "cancelled")}
+    lines = [f"run {state.run_id}: {info.get('state', '?')}  ({info.get('dataset', '')}, {total} tasks)",
+             f"run directory: {info.get('run_dir', '?')}"]
+    if info.get("state") not in TERMINAL:
+        if state.producer_alive(info):
+            lines.append(f"producer: running (pid {info.get('driver_pid')} on {info.get('driver_host')})")
+        else:
+            lines.append(f"producer: not running -- continue with `arcsynth resume {state.run_id}`")
+    lines.append("tasks: " + ", ".join(f"{v} {k}" for k, v in finished.items())
+                 + f", {total - sum(finished.values())} unfinished")
+    lines.append(f"{'stage':<10}{'pending':>9}{'running':>9}{'done':>9}{'failed':>9}")
+    for stage, c in stage_counts(state, app, info).items():
+        lines.append(f"{stage:<10}{c.pending:>9}{c.running:>9}{c.done:>9}{c.failed:>9}")
+    lines.append(f"candidates: {info.get('candidates', 0)}")
+    if info.get("solutions_known") == "1":
+        done = sum(finished.values())
+        score_sum = float(info.get("score_sum") or 0.0)
+        lines.append(f"score so far: {score_sum / max(1, total):.3f} ({score_sum:g} solved of {done} finished)")
+    if info.get("rss_peak_mb"):
+        lines.append(f"producer memory: {info.get('rss_mb', '?')} MB now, {info['rss_peak_mb']} MB peak")
+    return "\n".join(lines)
+
+
+def follow(state: RunState, interval: float = 0.5) -> dict[str, str]:
+    """Show a live bar (tasks, candidates, throughput, ETA) until the run ends or its producer dies."""
+    info = state.info()
+    total = int(info.get("total", 0))
+    bar = tqdm(total=total, unit="task", desc=state.run_id, dynamic_ncols=True, mininterval=1.0)
+    started, first_cands = time.monotonic(), int(info.get("candidates", 0))
+    try:
+        while True:
+            info = state.info()
+            finished = sum(int(info.get(k, 0) or 0) for k in ("done", "failed", "skipped", "cancelled"))
+            cands = int(info.get("candidates", 0))
+            bar.n = finished
+            rate = (cands - first_cands) / max(1e-6, time.monotonic() - started)
+            bar.set_postfix(candidates=cands, cand_per_s=f"{rate:.1f}", refresh=False)
+            bar.refresh()
+            if info.get("state") in TERMINAL:
+                return info
+            waited = time.monotonic() - started
+            if not state.producer_alive(info) and (info.get("state") != "queued" or waited > 60):
+                return info  # its producer died (or never started): the caller says how to resume
+            time.sleep(interval)  # polling Redis for a person; not a test synchronisation
+    finally:
+        bar.close()

@@ -1,0 +1,147 @@
+"""A run directory: the durable half of a run's state (the other half lives in Redis).
+
+Files, all written by the producer only:
+- `run.json`: the RunConfig; `inputs.jsonl`: the tasks themselves, so a run resumes without
+  its dataset; both written before the run is registered anywhere.
+- `candidates.jsonl`: one line per candidate, appended as results arrive.
+- `tasks.jsonl`: one TaskRecord per finished task (status, per-epoch counts, the two attempts).
+- `submission.json`, `score.json`, `report.html`: derived, rewritten at will.
+
+Append-only files may end in a torn line when the producer is killed mid-write; readers drop
+it and `repair()` cuts it off before anything is appended again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+from common.models import Attempt, Candidate, RunConfig, Task, TaskRecord
+from common.scoring import score_run
+from common.submission import write_json_atomic, write_submission
+
+APPEND_ONLY = ("candidates.jsonl", "tasks.jsonl")
+
+
+class RunDirError(RuntimeError):
+    pass
+
+
+class RunDir:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def candidates_file(self) -> Path:
+        return self.path / "candidates.jsonl"
+
+    @property
+    def tasks_file(self) -> Path:
+        return self.path / "tasks.jsonl"
+
+    @classmethod
+    def create(cls, path: Path, config: RunConfig, tasks: Sequence[Task]) -> RunDir:
+        """Write run.json and inputs.jsonl into a fresh folder, all or nothing."""
+        path = Path(path)
+        if path.exists() and any(path.iterdir()):
+            raise RunDirError(f"run directory {path} exists and is not empty")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        try:
+            os.chmod(staging, 0o777 & ~umask)
+            with open(staging / "inputs.jsonl", "w") as f:
+                for t in tasks:
+                    f.write(t.model_dump_json() + "\n")
+            write_json_atomic(staging / "run.json", config.model_dump())
+            for name in APPEND_ONLY:
+                (staging / name).touch()
+            if path.exists():
+                path.rmdir()
+            os.replace(staging, path)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return cls(path)
+
+    def exists(self) -> bool:
+        return (self.path / "run.json").is_file() and (self.path / "inputs.jsonl").is_file()
+
+    def config(self) -> RunConfig:
+        try:
+            return RunConfig.model_validate_json((self.path / "run.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise RunDirError(f"{self.path / 'run.json'}: not a run ({exc.__class__.__name__})") from None
+
+    def tasks(self) -> list[Task]:
+        return [Task.model_validate_json(line) for line in _lines(self.path / "inputs.jsonl")]
+
+    def repair(self) -> None:
+        """Cut a torn last line off the append-only files (left by a producer killed mid-write)."""
+        for name in APPEND_ONLY:
+            p = self.path / name
+            if not p.exists():
+                p.touch()
+                continue
+            data = p.read_bytes()
+            if data and not data.endswith(b"\n"):
+                with open(p, "r+b") as f:
+                    f.truncate(data.rfind(b"\n") + 1)
+
+    def records(self) -> dict[str, TaskRecord]:
+        """Finished tasks; the first record of a task wins (a record is never rewritten)."""
+        out: dict[str, TaskRecord] = {}
+        for line in _lines(self.tasks_file):
+            rec = TaskRecord.model_validate_json(line)
+            out.setdefault(rec.task_id, rec)
+        return out
+
+    def candidates(self, task_ids: set[str] | None = None) -> Iterator[Candidate]:
+        """Stream candidates (of `task_ids` only, when given) without holding the file in memory."""
+        for line in _lines(self.candidates_file):
+            if task_ids is not None:
+                head = line[:200]  # task_id is the first field: skip other tasks without parsing
+                if not any(f'"task_id":"{t}"' in head for t in task_ids):
+                    continue
+            yield Candidate.model_validate_json(line)
+
+    def write_results(self, tasks: Sequence[Task] | None = None,
+                      records: dict[str, TaskRecord] | None = None) -> tuple[Path, dict | None]:
+        """submission.json (and score.json when all test outputs are known) from what has finished."""
+        tasks = self.tasks() if tasks is None else tasks
+        records = self.records() if records is None else records
+        attempts: dict[str, list[Attempt]] = {tid: r.attempts for tid, r in records.items()}
+        submission = self.path / "submission.json"
+        write_submission(submission, tasks, attempts)
+        scores = None
+        if tasks and all(t.has_solutions() for t in tasks):
+            scores = score_run(tasks, attempts)
+            scores["finished"] = len(records)
+            scores["total"] = len(tasks)
+            write_json_atomic(self.path / "score.json", scores)
+        return submission, scores
+
+
+def _lines(path: Path) -> Iterator[str]:
+    """Complete lines of a JSONL file; a torn last line (no newline) is not a line yet."""
+    if not path.exists():
+        return
+    with open(path) as f:
+        for line in f:
+            if line.endswith("\n") and line.strip():
+                yield line
+
+
+def append_lines(f, items: Iterable[str]) -> None:
+    for item in items:
+        f.write(item + "\n")
+    f.flush()
+
+
+def load_json(path: Path) -> dict:
+    return json.loads(path.read_text())

@@ -1,0 +1,138 @@
+"""A run's live state in Redis: what `runs`, `status`, `wait`, `cancel` and `resume` read.
+
+Keys (all under `arcsynth:`):
+- `runs`: sorted set of run ids by creation time.
+- `run:<id>`: hash of fields (run_dir, state, total, done/failed/skipped/cancelled, candidates,
+  driver pid/host/heartbeat, memory, score).
+- `run:<id>:jobs`: hash task id -> JobRecord (the job each unfinished task waits on).
+- `run:<id>:counts`: hash `<stage>:<done|failed>` -> count, stage in sample/execute/finetune.
+Nothing large goes here: candidates stay in the run directory.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+import redis
+
+from common.models import JobRecord
+
+PREFIX = "arcsynth:"
+STAGES = ("sample", "execute", "finetune")
+TERMINAL = ("done", "cancelled", "failed")
+HEARTBEAT_STALE_S = 15.0  # a producer silent this long is taken for dead
+
+
+def redis_client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=30, health_check_interval=30,
+                                retry_on_timeout=True)
+
+
+@dataclass
+class RunState:
+    r: redis.Redis
+    run_id: str
+
+    @property
+    def key(self) -> str:
+        return f"{PREFIX}run:{self.run_id}"
+
+    @property
+    def jobs_key(self) -> str:
+        return self.key + ":jobs"
+
+    @property
+    def counts_key(self) -> str:
+        return self.key + ":counts"
+
+    # --- registration and fields -------------------------------------------------------------
+    def register(self, run_dir: str, total: int, dataset: str, solutions_known: bool) -> None:
+        now = time.time()
+        with self.r.pipeline() as p:
+            p.hset(self.key, mapping={"run_dir": run_dir, "state": "queued", "total": total, "dataset": dataset,
+                                      "created": now, "done": 0, "failed": 0, "skipped": 0, "cancelled": 0,
+                                      "candidates": 0, "score_sum": 0, "solutions_known": int(solutions_known)})
+            p.zadd(PREFIX + "runs", {self.run_id: now})
+            p.execute()
+
+    def exists(self) -> bool:
+        return bool(self.r.exists(self.key))
+
+    def info(self) -> dict[str, str]:
+        return self.r.hgetall(self.key)
+
+    def get(self, field: str) -> str | None:
+        return self.r.hget(self.key, field)
+
+    def set(self, **fields: object) -> None:
+        self.r.hset(self.key, mapping={k: ("" if v is None else v) for k, v in fields.items()})
+
+    def state(self) -> str:
+        return self.get("state") or ""
+
+    def claim(self) -> None:
+        """Mark this process as the run's producer (pid, host, heartbeat)."""
+        self.set(state="running", driver_pid=os.getpid(), driver_host=socket.gethostname(), heartbeat=time.time())
+
+    def heartbeat(self, **fields: object) -> None:
+        self.set(heartbeat=time.time(), **fields)
+
+    def producer_alive(self, info: dict[str, str] | None = None) -> bool:
+        info = info if info is not None else self.info()
+        if info.get("state") in TERMINAL or not info.get("heartbeat"):
+            return False
+        if time.time() - float(info["heartbeat"]) > HEARTBEAT_STALE_S:
+            return False
+        if info.get("driver_host") == socket.gethostname() and info.get("driver_pid"):
+            return _pid_alive(int(info["driver_pid"]))
+        return True
+
+    # --- jobs ----------------------------------------------------------------------------------
+    def put_job(self, task_id: str, job: JobRecord) -> None:
+        self.r.hset(self.jobs_key, task_id, job.model_dump_json())
+
+    def drop_job(self, task_id: str) -> None:
+        self.r.hdel(self.jobs_key, task_id)
+
+    def jobs(self) -> dict[str, JobRecord]:
+        return {k: JobRecord.model_validate_json(v) for k, v in self.r.hgetall(self.jobs_key).items()}
+
+    # --- counters ------------------------------------------------------------------------------
+    def count(self, stage: str, outcome: str, n: int = 1) -> None:
+        self.r.hincrby(self.counts_key, f"{stage}:{outcome}", n)
+
+    def counts(self) -> dict[str, int]:
+        return {k: int(v) for k, v in self.r.hgetall(self.counts_key).items()}
+
+    def task_finished(self, status: str, score: float | None) -> None:
+        with self.r.pipeline() as p:
+            p.hincrby(self.key, status, 1)
+            if score is not None:
+                p.hincrbyfloat(self.key, "score_sum", score)
+            p.execute()
+
+    def add_candidates(self, n: int) -> None:
+        self.r.hincrby(self.key, "candidates", n)
+
+
+def list_runs(r: redis.Redis, limit: int = 50) -> list[tuple[str, dict[str, str]]]:
+    ids = r.zrevrange(PREFIX + "runs", 0, limit - 1)
+    return [(i, RunState(r, i).info()) for i in ids]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (killed, not yet reaped by its parent) is dead for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True

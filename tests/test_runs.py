@@ -1,0 +1,210 @@
+"""Runs that survive their producer: submit/wait/status/runs/resume/cancel/results on a live cluster.
+
+The cluster is the light replay one (fixed programs, real Redis, real execute and inference
+workers); the slow programs sleep once per run so a test can catch a run mid-way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+
+from common.data import load_tasks
+from common.models import Candidate
+from common.submission import validate_submission
+from producer.runstate import RunState
+from tests.conftest import SLOW_DATASET
+from tests.waiting import wait_until
+
+ARCSYNTH = [sys.executable, "-m", "producer"]
+
+
+def cli(cluster, *args, timeout=300, check=True):
+    r = subprocess.run([*ARCSYNTH, *args], capture_output=True, text=True, env=cluster.env, timeout=timeout)
+    if check:
+        assert r.returncode == 0, f"arcsynth {' '.join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr[-3000:]}"
+    return r
+
+
+def state_of(cluster, run_id: str) -> RunState:
+    return RunState(redis.Redis.from_url(cluster.redis.url, decode_responses=True), run_id)
+
+
+@pytest.fixture
+def producers(replay_cluster):
+    """Runs this test submitted; their detached producers are killed at the end whatever happened."""
+    started: list[str] = []
+    yield started
+    for run_id in started:
+        pid = state_of(replay_cluster, run_id).get("driver_pid")
+        try:
+            proc = psutil.Process(int(pid or 0))
+            if "producer" in " ".join(proc.cmdline()):
+                proc.kill()
+                proc.wait(timeout=10)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, ValueError):
+            pass  # already gone (a zombie only waits for its adopter to reap it)
+
+
+def submit(cluster, producers, dataset, out: Path, *extra) -> str:
+    r = cli(cluster, "submit", dataset, "--out", str(out), *extra, timeout=60)
+    run_id = r.stdout.strip().splitlines()[-1]
+    producers.append(run_id)
+    return run_id
+
+
+def finished(out: Path) -> int:
+    path = out / "tasks.jsonl"
+    return len([ln for ln in path.read_text().splitlines() if ln.endswith("}")]) if path.exists() else 0
+
+
+def test_submit_returns_at_once_then_wait_status_runs_and_results(replay_cluster, producers, tmp_path):
+    out = tmp_path / "run"
+    run_id = submit(replay_cluster, producers, "arc-agi-1/training", out, "--tasks", "6150a2bd,74dd1130,007bbfb7",
+                    "--samples", "2")
+    assert (out / "run.json").exists() and (out / "inputs.jsonl").exists()
+    r = cli(replay_cluster, "wait", run_id)
+    assert f"done: submission {out / 'submission.json'}" in r.stdout
+    assert "score: 0.667 over 3 tasks" in r.stdout
+
+    status = cli(replay_cluster, "status", run_id).stdout
+    assert f"run {run_id}: done" in status
+    assert "tasks: 3 done, 0 failed, 0 skipped, 0 cancelled, 0 unfinished" in status
+    rows = {line.split()[0]: line.split()[1:] for line in status.splitlines() if line.split()[:1] in
+            (["sample"], ["execute"], ["finetune"])}
+    assert rows == {"sample": ["0", "0", "3", "0"], "execute": ["0", "0", "3", "0"], "finetune": ["0", "0", "0", "0"]}
+    assert "candidates: 6" in status and "score so far: 0.667 (2 solved of 3 finished)" in status
+    assert cli(replay_cluster, "status", str(out)).stdout == status  # a run directory names the run too
+
+    listing = cli(replay_cluster, "runs").stdout
+    assert any(line.startswith(run_id) and " done " in line and "3/3" in line for line in listing.splitlines())
+
+    (out / "submission.json").unlink()
+    r = cli(replay_cluster, "results", run_id)
+    assert "score: 0.667 over 3 tasks (3 finished)" in r.stdout
+    validate_submission(json.loads((out / "submission.json").read_text()),
+                        load_tasks("arc-agi-1/training", task_ids=["6150a2bd", "74dd1130", "007bbfb7"]))
+    # Results are forgotten once handled: Redis keeps no candidate payloads.
+    client = redis.Redis.from_url(replay_cluster.redis.url)
+    assert not list(client.scan_iter("celery-task-meta-*"))
+
+
+def test_status_counts_during_a_run(replay_cluster, producers, tmp_path):
+    from producer.follow import stage_counts
+
+    out = tmp_path / "run"
+    run_id = submit(replay_cluster, producers, SLOW_DATASET, out, "--limit", "4", "--samples", "1", "--max-active", "4")
+    state = state_of(replay_cluster, run_id)
+    snapshots = []
+
+    def snapshot_until_done() -> bool:
+        info = state.info()
+        rows = stage_counts(state, replay_cluster.app, info)
+        snapshots.append((info, {k: (v.pending, v.running, v.done, v.failed) for k, v in rows.items()}))
+        return info.get("state") == "done"
+
+    wait_until(snapshot_until_done, 120, "the run to finish", interval=0.1)
+    for info, rows in snapshots:
+        sampled = rows["sample"][2]
+        assert sum(rows["sample"]) == 4, snapshots  # every task is somewhere in the sample stage
+        assert sum(rows["execute"]) == sampled, snapshots  # sampled tasks are somewhere in execute
+        assert rows["execute"][1] <= 2, snapshots  # two slots on two cores
+        assert rows["execute"][2] >= int(info.get("done", 0)), snapshots
+    # Seen on the way: both slots busy while another task waited its turn.
+    assert any(rows["execute"][1] == 2 and rows["execute"][0] >= 1 for _, rows in snapshots), snapshots
+
+    text = cli(replay_cluster, "status", run_id).stdout
+    rows = {line.split()[0]: [int(x) for x in line.split()[1:]] for line in text.splitlines()
+            if line.split()[:1] in (["sample"], ["execute"])}
+    assert rows == {"sample": [0, 0, 4, 0], "execute": [0, 0, 4, 0]}, text
+
+
+def test_resume_after_the_producer_is_killed_gives_the_same_submission(replay_cluster, producers, tmp_path):
+    args = ("--limit", "10", "--samples", "1", "--max-active", "2")
+    straight = tmp_path / "straight"
+    cli(replay_cluster, "wait", submit(replay_cluster, producers, SLOW_DATASET, straight, *args))
+
+    out = tmp_path / "killed"
+    run_id = submit(replay_cluster, producers, SLOW_DATASET, out, *args)
+    state = state_of(replay_cluster, run_id)
+    wait_until(lambda: finished(out) >= 3, 120, "three tasks finished")
+    pid = int(state.get("driver_pid"))
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 30,
+               "the producer to die")
+    assert finished(out) < 10
+    status = cli(replay_cluster, "status", run_id).stdout
+    assert f"producer: not running -- continue with `arcsynth resume {run_id}`" in status
+
+    # Results from whatever finished: a valid submission with placeholders for the rest.
+    cli(replay_cluster, "results", run_id)
+    tasks = load_tasks(SLOW_DATASET, limit=10)
+    validate_submission(json.loads((out / "submission.json").read_text()), tasks)
+
+    before = finished(out)
+    r = cli(replay_cluster, "resume", run_id, "--wait")
+    assert "done: submission" in r.stdout
+    assert (out / "submission.json").read_text() == (straight / "submission.json").read_text()
+    records = [json.loads(line)["task_id"] for line in (out / "tasks.jsonl").read_text().splitlines()]
+    assert sorted(records) == sorted(t.id for t in tasks) and len(records) == len(set(records))
+    cands = [Candidate.model_validate_json(line) for line in (out / "candidates.jsonl").read_text().splitlines()]
+    assert Counter(c.task_id for c in cands) == Counter({t.id: 1 for t in tasks})  # nothing repeated
+    assert before >= 3
+
+
+def test_cancel_revokes_what_has_not_started_and_leaves_the_run_consistent(replay_cluster, producers, tmp_path):
+    out = tmp_path / "run"
+    run_id = submit(replay_cluster, producers, SLOW_DATASET, out, "--limit", "12", "--samples", "1",
+                    "--max-active", "6")
+    state = state_of(replay_cluster, run_id)
+    wait_until(lambda: finished(out) >= 1, 60, "a first task finished")
+    pid = int(state.get("driver_pid"))
+    r = cli(replay_cluster, "cancel", run_id)
+    assert f"cancelled {run_id}" in r.stdout
+    assert state.state() == "cancelled"
+    psutil.Process(pid).wait(timeout=30) if psutil.pid_exists(pid) else None
+
+    records = [json.loads(line) for line in (out / "tasks.jsonl").read_text().splitlines()]
+    assert len(records) == 12 and len({r["task_id"] for r in records}) == 12
+    assert Counter(r["status"] for r in records)["cancelled"] >= 5
+    validate_submission(json.loads((out / "submission.json").read_text()), load_tasks(SLOW_DATASET, limit=12))
+
+    # No work of the run is left: queues drain (revoked messages are dropped) and no worker is busy.
+    client = redis.Redis.from_url(replay_cluster.redis.url)
+    inspect = replay_cluster.app.control.inspect(timeout=2.0)
+
+    def idle() -> bool:
+        active = inspect.active() or {}
+        return all(client.llen(q) == 0 for q in ("inference", "execute")) and not any(active.values())
+
+    wait_until(idle, 60, "queues empty and workers idle", interval=0.5)
+    assert len((out / "candidates.jsonl").read_text().splitlines()) <= 12 - 5
+    assert not state.jobs()
+    r = cli(replay_cluster, "resume", run_id, check=False)
+    assert r.returncode == 2 and "is cancelled" in r.stderr
+
+
+def test_producer_memory_stays_flat_over_400_tasks(replay_cluster, producers, tmp_path):
+    out = tmp_path / "run"
+    run_id = submit(replay_cluster, producers, "arc-agi-1/training", out, "--samples", "2")
+    cli(replay_cluster, "wait", run_id, timeout=900)
+    info = state_of(replay_cluster, run_id).info()
+    marks = {p: float(info[f"rss_mb_at_{p}"]) for p in (25, 50, 75, 100)}
+    print(f"\nproducer memory over 400 tasks: {marks} MB at % finished; peak {info['rss_peak_mb']} MB")
+    assert len((out / "candidates.jsonl").read_text().splitlines()) == 800
+    assert marks[100] - marks[25] < 25, marks  # flat: no growth with the number of finished tasks
+    assert json.loads((out / "score.json").read_text())["total"] == 400
+
+
+def test_unknown_run_is_a_user_error(replay_cluster):
+    r = cli(replay_cluster, "status", "no-such-run", check=False)
+    assert r.returncode == 2 and "run no-such-run: no such run" in r.stderr and "Traceback" not in r.stderr
