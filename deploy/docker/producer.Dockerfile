@@ -1,0 +1,11 @@
+# Producer and Flower: the core package only. docker build -f deploy/docker/producer.Dockerfile -t arcsynth-producer .
+FROM python:3.11-slim
+WORKDIR /opt/arcsynth
+COPY pyproject.toml README.md ./
+COPY common ./common
+COPY producer ./producer
+COPY workers ./workers
+RUN pip install --no-cache-dir . && useradd --create-home arcsynth
+USER arcsynth
+ENTRYPOINT ["arcsynth"]
+CMD ["runs"]
