@@ -10,10 +10,10 @@ for GPUs, and the execute pool scales on its queue.
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 from common.celery_app import QUEUES
