@@ -32,14 +32,19 @@ def build_submission(tasks: Sequence[Task], attempts: dict[str, list[Attempt]]) 
     return out
 
 
-def validate_submission(data: object, tasks: Sequence[Task]) -> None:
-    """Raise `SubmissionError` naming the first problem; return None for a valid submission."""
+def validate_submission_shape(data: object) -> dict[str, list[Attempt]]:
+    """Every entry is two valid grids; raise `SubmissionError` naming the first field that is not."""
     try:
-        parsed = _Submission.validate_python(data)
+        return _Submission.validate_python(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise SubmissionError(f"submission: field {where}: {err['msg']}") from None
+
+
+def validate_submission(data: object, tasks: Sequence[Task]) -> None:
+    """Raise `SubmissionError` naming the first problem; return None for a valid submission."""
+    parsed = validate_submission_shape(data)
     for task in tasks:
         if task.id not in parsed:
             raise SubmissionError(f"submission: task {task.id} is missing")

@@ -14,8 +14,7 @@ import random
 import resource
 import time
 import uuid
-from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,20 +84,24 @@ class Driver:
         rundir.repair()
         self.config: RunConfig = rundir.config()
         self.learn: LearnConfig = self.config.learn
-        self.tasks: dict[str, Task] = {t.id: t for t in rundir.tasks()}
-        self.records: dict[str, TaskRecord] = rundir.records()
-        jobs = {tid: j for tid, j in state.jobs().items() if tid not in self.records}
-        for tid in set(state.jobs()) & set(self.records):
+        # Held in memory: task ids and statuses, and the tasks in flight with their candidates.
+        # Tasks are read from inputs.jsonl as they are started; finished ones live on disk.
+        self.total = len(self.config.task_ids)
+        self.finished: dict[str, str] = {tid: r.status for tid, r in rundir.records().items()}
+        jobs = {tid: j for tid, j in state.jobs().items() if tid not in self.finished}
+        for tid in set(state.jobs()) & set(self.finished):
             state.drop_job(tid)  # finished, but the producer died before dropping its job
-        self.active: dict[str, _Active] = {tid: _Active(self.tasks[tid], job, job.adapter) for tid, job in jobs.items()}
+        self.active: dict[str, _Active] = {t.id: _Active(t, jobs[t.id], jobs[t.id].adapter)
+                                           for t in rundir.iter_tasks() if t.id in jobs}
         self.recorded: set[tuple[str, int]] = set()  # (task, epoch) whose candidates are already on disk
         for c in rundir.candidates(set(self.active)):
             self.active[c.task_id].candidates.append(c)
             self.recorded.add((c.task_id, c.epoch))
-        self.pending = deque(t for t in self.tasks if t not in self.records and t not in self.active)
+        attached = set(self.active)
+        self.pending: Iterator[Task] = (t for t in rundir.iter_tasks()
+                                        if t.id not in self.finished and t.id not in attached)
         self.outcome = RunOutcome(run_dir=rundir.path, submission=rundir.path / "submission.json", score=None)
-        self.bar = tqdm(total=len(self.tasks), initial=len(self.records), unit="task", disable=not progress,
-                        desc="tasks")
+        self.bar = tqdm(total=self.total, initial=len(self.finished), unit="task", disable=not progress, desc="tasks")
         self._checkpoints = [q for q in (25, 50, 75, 100)]
         self._last_beat = 0.0
 
@@ -142,9 +145,9 @@ class Driver:
                            augmentation=aug.model_dump() if aug else None)
         self._send(st)
 
-    def _start(self, task_id: str) -> None:
-        st = _Active(self.tasks[task_id], JobRecord(stage="search", ids=[]), adapter=self.config.adapter)
-        self.active[task_id] = st
+    def _start(self, task: Task) -> None:
+        st = _Active(task, JobRecord(stage="search", ids=[]), adapter=self.config.adapter)
+        self.active[task.id] = st
         self._search(st, 0)
 
     # --- results ----------------------------------------------------------------------------------
@@ -213,7 +216,7 @@ class Driver:
                             per_epoch=per_epoch, attempts=select_attempts(st.task, st.candidates))
         with open(self.rundir.tasks_file, "a") as f:
             f.write(record.model_dump_json() + "\n")
-        self.records[task_id] = record
+        self.finished[task_id] = status
         self.state.task_finished(status, score_task(st.task, record.attempts) if st.task.has_solutions() else None)
         self.state.drop_job(task_id)
         del self.active[task_id]  # its candidates are released: what remains is on disk
@@ -222,7 +225,7 @@ class Driver:
 
     def _checkpoint(self) -> None:
         """Memory at 25/50/75/100 % of tasks finished: shows whether the producer stays flat."""
-        pct = 100 * len(self.records) // max(1, len(self.tasks))
+        pct = 100 * len(self.finished) // max(1, self.total)
         while self._checkpoints and pct >= self._checkpoints[0]:
             self.state.set(**{f"rss_mb_at_{self._checkpoints.pop(0)}": round(rss_mb(), 1)})
 
@@ -245,15 +248,20 @@ class Driver:
             for st in self.active.values():
                 if not st.job.sent:
                     self._send(st)
-            while self.active or self.pending:
+            exhausted = False
+            while self.active or not exhausted:
                 self._beat()
                 if self.state.state() == "cancelling":
                     return self.cancel()
                 if deadline is not None and time.monotonic() > deadline:
                     self._stop_all("failed", "timed out")
                     break
-                while self.pending and len(self.active) < self.config.max_active:
-                    self._start(self.pending.popleft())
+                while not exhausted and len(self.active) < self.config.max_active:
+                    task = next(self.pending, None)
+                    if task is None:
+                        exhausted = True
+                    else:
+                        self._start(task)
                 if not self._poll():
                     time.sleep(0.1)  # polling the result backend; not a test synchronisation
         finally:
@@ -272,17 +280,17 @@ class Driver:
             self.app.control.revoke(ids)
         for st in list(self.active.values()):
             self._finish(st, status, reason)
-        while self.pending:
-            st = _Active(self.tasks[self.pending.popleft()], JobRecord(stage="search", ids=[]))
-            self.active[st.task.id] = st
+        for task in self.pending:
+            st = _Active(task, JobRecord(stage="search", ids=[]))
+            self.active[task.id] = st
             self._finish(st, status, reason)
 
     def _complete(self, final: str) -> RunOutcome:
-        submission, scores = self.rundir.write_results(list(self.tasks.values()), self.records)
+        submission, scores = self.rundir.write_results()
         out = self.outcome
         out.state = final
         out.score = scores["score"] if scores else None
-        for tid, rec in self.records.items():
+        for tid, rec in self.rundir.records().items():
             if rec.status == "skipped":
                 out.skipped[tid] = rec.reason
             elif rec.status in ("failed", "cancelled"):

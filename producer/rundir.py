@@ -21,8 +21,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from common.models import Attempt, Candidate, RunConfig, Task, TaskRecord
-from common.scoring import score_run
-from common.submission import write_json_atomic, write_submission
+from common.scoring import score_task
+from common.submission import build_submission, validate_submission_shape, write_json_atomic
 
 APPEND_ONLY = ("candidates.jsonl", "tasks.jsonl")
 
@@ -79,7 +79,12 @@ class RunDir:
             raise RunDirError(f"{self.path / 'run.json'}: not a run ({exc.__class__.__name__})") from None
 
     def tasks(self) -> list[Task]:
-        return [Task.model_validate_json(line) for line in _lines(self.path / "inputs.jsonl")]
+        return list(self.iter_tasks())
+
+    def iter_tasks(self) -> Iterator[Task]:
+        """The run's tasks in order, one at a time (a producer never needs them all at once)."""
+        for line in _lines(self.path / "inputs.jsonl"):
+            yield Task.model_validate_json(line)
 
     def repair(self) -> None:
         """Cut a torn last line off the append-only files (left by a producer killed mid-write)."""
@@ -110,19 +115,26 @@ class RunDir:
                     continue
             yield Candidate.model_validate_json(line)
 
-    def write_results(self, tasks: Sequence[Task] | None = None,
-                      records: dict[str, TaskRecord] | None = None) -> tuple[Path, dict | None]:
-        """submission.json (and score.json when all test outputs are known) from what has finished."""
-        tasks = self.tasks() if tasks is None else tasks
-        records = self.records() if records is None else records
-        attempts: dict[str, list[Attempt]] = {tid: r.attempts for tid, r in records.items()}
+    def write_results(self) -> tuple[Path, dict | None]:
+        """submission.json (and score.json when all test outputs are known) from what has finished.
+
+        Streams the tasks: what it holds is the submission itself, never the tasks' grids."""
+        attempts: dict[str, list[Attempt]] = {tid: r.attempts for tid, r in self.records().items()}
+        data: dict[str, list[dict]] = {}
+        per_task: dict[str, float] | None = {}
+        for task in self.iter_tasks():
+            data.update(build_submission([task], attempts))
+            if per_task is not None and task.has_solutions():
+                per_task[task.id] = score_task(task, attempts.get(task.id, []))
+            else:
+                per_task = None
+        validate_submission_shape(data)
         submission = self.path / "submission.json"
-        write_submission(submission, tasks, attempts)
+        write_json_atomic(submission, data)
         scores = None
-        if tasks and all(t.has_solutions() for t in tasks):
-            scores = score_run(tasks, attempts)
-            scores["finished"] = len(records)
-            scores["total"] = len(tasks)
+        if per_task:
+            scores = {"score": sum(per_task.values()) / len(per_task), "tasks": per_task,
+                      "finished": sum(t in attempts for t in per_task), "total": len(per_task)}
             write_json_atomic(self.path / "score.json", scores)
         return submission, scores
 
