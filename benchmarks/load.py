@@ -95,7 +95,8 @@ def main() -> None:
         print(f"{r['tasks']:>6} {r['jobs']:>6} {r['seconds']:>8.1f} {r['jobs_per_s']:>7.1f} {r['redis_peak_mb']:>14.1f} "
               f"{r['producer_peak_mb']:>17.1f} {f'{a:.1f} / {b:.1f}':>24}")
     small, big = rows[0], rows[-1]
-    print(f"growth {small['tasks']} -> {big['tasks']} tasks: producer peak x{big['producer_peak_mb'] / small['producer_peak_mb']:.2f}, "
+    producer_growth = big["producer_peak_mb"] / small["producer_peak_mb"]
+    print(f"growth {small['tasks']} -> {big['tasks']} tasks: producer peak x{producer_growth:.2f}, "
           f"redis peak x{big['redis_peak_mb'] / small['redis_peak_mb']:.2f} (flat is ~1.0)")
     print(f"load jobs_per_s={big['jobs_per_s']:.1f} redis_peak_mb={big['redis_peak_mb']:.1f} "
           f"producer_peak_mb={big['producer_peak_mb']:.1f}")

@@ -68,14 +68,14 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
 class LocalCluster:
     def __init__(self, model: str, kinds: tuple[str, ...] = KINDS, env: dict[str, str] | None = None,
                  log_dir: Path | None = None, ready_timeout: float = 300.0,
-                 worker_args: dict[str, list[str]] | None = None) -> None:
+                 worker_args: dict[str, list[str]] | None = None, redis: RedisServer | None = None) -> None:
         self.worker_args = worker_args or {}
         self.model = model
         self.kinds = kinds
         self.extra_env = env or {}
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="arcsynth-cluster-"))
         self.ready_timeout = ready_timeout
-        self.redis = RedisServer()
+        self.redis = redis or RedisServer()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.env: dict[str, str] = {}
 

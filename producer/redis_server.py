@@ -33,16 +33,21 @@ def free_port() -> int:
 class RedisServer:
     """A throwaway Redis on 127.0.0.1 and a free port; `url` is ready once `start()` returns."""
 
-    def __init__(self, password: str | None = None, appendonly: bool = False) -> None:
+    def __init__(self, password: str | None = None, appendonly: bool = False,
+                 tls: tuple[Path, Path, Path] | None = None) -> None:
+        """`tls`: (certificate, key, CA certificate) files; the server then speaks TLS only (rediss://)."""
         self.port = free_port()
         self.password = password
         self.appendonly = appendonly
+        self.tls = tls
         self.dir = Path(tempfile.mkdtemp(prefix="arcsynth-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
+        if self.tls:
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_cert_reqs=required&ssl_ca_certs={self.tls[2]}"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 20.0) -> RedisServer:
@@ -50,6 +55,10 @@ class RedisServer:
 
         args = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "yes" if self.appendonly else "no", "--dir", str(self.dir)]
+        if self.tls:
+            cert, key, ca = self.tls
+            args += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+                     "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no"]
         if self.password:
             args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
