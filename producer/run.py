@@ -22,6 +22,7 @@ from celery import Celery, chain
 from celery.result import AsyncResult
 from tqdm import tqdm
 
+from common import payloads
 from common.augment import Augmentation, random_augmentation
 from common.celery_app import EXECUTE, FINETUNE, SAMPLE
 from common.models import (
@@ -158,7 +159,7 @@ class Driver:
             if not result.ready():
                 continue
             progressed = True
-            done_ids = st.job.ids
+            done_ids, payload_ref = st.job.ids, ""
             stages = ("sample", "execute") if st.job.stage == "search" else ("finetune",)
             if not result.successful():
                 failed_at = stages[0]
@@ -169,6 +170,7 @@ class Driver:
                 self._finish(st, "failed", f"{failed_at}: {type(result.result).__name__}: {result.result}")
             else:
                 payload = result.get(disable_sync_subtasks=False)
+                payload_ref = payload.get("candidates_ref", "")
                 for stage in stages:
                     self.state.count(stage, "done")
                 if st.job.stage == "search":
@@ -177,10 +179,13 @@ class Driver:
                     self._on_finetune(st, payload)
             for job_id in done_ids:  # the task's next job (or its record) is stored: drop the result
                 AsyncResult(job_id, app=self.app).forget()
+            if payload_ref:
+                payloads.drop(payload_ref)
         return progressed
 
     def _on_search(self, st: _Active, payload: dict) -> None:
-        cands = [Candidate.model_validate(c) for c in payload["candidates"]]
+        ref = payload.get("candidates_ref")
+        cands = payloads.load_candidates(ref) if ref else [Candidate.model_validate(c) for c in payload.get("candidates", [])]
         if (st.task.id, st.epoch) not in self.recorded:
             with open(self.rundir.candidates_file, "a") as f:
                 f.writelines(c.model_dump_json() + "\n" for c in cands)

@@ -58,7 +58,7 @@ def replay_cluster(tmp_path_factory):
         for t in load_tasks(SLOW_DATASET, limit=40):
             f.write(json.dumps({"task_id": t.id, "text": _fenced(SLOW)}) + "\n")
     env = {"ARCSYNTH_BACKEND": "replay", "ARCSYNTH_REPLAY_FILE": str(replay), "ARCSYNTH_EXEC_TIMEOUT_S": "10",
-           "ARCSYNTH_RUN_ROOT": str(root / "runs")}
+           "ARCSYNTH_RUN_ROOT": str(root / "runs"), "ARCSYNTH_ARTIFACT_ROOT": str(root / "artifacts")}
     with LocalCluster(model="replay", kinds=("execute", "inference"), env=env, log_dir=root / "logs",
                       ready_timeout=120) as c:
         yield c

@@ -93,9 +93,12 @@ def test_submit_returns_at_once_then_wait_status_runs_and_results(replay_cluster
     assert "score: 0.667 over 3 tasks (3 finished)" in r.stdout
     validate_submission(json.loads((out / "submission.json").read_text()),
                         load_tasks("arc-agi-1/training", task_ids=["6150a2bd", "74dd1130", "007bbfb7"]))
-    # Results are forgotten once handled: Redis keeps no candidate payloads.
+    # Candidates travel by reference (a file in shared storage), and both the Celery results and
+    # those files are deleted once the producer has handled them.
     client = redis.Redis.from_url(replay_cluster.redis.url)
     assert not list(client.scan_iter("celery-task-meta-*"))
+    payloads = Path(replay_cluster.env["ARCSYNTH_ARTIFACT_ROOT"]) / "payloads"
+    assert payloads.is_dir() and not list(payloads.iterdir())
 
 
 def test_status_counts_during_a_run(replay_cluster, producers, tmp_path):
@@ -208,3 +211,19 @@ def test_producer_memory_stays_flat_over_400_tasks(replay_cluster, producers, tm
 def test_unknown_run_is_a_user_error(replay_cluster):
     r = cli(replay_cluster, "status", "no-such-run", check=False)
     assert r.returncode == 2 and "run no-such-run: no such run" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_execute_results_name_a_file_of_candidates_instead_of_carrying_them(replay_cluster):
+    from common.celery_app import EXECUTE
+    from common.models import SampleResult, Task
+    from common.payloads import drop, load_candidates
+
+    task = Task(id="by-ref", train=[{"input": [[1, 2]], "output": [[2, 1]]}], test=[{"input": [[3, 4]]}])
+    sampled = SampleResult(task_id=task.id, completions=[{"text": "def transform(grid):\n    return grid[:, ::-1]"}])
+    result = replay_cluster.app.signature(EXECUTE, args=(sampled.model_dump(), task.model_dump())).apply_async()
+    payload = result.get(timeout=60)
+    assert set(payload) == {"task_id", "skipped", "sample_seconds", "count", "candidates_ref"} and payload["count"] == 1
+    [cand] = load_candidates(payload["candidates_ref"])
+    assert cand.execution.all_train_correct and cand.execution.test[0].output == [[4, 3]]
+    drop(payload["candidates_ref"])
+    result.forget()

@@ -16,6 +16,7 @@ from common.augment import Augmentation
 from common.celery_app import EXECUTE, app
 from common.extract import ExtractionError, extract_code
 from common.models import Candidate, ExecutionResult, SampleResult, Task
+from common.payloads import payload_url, store_candidates
 from common.settings import get_settings
 from workers.executor import Executor, IsolationUnavailable, normalise
 
@@ -71,15 +72,21 @@ def grade_completions(task: Task, sampled: SampleResult, epoch: int = 0,
     return out
 
 
-@app.task(name=EXECUTE, time_limit=get_settings().execute_time_limit_s)
-def execute(sampled: dict, task: dict, epoch: int = 0, augmentation: dict | None = None) -> dict:
+@app.task(name=EXECUTE, bind=True, time_limit=get_settings().execute_time_limit_s)
+def execute(self, sampled: dict, task: dict, epoch: int = 0, augmentation: dict | None = None) -> dict:
     """Chained after `arcsynth.sample`: extract, run and grade every completion.
 
-    `task` is the original task; `augmentation` is how the prompt showed it, if at all.
+    `task` is the original task; `augmentation` is how the prompt showed it, if at all. The
+    candidates go to shared storage under this job's id (a redelivered job rewrites the same
+    file); the result names it.
     """
     t = Task.model_validate(task)
     s = SampleResult.model_validate(sampled)
     aug = Augmentation.model_validate(augmentation) if augmentation else None
     candidates = grade_completions(t, s, epoch, aug)
-    return {"task_id": t.id, "skipped": s.skipped, "sample_seconds": s.seconds,
-            "candidates": [c.model_dump() for c in candidates]}
+    ref = ""
+    if candidates:
+        ref = payload_url(get_settings().artifact_root, self.request.id)
+        store_candidates(ref, candidates)
+    return {"task_id": t.id, "skipped": s.skipped, "sample_seconds": s.seconds, "count": len(candidates),
+            "candidates_ref": ref}
