@@ -19,7 +19,6 @@ def make_app(settings: Settings | None = None) -> Celery:
     app = Celery("arcsynth")
     if s.broker_url is None:
         return app  # configured later (a CLI that only validates files needs no broker)
-    longest = max(s.inference_time_limit_s, s.finetune_time_limit_s, s.execute_time_limit_s)
     app.conf.update(
         broker_url=s.broker(),
         result_backend=s.result_backend_url(),
@@ -33,8 +32,9 @@ def make_app(settings: Settings | None = None) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         # A job is redelivered only after this; it must outlast the longest job's hard limit.
-        broker_transport_options={"visibility_timeout": longest * 2},
-        result_backend_transport_options={"visibility_timeout": longest * 2},
+        broker_transport_options={"visibility_timeout": s.visibility_s(),
+                                  "unacked_restore_interval": s.redelivery_check_s, "unacked_restore_throttle": 1},
+        result_backend_transport_options={"visibility_timeout": s.visibility_s()},
         worker_send_task_events=True,
         task_send_sent_event=True,
         task_track_started=True,

@@ -35,8 +35,9 @@ def _settings():
         return get_settings()
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = "ARCSYNTH_" + str(err["loc"][0]).upper() if err["loc"] else "settings"
-        raise UserError(f"setting {field}: {err['msg']}") from None
+        if not err["loc"]:  # a rule across settings; its message names them
+            raise UserError(f"settings: {err['msg'].removeprefix('Value error, ')}") from None
+        raise UserError(f"setting ARCSYNTH_{str(err['loc'][0]).upper()}: {err['msg']}") from None
 
 
 def _load(dataset: str, tasks: str | None, limit: int | None):
@@ -154,12 +155,12 @@ def _broker_settings():
 
 def _connect():
     """The app and Redis of the configured broker; a clear error when it cannot be reached."""
+    s = _broker_settings()
     import redis
 
     from common.celery_app import make_app
     from producer.runstate import redis_client
 
-    s = _broker_settings()
     r = redis_client(s.broker())
     try:
         r.ping()

@@ -102,3 +102,14 @@ def test_bad_settings_values(tmp_path, env, fragment):
     r = subprocess.run([sys.executable, "-m", "producer", "submit", str(path)], capture_output=True, text=True,
                        timeout=120, env={"PATH": "/usr/bin:/bin", "HOME": "/tmp", **env})
     assert_user_error(r, ["setting " + fragment])
+
+
+def test_a_visibility_timeout_shorter_than_a_job_is_refused(tmp_path):
+    """Otherwise the broker would hand a slow job to a second worker while the first still runs it."""
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(task()))
+    r = subprocess.run([sys.executable, "-m", "producer", "submit", str(path)], capture_output=True, text=True,
+                       timeout=120, env={"PATH": "/usr/bin:/bin", "HOME": "/tmp", "ARCSYNTH_BROKER_URL": "redis://x:1/0",
+                                         "ARCSYNTH_EXECUTE_TIME_LIMIT_S": "60", "ARCSYNTH_INFERENCE_TIME_LIMIT_S": "60",
+                                         "ARCSYNTH_FINETUNE_TIME_LIMIT_S": "120", "ARCSYNTH_VISIBILITY_TIMEOUT_S": "90"})
+    assert_user_error(r, ["ARCSYNTH_VISIBILITY_TIMEOUT_S (90) must be longer than the longest job time limit (120 s)"])
