@@ -39,6 +39,12 @@ def make_app(settings: Settings | None = None) -> Celery:
         task_send_sent_event=True,
         task_track_started=True,
         broker_connection_retry_on_startup=True,
+        # Ride out a Redis restart: results and publishes retry instead of failing the run.
+        result_backend_always_retry=True,
+        result_backend_max_retries=150,
+        result_backend_base_sleep_between_retries_ms=100,
+        result_backend_max_sleep_between_retries_ms=2000,
+        task_publish_retry_policy={"max_retries": 150, "interval_start": 0.1, "interval_step": 0.5, "interval_max": 2},
         worker_hijack_root_logger=False,
     )
     return app

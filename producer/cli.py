@@ -161,12 +161,11 @@ def _connect():
     from common.celery_app import make_app
     from producer.runstate import redis_client
 
-    r = redis_client(s.broker())
     try:
-        r.ping()
+        redis_client(s.broker(), outage_s=0).ping()  # fail fast here; later calls ride out outages
     except redis.RedisError as exc:
         raise UserError(f"setting ARCSYNTH_BROKER_URL: cannot reach Redis ({type(exc).__name__})") from None
-    return make_app(s), r
+    return make_app(s), redis_client(s.broker())
 
 
 def _resolve(run: str):

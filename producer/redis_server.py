@@ -75,7 +75,7 @@ class RedisServer:
                     raise RuntimeError(f"redis-server did not start on port {self.port}") from None
                 time.sleep(0.05)
 
-    def stop(self) -> None:
+    def stop(self, keep_data: bool = False) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -83,7 +83,13 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if not keep_data:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def restart(self) -> None:
+        """Stop (SIGTERM: Redis flushes its append-only file) and start again on the same port and data."""
+        self.stop(keep_data=True)
+        self.start()
 
     def __enter__(self) -> RedisServer:
         return self.start()

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from common.models import JobRecord
 
@@ -26,9 +28,12 @@ TERMINAL = ("done", "cancelled", "failed")
 HEARTBEAT_STALE_S = 15.0  # a producer silent this long is taken for dead
 
 
-def redis_client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=30, health_check_interval=30,
-                                retry_on_timeout=True)
+def redis_client(url: str, outage_s: float = 300.0) -> redis.Redis:
+    """A client that rides out a Redis restart: connection errors are retried with backoff for about `outage_s`."""
+    backoff = ExponentialBackoff(cap=2.0, base=0.1)
+    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=30, socket_connect_timeout=5,
+                                health_check_interval=30, retry=Retry(backoff, int(outage_s / 2.0)),
+                                retry_on_error=[redis.ConnectionError, redis.TimeoutError])
 
 
 @dataclass

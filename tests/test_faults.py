@@ -76,3 +76,34 @@ def test_sigkill_of_an_execute_worker_mid_job_loses_nothing(fault_cluster, tmp_p
     assert set(per_task.values()) == {1} and len(per_task) == 12  # no duplicate candidates
     second_log = (cluster.log_dir / "execute-2.log").read_text()
     assert f"arcsynth.execute[{running[0]}] succeeded" in second_log  # the killed job, finished elsewhere
+
+
+def test_redis_restart_mid_run_with_append_only_persistence(tmp_path):
+    """Workers and the producer reconnect; queued and unacknowledged jobs survive in the AOF."""
+    from common.data import load_tasks
+    from producer.redis_server import RedisServer
+
+    replay = tmp_path / "programs.jsonl"
+    replay.write_text("".join(json.dumps({"task_id": t.id, "text": _fenced(SLOW)}) + "\n"
+                              for t in load_tasks(SLOW_DATASET, limit=8)))
+    env = {"ARCSYNTH_BACKEND": "replay", "ARCSYNTH_REPLAY_FILE": str(replay), "ARCSYNTH_EXEC_TIMEOUT_S": "8",
+           "ARCSYNTH_ARTIFACT_ROOT": str(tmp_path / "artifacts"), **SHORT_LIMITS}
+    server = RedisServer(password="aof-pw", appendonly=True)
+    with LocalCluster(model="replay", kinds=("execute", "inference"), env=env, log_dir=tmp_path / "logs",
+                      ready_timeout=120, redis=server) as cluster:
+        out = tmp_path / "run"
+        sub = subprocess.run([sys.executable, "-m", "producer", "submit", SLOW_DATASET, "--limit", "8", "--samples",
+                              "1", "--out", str(out)], env=cluster.env, capture_output=True, text=True, timeout=60)
+        assert sub.returncode == 0, sub.stderr
+        run_id = sub.stdout.split()[-1]
+        wait_until(lambda: len((out / "tasks.jsonl").read_text().splitlines()) >= 2, 60, "two tasks finished")
+        server.restart()
+        assert len((out / "tasks.jsonl").read_text().splitlines()) < 8  # the restart really was mid-run
+        r = subprocess.run([sys.executable, "-m", "producer", "wait", run_id], env=cluster.env, capture_output=True,
+                           text=True, timeout=240)
+        assert r.returncode == 0, r.stderr[-2000:] + (out / "producer.log").read_text()[-3000:]
+        records = [json.loads(line) for line in (out / "tasks.jsonl").read_text().splitlines()]
+        assert sorted(r["task_id"] for r in records) == sorted(t.id for t in load_tasks(SLOW_DATASET, limit=8))
+        assert {r["status"] for r in records} == {"done"}
+        per_task = Counter(json.loads(line)["task_id"] for line in (out / "candidates.jsonl").read_text().splitlines())
+        assert set(per_task.values()) == {1} and len(per_task) == 8
