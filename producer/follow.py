@@ -20,13 +20,16 @@ class StageCounts:
     failed: int = 0
 
 
-def stage_counts(state: RunState, app: Celery, info: dict[str, str]) -> dict[str, StageCounts]:
-    """Per stage: tasks waiting in a queue (or in the producer's window), being worked on, done, failed."""
+def stage_counts(state: RunState, app: Celery) -> tuple[dict[str, str], dict[str, StageCounts]]:
+    """Per stage: tasks waiting in a queue (or in the producer's window), being worked on, done, failed.
+
+    Counters and jobs come from one snapshot; a job's own state is read after it and only moves
+    forward, so a finished-but-unhandled job counts as done and every task is counted once."""
     out = {s: StageCounts() for s in STAGES}
-    for key, n in state.counts().items():
+    info, counts, jobs = state.snapshot()
+    for key, n in counts.items():
         stage, outcome = key.split(":")
         setattr(out[stage], outcome, n)
-    jobs = state.jobs()
     finished = sum(int(info.get(k, 0) or 0) for k in ("done", "failed", "skipped", "cancelled"))
     if info.get("state") not in TERMINAL:
         out["sample"].pending += max(0, int(info.get("total", 0)) - finished - len(jobs))  # not yet sent
@@ -48,11 +51,11 @@ def stage_counts(state: RunState, app: Celery, info: dict[str, str]) -> dict[str
             else:
                 bucket.pending += 1
             break
-    return out
+    return info, out
 
 
 def status_text(state: RunState, app: Celery) -> str:
-    info = state.info()
+    info, stages = stage_counts(state, app)
     total = int(info.get("total", 0))
     finished = {k: int(info.get(k, 0) or 0) for k in ("done", "failed", "skipped", "cancelled")}
     lines = [f"run {state.run_id}: {info.get('state', '?')}  ({info.get('dataset', '')}, {total} tasks)",
@@ -65,7 +68,7 @@ def status_text(state: RunState, app: Celery) -> str:
     lines.append("tasks: " + ", ".join(f"{v} {k}" for k, v in finished.items())
                  + f", {total - sum(finished.values())} unfinished")
     lines.append(f"{'stage':<10}{'pending':>9}{'running':>9}{'done':>9}{'failed':>9}")
-    for stage, c in stage_counts(state, app, info).items():
+    for stage, c in stages.items():
         lines.append(f"{stage:<10}{c.pending:>9}{c.running:>9}{c.done:>9}{c.failed:>9}")
     lines.append(f"candidates: {info.get('candidates', 0)}")
     if info.get("solutions_known") == "1":

@@ -222,8 +222,8 @@ class Driver:
         with open(self.rundir.tasks_file, "a") as f:
             f.write(record.model_dump_json() + "\n")
         self.finished[task_id] = status
-        self.state.task_finished(status, score_task(st.task, record.attempts) if st.task.has_solutions() else None)
-        self.state.drop_job(task_id)
+        self.state.finish_task(task_id, status,
+                               score_task(st.task, record.attempts) if st.task.has_solutions() else None)
         del self.active[task_id]  # its candidates are released: what remains is on disk
         self.bar.update(1)
         self._checkpoint()

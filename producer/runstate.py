@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -38,8 +38,12 @@ def redis_client(url: str, outage_s: float = 300.0) -> redis.Redis:
 
 @dataclass
 class RunState:
+    """Writes that move a task between stages are one transaction each, so a reader's snapshot
+    (`snapshot()`) always sees every task in exactly one place."""
+
     r: redis.Redis
     run_id: str
+    _counts: list[str] = field(default_factory=list)  # stage counters waiting for the next transition
 
     @property
     def key(self) -> str:
@@ -97,7 +101,10 @@ class RunState:
 
     # --- jobs ----------------------------------------------------------------------------------
     def put_job(self, task_id: str, job: JobRecord) -> None:
-        self.r.hset(self.jobs_key, task_id, job.model_dump_json())
+        with self.r.pipeline() as p:
+            self._flush_counts(p)
+            p.hset(self.jobs_key, task_id, job.model_dump_json())
+            p.execute()
 
     def drop_job(self, task_id: str) -> None:
         self.r.hdel(self.jobs_key, task_id)
@@ -106,18 +113,36 @@ class RunState:
         return {k: JobRecord.model_validate_json(v) for k, v in self.r.hgetall(self.jobs_key).items()}
 
     # --- counters ------------------------------------------------------------------------------
-    def count(self, stage: str, outcome: str, n: int = 1) -> None:
-        self.r.hincrby(self.counts_key, f"{stage}:{outcome}", n)
+    def count(self, stage: str, outcome: str) -> None:
+        """Count a job handled; written together with the task's next job or its end."""
+        self._counts.append(f"{stage}:{outcome}")
+
+    def _flush_counts(self, p: redis.client.Pipeline) -> None:
+        for key in self._counts:
+            p.hincrby(self.counts_key, key, 1)
+        self._counts.clear()
 
     def counts(self) -> dict[str, int]:
         return {k: int(v) for k, v in self.r.hgetall(self.counts_key).items()}
 
-    def task_finished(self, status: str, score: float | None) -> None:
+    def finish_task(self, task_id: str, status: str, score: float | None) -> None:
         with self.r.pipeline() as p:
+            self._flush_counts(p)
             p.hincrby(self.key, status, 1)
             if score is not None:
                 p.hincrbyfloat(self.key, "score_sum", score)
+            p.hdel(self.jobs_key, task_id)
             p.execute()
+
+    def snapshot(self) -> tuple[dict[str, str], dict[str, int], dict[str, JobRecord]]:
+        """Fields, stage counters and jobs, read at one instant."""
+        with self.r.pipeline() as p:
+            p.hgetall(self.key)
+            p.hgetall(self.counts_key)
+            p.hgetall(self.jobs_key)
+            info, counts, jobs = p.execute()
+        return (info, {k: int(v) for k, v in counts.items()},
+                {k: JobRecord.model_validate_json(v) for k, v in jobs.items()})
 
     def add_candidates(self, n: int) -> None:
         self.r.hincrby(self.key, "candidates", n)

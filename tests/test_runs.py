@@ -110,8 +110,7 @@ def test_status_counts_during_a_run(replay_cluster, producers, tmp_path):
     snapshots = []
 
     def snapshot_until_done() -> bool:
-        info = state.info()
-        rows = stage_counts(state, replay_cluster.app, info)
+        info, rows = stage_counts(state, replay_cluster.app)
         snapshots.append((info, {k: (v.pending, v.running, v.done, v.failed) for k, v in rows.items()}))
         return info.get("state") == "done"
 
