@@ -61,3 +61,18 @@ def children_die_with_me() -> None:
     os.register_at_fork(after_in_child=die_with_parent)
     _patch_spawn()
     _installed = True
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host exists (a zombie, killed but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True

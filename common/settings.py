@@ -6,7 +6,7 @@ import os
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -55,24 +55,21 @@ class Settings(BaseSettings):
         return [x.strip() for x in self.exec_require.split(",") if x.strip()]
 
     # Hard time limits per job kind. A job taken by a worker that died is handed out again once
-    # the broker's visibility timeout passes (default: twice the longest limit); it must outlast
-    # the longest limit, or a slow job would run twice at once. Workers look for such jobs every
-    # `redelivery_check_s`.
+    # the broker's visibility timeout passes (default: twice the longest limit), and workers look
+    # for such jobs every `redelivery_check_s`. A job that outlasts the timeout is handed out too,
+    # but its second delivery waits on the job's lease instead of running it twice at once.
     inference_time_limit_s: int = Field(3600, ge=10)
     finetune_time_limit_s: int = Field(3600, ge=10)
     execute_time_limit_s: int = Field(900, ge=10)
     visibility_timeout_s: int | None = Field(None, ge=10)
     redelivery_check_s: int = Field(10, ge=1)
+    # A running job's lease lapses this long after its worker died (then another may take it);
+    # a job whose worker died during each of `max_job_attempts` attempts fails as a poison job.
+    job_lease_s: int = Field(30, ge=3)
+    max_job_attempts: int = Field(3, ge=1)
 
     def longest_time_limit_s(self) -> int:
         return max(self.inference_time_limit_s, self.finetune_time_limit_s, self.execute_time_limit_s)
-
-    @model_validator(mode="after")
-    def _visibility_outlasts_jobs(self) -> Settings:
-        if self.visibility_timeout_s is not None and self.visibility_timeout_s <= self.longest_time_limit_s():
-            raise ValueError(f"ARCSYNTH_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}) must be longer than the longest job "
-                             f"time limit ({self.longest_time_limit_s()} s), or a slow job would run twice at once")
-        return self
 
     def visibility_s(self) -> int:
         return self.visibility_timeout_s or 2 * self.longest_time_limit_s()

@@ -35,7 +35,7 @@ def stage_counts(state: RunState, app: Celery) -> tuple[dict[str, str], dict[str
         out["sample"].pending += max(0, int(info.get("total", 0)) - finished - len(jobs))  # not yet sent
     for job in jobs.values():
         states = [AsyncResult(i, app=app).state for i in job.ids]
-        stages = ("sample", "execute") if job.stage == "search" else ("finetune",)
+        stages = ("finetune",) if job.stage == "finetune" else ("sample", "execute")
         for stage, st in zip(stages, states):
             if st in ("SUCCESS", "FAILURE", "REVOKED"):
                 # Finished, but the producer has not handled it yet (its counters move then).
@@ -75,9 +75,22 @@ def status_text(state: RunState, app: Celery) -> str:
         done = sum(finished.values())
         score_sum = float(info.get("score_sum") or 0.0)
         lines.append(f"score so far: {score_sum / max(1, total):.3f} ({score_sum:g} solved of {done} finished)")
+    lost = state.lost_workers()
+    if info.get("redelivered") or lost:
+        alive = _answering(app, lost)
+        names = ", ".join(f"{w} ({'answers again' if w in alive else 'not answering'})" for w in lost)
+        lines.append(f"jobs handed to another worker after theirs died: {info.get('redelivered', 0)}; "
+                     f"workers lost mid-job: {names}")
     if info.get("rss_peak_mb"):
         lines.append(f"producer memory: {info.get('rss_mb', '?')} MB now, {info['rss_peak_mb']} MB peak")
     return "\n".join(lines)
+
+
+def _answering(app: Celery, workers: list[str]) -> set[str]:
+    if not workers:
+        return set()
+    replies = app.control.ping(destination=workers, timeout=1.0, limit=len(workers))
+    return {name for reply in replies for name in reply}
 
 
 def follow(state: RunState, interval: float = 0.5) -> dict[str, str]:

@@ -6,6 +6,7 @@ Keys (all under `arcsynth:`):
   driver pid/host/heartbeat, memory, score).
 - `run:<id>:jobs`: hash task id -> JobRecord (the job each unfinished task waits on).
 - `run:<id>:counts`: hash `<stage>:<done|failed>` -> count, stage in sample/execute/finetune.
+- `run:<id>:lost`: set of workers that died in the middle of one of the run's jobs.
 Nothing large goes here: candidates stay in the run directory.
 """
 
@@ -17,23 +18,14 @@ import time
 from dataclasses import dataclass, field
 
 import redis
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
+from common.lifetime import pid_alive
 from common.models import JobRecord
 
 PREFIX = "arcsynth:"
 STAGES = ("sample", "execute", "finetune")
 TERMINAL = ("done", "cancelled", "failed")
 HEARTBEAT_STALE_S = 15.0  # a producer silent this long is taken for dead
-
-
-def redis_client(url: str, outage_s: float = 300.0) -> redis.Redis:
-    """A client that rides out a Redis restart: connection errors are retried with backoff for about `outage_s`."""
-    backoff = ExponentialBackoff(cap=2.0, base=0.1)
-    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=30, socket_connect_timeout=5,
-                                health_check_interval=30, retry=Retry(backoff, int(outage_s / 2.0)),
-                                retry_on_error=[redis.ConnectionError, redis.TimeoutError])
 
 
 @dataclass
@@ -96,7 +88,7 @@ class RunState:
         if time.time() - float(info["heartbeat"]) > HEARTBEAT_STALE_S:
             return False
         if info.get("driver_host") == socket.gethostname() and info.get("driver_pid"):
-            return _pid_alive(int(info["driver_pid"]))
+            return pid_alive(int(info["driver_pid"]))
         return True
 
     # --- jobs ----------------------------------------------------------------------------------
@@ -144,6 +136,21 @@ class RunState:
         return (info, {k: int(v) for k, v in counts.items()},
                 {k: JobRecord.model_validate_json(v) for k, v in jobs.items()})
 
+    @property
+    def lost_key(self) -> str:
+        return self.key + ":lost"
+
+    def note_redelivered(self, jobs: int, lost_workers: list[str]) -> None:
+        """Jobs handed out again because the worker running them died; those workers are kept by name."""
+        with self.r.pipeline() as p:
+            p.hincrby(self.key, "redelivered", jobs)
+            if lost_workers:
+                p.sadd(self.lost_key, *lost_workers)
+            p.execute()
+
+    def lost_workers(self) -> list[str]:
+        return sorted(self.r.smembers(self.lost_key))
+
     def add_candidates(self, n: int) -> None:
         self.r.hincrby(self.key, "candidates", n)
 
@@ -151,18 +158,3 @@ class RunState:
 def list_runs(r: redis.Redis, limit: int = 50) -> list[tuple[str, dict[str, str]]]:
     ids = r.zrevrange(PREFIX + "runs", 0, limit - 1)
     return [(i, RunState(r, i).info()) for i in ids]
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (killed, not yet reaped by its parent) is dead for our purposes.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True

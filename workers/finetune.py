@@ -5,10 +5,11 @@ from __future__ import annotations
 from common.celery_app import FINETUNE, app
 from common.models import FinetuneRequest
 from common.settings import get_settings
+from workers.guard import GuardedTask
 from workers.lora_training import train_adapter
 
 
-@app.task(name=FINETUNE, time_limit=get_settings().finetune_time_limit_s)
+@app.task(name=FINETUNE, base=GuardedTask, time_limit=get_settings().finetune_time_limit_s)
 def finetune(request: dict) -> dict:
     req = FinetuneRequest.model_validate(request)
     s = get_settings()

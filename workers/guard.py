@@ -1,0 +1,158 @@
+"""Job guard: one delivery of a job runs at a time, a finished job never runs again, and a job
+that keeps killing its worker is failed instead of being handed out forever.
+
+Redis hands an unacknowledged job out again once the broker's visibility timeout passes: wanted
+when the worker died, unwanted when the job merely runs long, and a job that kills its worker
+would come back forever. So every delivery first takes the job's lease in Redis (renewed while it
+runs, so it lapses within `lease_s` of a worker's death): a second delivery waits while a live
+worker holds the lease, and skips the job once the holder marked it done. Each delivery that
+starts the job counts an attempt; past `max_attempts` the job fails with the reason.
+
+Keys: `arcsynth:lease:<job>` (holder, or `done`), `arcsynth:job:<job>` (attempts, workers).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+import redis
+from celery import Task
+from celery.exceptions import Ignore
+
+from common.attempts import KEEP_S, PREFIX, job_attempts, record_attempt
+from common.lifetime import pid_alive
+from common.redis_client import redis_client
+from common.settings import get_settings
+
+log = logging.getLogger(__name__)
+DONE = "done"
+
+# Renew or finish the lease only while this delivery still holds it.
+_RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+_FINISH = ("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('set', KEYS[1], ARGV[2], 'EX', ARGV[3]) "
+           "end return 0")
+_TAKE_OVER = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+
+class PoisonJob(Exception):
+    """The job was started `max_attempts` times and its worker died every time."""
+
+
+@dataclass
+class JobGuard:
+    r: redis.Redis
+    job_id: str
+    worker: str
+    lease_s: float = 30.0
+    max_attempts: int = 3
+    poll_s: float = 1.0
+    holder: str = field(init=False)
+    _stop: threading.Event = field(init=False, default_factory=threading.Event)
+    _renewer: threading.Thread | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.holder = json.dumps({"worker": self.worker, "host": socket.gethostname(), "pid": os.getpid(),
+                                  "t": time.time()})
+
+    @property
+    def lease_key(self) -> str:
+        return f"{PREFIX}lease:{self.job_id}"
+
+    def enter(self) -> bool:
+        """Take the lease (waiting while another live delivery runs the job) and count the attempt.
+
+        False: the job already finished, so this delivery must not run it. Raises PoisonJob when
+        the job has used up its attempts."""
+        waited = False
+        while not self.r.set(self.lease_key, self.holder, nx=True, px=int(self.lease_s * 1000)):
+            current = self.r.get(self.lease_key)
+            if current == DONE:
+                log.warning("job %s already finished; this delivery skips it", self.job_id)
+                return False
+            if current is not None and _holder_dead(current):
+                self.r.eval(_TAKE_OVER, 1, self.lease_key, current)
+                continue
+            if not waited and current is not None:
+                log.warning("job %s is running on %s; this delivery waits for it", self.job_id,
+                            json.loads(current).get("worker", "?"))
+                waited = True
+            time.sleep(self.poll_s)  # the lease lapses or turns to `done`: polling Redis
+        attempts, workers = job_attempts(self.r, [self.job_id])[self.job_id]
+        workers.append(self.worker)
+        record_attempt(self.r, self.job_id, workers)
+        if attempts >= self.max_attempts:
+            self.finish()
+            raise PoisonJob(f"its worker died during each of its {attempts} attempts "
+                            f"({', '.join(workers[:-1])}); not trying again")
+        if attempts:
+            log.warning("job %s: attempt %d (earlier ones ended with their worker: %s)", self.job_id, attempts + 1,
+                        ", ".join(workers[:-1]))
+        self._renewer = threading.Thread(target=self._renew, name=f"lease-{self.job_id[:8]}", daemon=True)
+        self._renewer.start()
+        return True
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.lease_s / 3):
+            try:
+                self.r.eval(_RENEW, 1, self.lease_key, self.holder, int(self.lease_s * 1000))
+            except redis.RedisError as exc:  # an outage: the next renewal tries again
+                log.warning("job %s: cannot renew its lease: %s", self.job_id, exc)
+
+    def finish(self) -> None:
+        """Mark the job done (its result is stored): later deliveries of it skip it."""
+        self._stop.set()
+        self.r.eval(_FINISH, 1, self.lease_key, self.holder, DONE, KEEP_S)
+
+
+def _holder_dead(holder: str) -> bool:
+    """True when the holder is a process on this host that no longer exists (no need to wait out its lease)."""
+    try:
+        h = json.loads(holder)
+    except ValueError:
+        return False
+    if h.get("host") != socket.gethostname() or not h.get("pid"):
+        return False
+    pid = int(h["pid"])
+    return pid != os.getpid() and not pid_alive(pid)
+
+
+# --- the Celery side -------------------------------------------------------------------------------
+
+_guards: dict[str, JobGuard] = {}
+_client: tuple[int, redis.Redis] | None = None
+
+
+def _redis() -> redis.Redis:
+    """One client per process (prefork children must not share their parent's sockets)."""
+    global _client
+    if _client is None or _client[0] != os.getpid():
+        _client = (os.getpid(), redis_client(get_settings().broker()))
+    return _client[1]
+
+
+class GuardedTask(Task):
+    """Base of the three job kinds: each delivery runs under the job's lease (see the module docstring)."""
+
+    def __call__(self, *args, **kwargs):
+        job_id = self.request.id
+        if self.request.called_directly or not job_id:
+            return super().__call__(*args, **kwargs)
+        s = get_settings()
+        guard = JobGuard(_redis(), job_id, self.request.hostname or socket.gethostname(), s.job_lease_s,
+                         s.max_job_attempts)
+        if not guard.enter():
+            raise Ignore()  # finished by an earlier delivery: its result is stored, nothing to redo
+        _guards[job_id] = guard
+        return super().__call__(*args, **kwargs)
+
+    def after_return(self, status, retval, task_id, args, kwargs, einfo) -> None:
+        """Called once the result is stored: from now on the job counts as done."""
+        guard = _guards.pop(task_id, None)
+        if guard is not None:
+            guard.finish()
