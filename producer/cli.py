@@ -88,6 +88,11 @@ def run_options(f):
                      help="Tasks in flight at once (default ARCSYNTH_MAX_ACTIVE_TASKS, 64)."),
         click.option("--augment", is_flag=True,
                      help="Show each epoch's prompt rotated/reflected with permuted colours (outputs are reverted)."),
+        click.option("--refine", "refine_rounds", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Refinement rounds per epoch: show the best unsolved program with its per-pair "
+                          "feedback and sample corrections of it."),
+        click.option("--refine-samples", type=click.IntRange(min=1), default=4, show_default=True,
+                     help="Corrections sampled per refinement round."),
     ]):
         f = opt(f)
     return f
@@ -99,13 +104,17 @@ def main() -> None:
 
 
 def _run_config(task_list, model, *, dataset, samples, temperature, top_p, max_tokens, seed, adapter, timeout,
-                epochs, samples_per_epoch, finetune_steps, finetune_from, keep_searching, augment, max_active, **_):
+                epochs, samples_per_epoch, finetune_steps, finetune_from, keep_searching, augment, max_active,
+                refine_rounds, refine_samples, **_):
     s = _settings()
     from common.models import LearnConfig, RunConfig, TrainConfig
     from producer.run import new_run_id
 
     sampling = _sampling(samples, temperature, max_tokens, seed, top_p)
+    if refine_rounds and augment:
+        raise UserError("option --refine: cannot be combined with --augment (a refinement shows the task as it is)")
     learn = LearnConfig(epochs=epochs, samples_per_epoch=samples_per_epoch or samples,
+                        refine_rounds=refine_rounds, refine_samples=refine_samples,
                         stop_when_solved=not keep_searching, base_model=model, augment=augment,
                         from_base=finetune_from == "base",
                         train=TrainConfig(steps=finetune_steps, batch_size=1, learning_rate=2e-3))
@@ -133,8 +142,9 @@ def _report_outcome(outcome, total: int) -> None:
 
 def _do_run(app, task_list, model, *, out, **opts):
     """Create the run and drive it in this process (`arcsynth local`)."""
+    from common.redis_client import redis_client
     from producer.run import Driver, start_run
-    from producer.runstate import RunState, redis_client
+    from producer.runstate import RunState
 
     config = _run_config(task_list, model, **opts)
     run_dir = _run_dir(config, out)
@@ -159,7 +169,7 @@ def _connect():
     import redis
 
     from common.celery_app import make_app
-    from producer.runstate import redis_client
+    from common.redis_client import redis_client
 
     try:
         redis_client(s.broker(), outage_s=0).ping()  # fail fast here; later calls ride out outages
@@ -328,16 +338,22 @@ def wait(run):
     _wait(_need_state(run, state), rundir)
 
 
+def _unfinished(run: str, verb: str):
+    """The run's directory, state, app and fields; a clear error if it has already ended."""
+    rundir, state, app = _resolve(run)
+    state = _need_state(run, state)
+    info = state.info()
+    if info.get("state") in ("done", "cancelled"):
+        raise UserError(f"run {state.run_id} is {info['state']}; nothing to {verb}")
+    return rundir, state, app, info
+
+
 @main.command()
 @click.argument("run")
 @click.option("--wait", "wait_", is_flag=True, help="Follow the run until it ends.")
 def resume(run, wait_):
     """Start a new producer for a run whose producer died; finished work is not repeated."""
-    rundir, state, _ = _resolve(run)
-    state = _need_state(run, state)
-    info = state.info()
-    if info.get("state") in ("done", "cancelled"):
-        raise UserError(f"run {state.run_id} is {info['state']}; nothing to resume")
+    rundir, state, _, info = _unfinished(run, "resume")
     if state.producer_alive(info):
         raise UserError(f"run {state.run_id} still has a live producer (pid {info.get('driver_pid')} "
                         f"on {info.get('driver_host')})")
@@ -355,11 +371,7 @@ def cancel(run, timeout):
     """Revoke the run's unstarted jobs, mark unfinished tasks cancelled, write the results."""
     from producer.run import Driver
 
-    rundir, state, app = _resolve(run)
-    state = _need_state(run, state)
-    info = state.info()
-    if info.get("state") in ("done", "cancelled"):
-        raise UserError(f"run {state.run_id} is already {info['state']}")
+    rundir, state, app, info = _unfinished(run, "cancel")
     alive = state.producer_alive(info)
     state.set(state="cancelling")
     deadline = time.monotonic() + timeout

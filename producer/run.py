@@ -23,6 +23,7 @@ from celery.result import AsyncResult
 from tqdm import tqdm
 
 from common import payloads
+from common.attempts import forget_jobs, job_attempts
 from common.augment import Augmentation, random_augmentation
 from common.celery_app import EXECUTE, FINETUNE, SAMPLE
 from common.models import (
@@ -36,10 +37,11 @@ from common.models import (
     Task,
     TaskRecord,
 )
+from common.redis_client import redis_client
 from common.relabel import relabel
 from common.scoring import score_task, select_attempts
 from producer.rundir import RunDir
-from producer.runstate import RunState, redis_client
+from producer.runstate import RunState
 
 __all__ = ["Driver", "LearnConfig", "RunOutcome", "new_run_id", "run_tasks"]
 
@@ -62,6 +64,7 @@ class _Active:
     job: JobRecord
     adapter: str = ""
     candidates: list[Candidate] = field(default_factory=list)
+    tried: set[tuple[int, str]] = field(default_factory=set)  # (epoch, fingerprint) of programs refined
 
     @property
     def epoch(self) -> int:
@@ -94,10 +97,16 @@ class Driver:
             state.drop_job(tid)  # finished, but the producer died before dropping its job
         self.active: dict[str, _Active] = {t.id: _Active(t, jobs[t.id], jobs[t.id].adapter)
                                            for t in rundir.iter_tasks() if t.id in jobs}
-        self.recorded: set[tuple[str, int]] = set()  # (task, epoch) whose candidates are already on disk
+        # (task, epoch, parent) whose candidates are already on disk; parent: "" for a search
+        self.recorded: set[tuple[str, int, str]] = set()
         for c in rundir.candidates(set(self.active)):
             self.active[c.task_id].candidates.append(c)
-            self.recorded.add((c.task_id, c.epoch))
+            self.recorded.add((c.task_id, c.epoch, c.parent))
+            if c.parent:
+                self.active[c.task_id].tried.add((c.epoch, c.parent))
+        for st in self.active.values():
+            if st.job.stage == "refine":
+                st.tried.add((st.job.epoch, st.job.parent))
         attached = set(self.active)
         self.pending: Iterator[Task] = (t for t in rundir.iter_tasks()
                                         if t.id not in self.finished and t.id not in attached)
@@ -112,18 +121,28 @@ class Driver:
             return None
         return random_augmentation(random.Random(f"{task_id}:{epoch}"))
 
-    def _sampling(self, epoch: int) -> SamplingConfig:
+    def _sampling(self, epoch: int, refine: bool = False) -> SamplingConfig:
         s = self.config.sampling
+        if refine:
+            return s.model_copy(update={"n": self.learn.refine_samples})
         return s if epoch == 0 else s.model_copy(update={"n": self.learn.samples_per_epoch})
 
     def _send(self, st: _Active) -> None:
         """Record the job under fresh ids, send it, then mark it sent (see the module docstring)."""
         if not st.job.ids:
-            n = 2 if st.job.stage == "search" else 1
+            n = 1 if st.job.stage == "finetune" else 2
             st.job = st.job.model_copy(update={"ids": [uuid.uuid4().hex for _ in range(n)], "sent": False})
             self.state.put_job(st.task.id, st.job)
         job = st.job
-        if job.stage == "search":
+        if job.stage == "refine":
+            parent = next(c for c in st.candidates if c.execution and c.execution.fingerprint == job.parent)
+            refine = {"code": parent.code, "execution": parent.execution.model_dump(), "parent": job.parent}
+            chain(
+                self.app.signature(SAMPLE, args=(st.task.model_dump(), self._sampling(job.epoch, refine=True).model_dump(),
+                                                 job.adapter, refine), task_id=job.ids[0]),
+                self.app.signature(EXECUTE, args=(st.task.model_dump(), job.epoch, None), task_id=job.ids[1]),
+            ).apply_async()
+        elif job.stage == "search":
             aug = Augmentation.model_validate(job.augmentation) if job.augmentation else None
             shown = st.task if aug is None else aug.apply_task(st.task)
             chain(
@@ -160,7 +179,7 @@ class Driver:
                 continue
             progressed = True
             done_ids, payload_ref = st.job.ids, ""
-            stages = ("sample", "execute") if st.job.stage == "search" else ("finetune",)
+            stages = ("finetune",) if st.job.stage == "finetune" else ("sample", "execute")
             if not result.successful():
                 failed_at = stages[0]
                 if len(stages) == 2 and AsyncResult(st.job.ids[0], app=self.app).successful():
@@ -173,36 +192,63 @@ class Driver:
                 payload_ref = payload.get("candidates_ref", "")
                 for stage in stages:
                     self.state.count(stage, "done")
-                if st.job.stage == "search":
-                    self._on_search(st, payload)
-                else:
+                if st.job.stage == "finetune":
                     self._on_finetune(st, payload)
+                else:
+                    self._on_search(st, payload)
+            self._note_attempts(done_ids)
             for job_id in done_ids:  # the task's next job (or its record) is stored: drop the result
                 AsyncResult(job_id, app=self.app).forget()
             if payload_ref:
                 payloads.drop(payload_ref)
         return progressed
 
+    def _note_attempts(self, job_ids: list[str]) -> None:
+        """Count jobs that a lost worker left behind (they ran again elsewhere), then drop their records."""
+        attempts = job_attempts(self.state.r, job_ids)
+        lost = [w for n, workers in attempts.values() if n > 1 for w in workers[:-1]]
+        if lost:
+            self.state.note_redelivered(sum(1 for n, _ in attempts.values() if n > 1), lost)
+        forget_jobs(self.state.r, job_ids)
+
     def _on_search(self, st: _Active, payload: dict) -> None:
         ref = payload.get("candidates_ref")
         cands = payloads.load_candidates(ref) if ref else [Candidate.model_validate(c) for c in payload.get("candidates", [])]
-        if (st.task.id, st.epoch) not in self.recorded:
+        key = (st.task.id, st.epoch, st.job.parent)
+        if key not in self.recorded:
             with open(self.rundir.candidates_file, "a") as f:
                 f.writelines(c.model_dump_json() + "\n" for c in cands)
-            self.recorded.add((st.task.id, st.epoch))
+            self.recorded.add(key)
             self.state.add_candidates(len(cands))
             st.candidates.extend(cands)
         self.outcome.candidates += len(cands)
         self.bar.set_postfix(candidates=self.outcome.candidates)
-        if payload.get("skipped"):
+        if payload.get("skipped") and st.job.stage != "refine":  # a refinement too long to prompt: go on
             return self._finish(st, "skipped", payload["skipped"])
         solved = any(c.execution and c.execution.all_train_correct for c in st.candidates)
+        if not solved and self._refine(st):
+            return
         if st.epoch >= self.learn.epochs or (solved and self.learn.stop_when_solved):
             return self._finish(st, "done")
         if not relabel(st.task, st.candidates, limit=self.learn.max_examples):
             return self._finish(st, "done", "nothing to learn from: no program ran cleanly")
         st.job = JobRecord(stage="finetune", epoch=st.epoch, adapter=st.adapter, ids=[])
         self._send(st)
+
+    def _refine(self, st: _Active) -> bool:
+        """Send the next refinement of this epoch, if rounds are left and a program is worth fixing."""
+        if sum(1 for epoch, _ in st.tried if epoch == st.epoch) >= self.learn.refine_rounds:
+            return False
+        worth = [c for c in st.candidates if c.epoch == st.epoch and c.code and c.execution
+                 and (st.epoch, c.execution.fingerprint) not in st.tried and not c.execution.all_train_correct
+                 and any(r.output is not None for r in c.execution.train)]
+        if not worth:
+            return False
+        best = max(worth, key=lambda c: (c.execution.train_pixel_accuracy, -c.index))
+        st.tried.add((st.epoch, best.execution.fingerprint))
+        st.job = JobRecord(stage="refine", epoch=st.epoch, adapter=st.adapter, ids=[], parent=best.execution.fingerprint)
+        self._send(st)
+        return True
 
     def _on_finetune(self, st: _Active, payload: dict) -> None:
         st.adapter = payload["adapter"]

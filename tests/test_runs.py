@@ -226,3 +226,33 @@ def test_execute_results_name_a_file_of_candidates_instead_of_carrying_them(repl
     assert cand.execution.all_train_correct and cand.execution.test[0].output == [[4, 3]]
     drop(payload["candidates_ref"])
     result.forget()
+
+
+def test_refinement_corrects_the_best_program_shown_its_feedback(replay_cluster, tmp_path):
+    """--samples 1 gives each task a 180-degree flip. 74dd1130 (a transpose) is then refined: the
+    correction solves it. 67a3c6ac gets no correction back, so its one round ends the task."""
+    tasks = "74dd1130,67a3c6ac"
+    plain = tmp_path / "plain"
+    cli(replay_cluster, "submit", "arc-agi-1/training", "--tasks", tasks, "--samples", "1", "--out", str(plain), "--wait")
+    assert json.loads((plain / "score.json").read_text())["tasks"] == {"74dd1130": 0.0, "67a3c6ac": 0.0}
+
+    out = tmp_path / "refined"
+    r = cli(replay_cluster, "submit", "arc-agi-1/training", "--tasks", tasks, "--samples", "1", "--refine", "2",
+            "--refine-samples", "1", "--out", str(out), "--wait")
+    assert "score: 0.500 over 2 tasks" in r.stdout
+    cands = [Candidate.model_validate_json(line) for line in (out / "candidates.jsonl").read_text().splitlines()]
+    by_task = {t: [c for c in cands if c.task_id == t] for t in tasks.split(",")}
+    first, fix = by_task["74dd1130"]
+    assert first.parent == "" and fix.parent == first.execution.fingerprint  # the fix names what it corrects
+    assert fix.execution.all_train_correct and not first.execution.all_train_correct
+    assert [c.parent for c in by_task["67a3c6ac"]] == [""]  # one round asked, nothing came back
+    records = {json.loads(line)["task_id"]: json.loads(line) for line in (out / "tasks.jsonl").read_text().splitlines()}
+    assert records["74dd1130"]["per_epoch"]["0"]["candidates"] == 2
+    assert {r["status"] for r in records.values()} == {"done"}
+
+
+def test_refinement_and_augmentation_together_are_refused(replay_cluster, tmp_path):
+    r = cli(replay_cluster, "submit", "arc-agi-1/training", "--tasks", "74dd1130", "--refine", "1", "--augment",
+            "--out", str(tmp_path / "x"), check=False)
+    assert r.returncode == 2 and "option --refine: cannot be combined with --augment" in r.stderr
+    assert not (tmp_path / "x").exists()

@@ -19,6 +19,7 @@ from common.models import Candidate, ExecutionResult, SampleResult, Task
 from common.payloads import payload_url, store_candidates
 from common.settings import get_settings
 from workers.executor import Executor, IsolationUnavailable, normalise
+from workers.guard import GuardedTask
 
 log = logging.getLogger(__name__)
 _executor: Executor | None = None
@@ -68,11 +69,12 @@ def grade_completions(task: Task, sampled: SampleResult, epoch: int = 0,
                 seen[key] = executor().grade(task, code, augmentation)
             execution = seen[key]
         out.append(Candidate(task_id=task.id, index=i, code=code, extraction_error=reason,
-                             completion=comp, epoch=epoch, adapter=sampled.adapter, execution=execution))
+                             completion=comp, epoch=epoch, adapter=sampled.adapter, parent=sampled.parent,
+                             execution=execution))
     return out
 
 
-@app.task(name=EXECUTE, bind=True, time_limit=get_settings().execute_time_limit_s)
+@app.task(name=EXECUTE, base=GuardedTask, bind=True, time_limit=get_settings().execute_time_limit_s)
 def execute(self, sampled: dict, task: dict, epoch: int = 0, augmentation: dict | None = None) -> dict:
     """Chained after `arcsynth.sample`: extract, run and grade every completion.
 

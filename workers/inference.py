@@ -13,10 +13,11 @@ import sys
 from celery import signals
 
 from common.celery_app import SAMPLE, app
-from common.models import SampleResult, SamplingConfig, Task
-from common.prompts import task_messages
+from common.models import ExecutionResult, SampleResult, SamplingConfig, Task
+from common.prompts import refinement_messages, task_messages
 from common.settings import get_settings
 from workers.backends import Backend, PromptTooLong, make_backend
+from workers.guard import GuardedTask
 
 log = logging.getLogger(__name__)
 _engine: Backend | None = None
@@ -48,15 +49,23 @@ def stop_engine(**_: object) -> None:
         _engine.shutdown()
 
 
-@app.task(name=SAMPLE, time_limit=get_settings().inference_time_limit_s)
-def sample(task: dict, sampling: dict, adapter: str = "") -> dict:
-    """Sample `sampling.n` completions for one ARC task, optionally through a LoRA adapter."""
+@app.task(name=SAMPLE, base=GuardedTask, time_limit=get_settings().inference_time_limit_s)
+def sample(task: dict, sampling: dict, adapter: str = "", refine: dict | None = None) -> dict:
+    """Sample `sampling.n` completions for one ARC task, optionally through a LoRA adapter.
+
+    With `refine` (`code`, its `execution` and its fingerprint as `parent`), the prompt is the
+    follow-up turn that shows that program's per-pair feedback and asks for a corrected one."""
     t = Task.model_validate(task)
     params = SamplingConfig.model_validate(sampling)
+    parent = ""
+    messages = task_messages(t)
+    if refine:
+        parent = refine["parent"]
+        messages = refinement_messages(t, refine["code"], ExecutionResult.model_validate(refine["execution"]))
     try:
-        completions, seconds = engine().generate(task_messages(t), params, adapter, task_id=t.id)
+        completions, seconds = engine().generate(messages, params, adapter, task_id=t.id)
     except PromptTooLong as exc:
-        return SampleResult(task_id=t.id, skipped=str(exc), adapter=adapter).model_dump()
+        return SampleResult(task_id=t.id, skipped=str(exc), adapter=adapter, parent=parent).model_dump()
     except Exception as exc:
         if type(exc).__name__ == "EngineDeadError":
             # A dead engine cannot serve again: end the worker so it is restarted, and leave the
@@ -65,4 +74,5 @@ def sample(task: dict, sampling: dict, adapter: str = "") -> dict:
             os._exit(4)
         raise
     completions = [c.model_copy(update={"seconds": round(seconds, 4)}) for c in completions]
-    return SampleResult(task_id=t.id, completions=completions, seconds=seconds, adapter=adapter).model_dump()
+    return SampleResult(task_id=t.id, completions=completions, seconds=seconds, adapter=adapter,
+                        parent=parent).model_dump()
