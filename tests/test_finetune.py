@@ -50,3 +50,30 @@ def test_unsloth_needs_a_cuda_gpu_and_says_so():
     assert choose_backend("auto") == "peft"
     with pytest.raises(BackendUnavailable, match="unsloth needs a CUDA GPU"):
         choose_backend("unsloth")
+
+
+def test_trl_sft_trainer_masks_the_prompt_and_writes_a_standard_adapter(smollm2, tmp_path):
+    """The trainer the unsloth path uses (TRL's SFTTrainer), run here on CPU with peft."""
+    pytest.importorskip("trl")
+    from peft import LoraConfig as PeftLora
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from common.model_store import resolve_model
+    from workers.lora_training import sft_trainer
+
+    req = request().model_copy(update={"trainer": "trl"})
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2"))
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(resolve_model("smollm2")),
+                           PeftLora(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    row = sft_trainer(model, tokenizer, req, tmp_path / "scratch").train_dataset[0]
+    prompt_len = len(tokenizer.apply_chat_template(EXAMPLE.messages, add_generation_prompt=True, tokenize=True,
+                                                   return_dict=True)["input_ids"])
+    labels = row["labels"]
+    assert all(x == -100 for x in labels[:prompt_len]) and all(x != -100 for x in labels[prompt_len:])  # completion only
+    assert tokenizer.decode([x for x in labels if x != -100]).startswith("```python")
+
+    trained = train_adapter(req, str(tmp_path / "artifacts"))
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= set(os.listdir(trained.adapter))
+    manifest = json.loads(open(os.path.join(trained.adapter, "arcsynth_manifest.json")).read())
+    assert manifest["steps"] == 2 and manifest["train"] and trained.final_loss == trained.final_loss  # not NaN

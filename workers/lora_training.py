@@ -112,6 +112,46 @@ def _train_loop(model, tokenizer, req: FinetuneRequest, device: str) -> float:
     return loss_value
 
 
+def _train_sft(model, tokenizer, req: FinetuneRequest, scratch: Path) -> float:
+    """TRL's SFTTrainer on prompt/completion conversations: loss on the completion only.
+
+    The unsloth path trains this way (as unsloth documents it); `trainer="trl"` makes the peft
+    path use it too, so the trainer itself is checked on a CPU.
+    """
+    trainer = sft_trainer(model, tokenizer, req, scratch)
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return float(losses[-1]) if losses else float("nan")
+
+
+def sft_trainer(model, tokenizer, req: FinetuneRequest, scratch: Path):
+    """The SFTTrainer for `req`, its dataset tokenised (with a completion mask), not yet trained."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    data = Dataset.from_list([{"prompt": ex.messages, "completion": [{"role": "assistant", "content": ex.completion}]}
+                              for ex in req.examples])
+    args = SFTConfig(output_dir=str(scratch), max_steps=total_steps(req), per_device_train_batch_size=req.train.batch_size,
+                     learning_rate=req.train.learning_rate, max_length=req.train.max_seq_length,
+                     completion_only_loss=True, lr_scheduler_type="constant", warmup_steps=0, logging_steps=1,
+                     save_strategy="no", report_to=[], seed=req.train.seed, disable_tqdm=True,
+                     use_cpu=not _cuda(), bf16=_bf16(), fp16=False)
+    return SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _bf16() -> bool:
+    """Mixed precision where the GPU has bf16 (as unsloth loads models); full fp32 on CPU."""
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
 def _train_peft(req: FinetuneRequest, out: Path, start_from: str) -> float:
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
@@ -129,7 +169,10 @@ def _train_peft(req: FinetuneRequest, out: Path, start_from: str) -> float:
             r=req.lora.rank, lora_alpha=req.lora.alpha, lora_dropout=req.lora.dropout,
             target_modules=list(req.lora.target_modules), task_type="CAUSAL_LM",
         ))
-    loss = _train_loop(model, tokenizer, req, device)
+    if req.trainer == "trl":
+        loss = _train_sft(model, tokenizer, req, out.parent / "trainer")
+    else:
+        loss = _train_loop(model, tokenizer, req, device)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return loss
@@ -147,7 +190,7 @@ def _train_unsloth(req: FinetuneRequest, out: Path, start_from: str) -> float:
             model, r=req.lora.rank, lora_alpha=req.lora.alpha, lora_dropout=req.lora.dropout,
             target_modules=list(req.lora.target_modules), random_state=req.train.seed,
         )
-    loss = _train_loop(model, tokenizer, req, "cuda")
+    loss = _train_sft(model, tokenizer, req, out.parent / "trainer")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return loss
