@@ -30,8 +30,9 @@ def worker_name(kind: str, index: int = 1) -> str:
 
 
 def start_worker(kind: str, env: dict[str, str], log_path: Path, extra: list[str] | None = None,
-                 index: int = 1) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "producer", "worker", kind, "--index", str(index), *(extra or [])]
+                 index: int = 1, launcher: list[str] | None = None) -> subprocess.Popen[bytes]:
+    """`launcher`: a command prefix for the worker, e.g. `ip netns exec NS` to put it on another network."""
+    cmd = [*(launcher or []), sys.executable, "-m", "producer", "worker", kind, "--index", str(index), *(extra or [])]
     log = open(log_path, "ab")
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
                             preexec_fn=die_with_parent)
@@ -101,12 +102,19 @@ class LocalCluster:
             raise
         return self
 
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            stop_process(proc)
+    def stop(self, grace_s: float = 20.0) -> None:
+        """SIGTERM every worker (a warm shutdown), then SIGKILL what is left after one shared grace period."""
+        running = [p for p in self.procs.values() if p.poll() is None]
+        for proc in running:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for proc in running:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for proc in running:
+            proc.wait(timeout=10)
         self.redis.stop()
 
     def __enter__(self) -> LocalCluster:

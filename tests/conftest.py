@@ -28,6 +28,31 @@ def cluster(smollm2, artifact_root, tmp_path_factory):
         yield c
 
 
+# Two ARC tasks and their programs: what the `taught` adapter learns.
+PROGRAMS = {"6150a2bd": "def transform(grid):\n    return grid[::-1, ::-1]",
+            "74dd1130": "def transform(grid):\n    return grid.T"}
+
+
+def teach_request():
+    from common.data import load_tasks
+    from common.models import FinetuneRequest, LoraConfig, TrainConfig, TrainingExample
+    from common.prompts import format_completion, task_messages
+
+    tasks = load_tasks("arc-agi-1/training", task_ids=list(PROGRAMS))
+    examples = [TrainingExample(messages=task_messages(t), completion=format_completion(PROGRAMS[t.id]))
+                for t in tasks]
+    return FinetuneRequest(base_model="smollm2", examples=examples, lora=LoraConfig(rank=8, alpha=16),
+                           train=TrainConfig(steps=40, batch_size=1, learning_rate=2e-3))
+
+
+@pytest.fixture(scope="session")
+def taught(cluster) -> dict:
+    """A LoRA adapter taught the programs of two ARC tasks, trained by the fine-tune worker."""
+    from common.celery_app import FINETUNE
+
+    return cluster.app.signature(FINETUNE, args=(teach_request().model_dump(),)).apply_async().get(timeout=600)
+
+
 # --- a second, light cluster: replay backend (fixed programs), no model, no GPU -----------------
 FLIP = "def transform(grid):\n    return grid[::-1, ::-1]"  # solves 6150a2bd
 TRANSPOSE = "def transform(grid):\n    return grid.T"  # solves 74dd1130
@@ -57,6 +82,8 @@ def replay_cluster(tmp_path_factory):
                 f.write(json.dumps({"task_id": t.id, "text": _fenced(code)}) + "\n")
         for t in load_tasks(SLOW_DATASET, limit=40):
             f.write(json.dumps({"task_id": t.id, "text": _fenced(SLOW)}) + "\n")
+        # Asked to correct its program for 74dd1130 (a transpose), the model answers with a transpose.
+        f.write(json.dumps({"task_id": "74dd1130", "text": _fenced(TRANSPOSE), "refine": True}) + "\n")
     env = {"ARCSYNTH_BACKEND": "replay", "ARCSYNTH_REPLAY_FILE": str(replay), "ARCSYNTH_EXEC_TIMEOUT_S": "10",
            "ARCSYNTH_RUN_ROOT": str(root / "runs"), "ARCSYNTH_ARTIFACT_ROOT": str(root / "artifacts")}
     with LocalCluster(model="replay", kinds=("execute", "inference"), env=env, log_dir=root / "logs",

@@ -11,18 +11,16 @@ from common.celery_app import FINETUNE
 from common.data import load_tasks
 from common.models import (
     Candidate,
-    FinetuneRequest,
     LoraConfig,
     RunConfig,
     SamplingConfig,
     Task,
     TrainConfig,
-    TrainingExample,
 )
-from common.prompts import format_completion, task_messages
 from common.submission import validate_submission
 from producer.run import run_tasks
 from tests.adapters import untrained_adapter as _untrained_adapter
+from tests.conftest import PROGRAMS, teach_request
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
@@ -54,28 +52,9 @@ def test_run_over_three_tasks_writes_submission_and_candidates(cluster, tmp_path
     assert not (tmp_path / "r" / "score.json").exists()  # the huge task has no known output
 
 
-PROGRAMS = {"6150a2bd": "def transform(grid):\n    return grid[::-1, ::-1]",
-            "74dd1130": "def transform(grid):\n    return grid.T"}
-
-
-def _teach_request() -> FinetuneRequest:
-    tasks = load_tasks("arc-agi-1/training", task_ids=list(PROGRAMS))
-    examples = [TrainingExample(messages=task_messages(t), completion=format_completion(PROGRAMS[t.id]))
-                for t in tasks]
-    return FinetuneRequest(base_model="smollm2", examples=examples, lora=LoraConfig(rank=8, alpha=16),
-                           train=TrainConfig(steps=40, batch_size=1, learning_rate=2e-3))
-
-
-@pytest.fixture(scope="module")
-def taught(cluster) -> dict:
-    """A LoRA adapter taught the programs of two ARC tasks, trained by the fine-tune worker."""
-    req = _teach_request()
-    return cluster.app.signature(FINETUNE, args=(req.model_dump(),)).apply_async().get(timeout=600)
-
-
 def test_lora_fine_tuning_teaches_programs_the_base_model_lacks(cluster, taught, tmp_path):
     tasks = load_tasks("arc-agi-1/training", task_ids=list(PROGRAMS))
-    req = _teach_request()
+    req = teach_request()
     trained = taught
     assert trained["backend"] == "peft" and trained["final_loss"] < 0.5
 
@@ -177,7 +156,8 @@ def test_adapter_with_too_large_a_rank_is_rejected_clearly(cluster, smollm2, tmp
 
 def test_learning_from_relabelled_programs_solves_a_task_the_base_model_does_not(cluster, taught, tmp_path):
     """3c9b0459 is a 180° rotation. The base model never writes that; epoch 0 samples through a
-    start adapter that sometimes does. Epoch 1's adapter is trained *from the base model* on the
+    start adapter that sometimes does (about 1 sample in 14 here: 128 samples miss it with
+    probability under 1e-4, where 16 missed it about once in three). Epoch 1's adapter is trained *from the base model* on the
     relabelled epoch-0 programs alone, and its samples solve the task."""
     from producer.run import LearnConfig
 
@@ -192,7 +172,7 @@ def test_learning_from_relabelled_programs_solves_a_task_the_base_model_does_not
                         base_model="smollm2", lora=LoraConfig(rank=8, alpha=16),
                         train=TrainConfig(steps=40, batch_size=1, learning_rate=2e-3))
     config = RunConfig(run_id="learn", dataset="test", task_ids=[task.id], model="smollm2", sampling=sampling)
-    outcome = run_tasks(cluster.app, [task], sampling.model_copy(update={"n": 16}), tmp_path / "learn", config,
+    outcome = run_tasks(cluster.app, [task], sampling.model_copy(update={"n": 128}), tmp_path / "learn", config,
                         adapter=taught["adapter"], progress=False, timeout=900, learn=learn)
     (adapter,) = outcome.adapters[task.id]
     manifest = json.loads((Path(adapter) / "arcsynth_manifest.json").read_text())

@@ -25,11 +25,17 @@ def _task_dir(tmp_path):
     return folder
 
 
+def _sigint_as_at_a_terminal() -> None:
+    """A suite started in the background (`make test &`) inherits SIGINT ignored, and Python then
+    keeps ignoring it; a person pressing Ctrl-C at a terminal never has that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _local(tmp_path, out, samples: int, max_tokens: int, stdout=subprocess.PIPE) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "producer", "local", str(_task_dir(tmp_path)), "--samples", str(samples),
          "--max-tokens", str(max_tokens), "--model", "smollm2", "--out", str(out)],
-        stdout=stdout, stderr=subprocess.PIPE, text=True)
+        stdout=stdout, stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_as_at_a_terminal)
 
 
 def _watch_family(proc: subprocess.Popen, family: dict[int, psutil.Process]) -> threading.Thread:
