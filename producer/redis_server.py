@@ -34,8 +34,12 @@ class RedisServer:
     """A throwaway Redis on 127.0.0.1 and a free port; `url` is ready once `start()` returns."""
 
     def __init__(self, password: str | None = None, appendonly: bool = False,
-                 tls: tuple[Path, Path, Path] | None = None) -> None:
-        """`tls`: (certificate, key, CA certificate) files; the server then speaks TLS only (rediss://)."""
+                 tls: tuple[Path, Path, Path] | None = None, host: str = "127.0.0.1",
+                 launcher: list[str] | None = None) -> None:
+        """`tls`: (certificate, key, CA certificate) files; the server then speaks TLS only (rediss://).
+        `host`: the address to listen on; `launcher`: a command prefix, e.g. `ip netns exec NS`."""
+        self.host = host
+        self.launcher = launcher or []
         self.port = free_port()
         self.password = password
         self.appendonly = appendonly
@@ -47,13 +51,13 @@ class RedisServer:
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
         if self.tls:
-            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_cert_reqs=required&ssl_ca_certs={self.tls[2]}"
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+            return f"rediss://{auth}{self.host}:{self.port}/0?ssl_cert_reqs=required&ssl_ca_certs={self.tls[2]}"
+        return f"redis://{auth}{self.host}:{self.port}/0"
 
     def start(self, timeout: float = 20.0) -> RedisServer:
         import redis
 
-        args = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+        args = [*self.launcher, redis_binary(), "--port", str(self.port), "--bind", self.host, "--save", "",
                 "--appendonly", "yes" if self.appendonly else "no", "--dir", str(self.dir)]
         if self.tls:
             cert, key, ca = self.tls

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -16,7 +13,8 @@ import pytest
 from common.celery_app import EXECUTE
 from common.models import SampleResult, Task
 from producer.cluster import KINDS, worker_name
-from producer.redis_server import free_port
+from tests.flower import get as flower_get
+from tests.flower import running_flower
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
@@ -24,40 +22,14 @@ AUTH = "ops:s3cret-flower"
 
 
 def get(url: str, auth: str | None = AUTH):
-    req = urllib.request.Request(url)
-    if auth:
-        req.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())
+    return flower_get(url, auth)
 
 
 @pytest.fixture(scope="module")
 def flower(cluster, tmp_path_factory):
-    from common.lifetime import die_with_parent
-
-    port = free_port()
     log = tmp_path_factory.mktemp("flower") / "flower.log"
-    env = {**cluster.env, "ARCSYNTH_FLOWER_BASIC_AUTH": AUTH}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "producer", "flower", "--port", str(port)], env=env,
-                                stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
-
-    def up() -> bool:
-        assert proc.poll() is None, log.read_text()[-2000:]
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/workers", timeout=1)
-        except urllib.error.HTTPError as exc:
-            return exc.code == 401
-        except OSError:
-            return False
-        return False
-
-    try:
-        wait_until(up, 60, "Flower to listen")
-        yield f"http://127.0.0.1:{port}", log
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with running_flower(cluster.env, AUTH, log) as base:
+        yield base, log
 
 
 def test_flower_requires_auth_and_sees_workers_queues_and_tasks(cluster, flower):

@@ -90,3 +90,32 @@ def test_plain_connections_and_wrong_passwords_are_refused_with_a_clear_error(tl
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 2 and "setting ARCSYNTH_BROKER_URL: cannot reach Redis" in r.stderr, r.stderr
         assert PASSWORD not in r.stderr and "not-the-password" not in r.stderr and "Traceback" not in r.stderr
+
+
+def test_flower_over_rediss_shows_the_run_s_tasks_but_never_the_password(tls_cluster, tmp_path):
+    """Flower (behind its own basic auth) lists the jobs with their arguments; no secret among them."""
+    from tests.flower import get, running_flower
+    from tests.waiting import wait_until
+
+    cluster, _ = tls_cluster
+    auth = "ops:flower-pw-Kx2"
+    log = tmp_path / "flower.log"
+    with running_flower(cluster.env, auth, log) as base:
+        out = tmp_path / "run"
+        r = subprocess.run([sys.executable, "-m", "producer", "submit", "arc-agi-1/training", "--tasks", "6150a2bd",
+                            "--samples", "1", "--out", str(out), "--wait"], env=cluster.env, capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        seen: dict[str, object] = {}
+
+        def listed() -> bool:
+            seen["tasks"] = get(f"{base}/api/tasks", auth)
+            states = {t["name"]: t["state"] for t in seen["tasks"].values()}
+            return states.get("arcsynth.sample") == "SUCCESS" and states.get("arcsynth.execute") == "SUCCESS"
+
+        wait_until(listed, 60, "Flower to list the run's two jobs")
+        tasks_json = json.dumps(seen["tasks"])
+        assert "6150a2bd" in tasks_json  # the arguments are there ...
+        workers_json = json.dumps(get(f"{base}/api/workers?refresh=1", auth))
+        for text in (tasks_json, workers_json, log.read_text(errors="replace")):
+            assert PASSWORD not in text and "flower-pw-Kx2" not in text  # ... the secrets are not
