@@ -243,3 +243,8 @@ class JobRecord(Frozen):
     sent: bool = False  # False: recorded but maybe never enqueued (the producer died in between)
     augmentation: dict | None = None
     parent: str = ""  # refine: the fingerprint of the program being corrected
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The Celery stages behind `ids`, in order: a search or refinement is sample then execute."""
+        return ("finetune",) if self.stage == "finetune" else ("sample", "execute")

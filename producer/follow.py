@@ -35,8 +35,7 @@ def stage_counts(state: RunState, app: Celery) -> tuple[dict[str, str], dict[str
         out["sample"].pending += max(0, int(info.get("total", 0)) - finished - len(jobs))  # not yet sent
     for job in jobs.values():
         states = [AsyncResult(i, app=app).state for i in job.ids]
-        stages = ("finetune",) if job.stage == "finetune" else ("sample", "execute")
-        for stage, st in zip(stages, states):
+        for stage, st in zip(job.stages, states):
             if st in ("SUCCESS", "FAILURE", "REVOKED"):
                 # Finished, but the producer has not handled it yet (its counters move then).
                 if st == "SUCCESS":

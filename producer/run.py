@@ -130,8 +130,7 @@ class Driver:
     def _send(self, st: _Active) -> None:
         """Record the job under fresh ids, send it, then mark it sent (see the module docstring)."""
         if not st.job.ids:
-            n = 1 if st.job.stage == "finetune" else 2
-            st.job = st.job.model_copy(update={"ids": [uuid.uuid4().hex for _ in range(n)], "sent": False})
+            st.job = st.job.model_copy(update={"ids": [uuid.uuid4().hex for _ in st.job.stages], "sent": False})
             self.state.put_job(st.task.id, st.job)
         job = st.job
         if job.stage == "refine":
@@ -179,7 +178,7 @@ class Driver:
                 continue
             progressed = True
             done_ids, payload_ref = st.job.ids, ""
-            stages = ("finetune",) if st.job.stage == "finetune" else ("sample", "execute")
+            stages = st.job.stages
             if not result.successful():
                 failed_at = stages[0]
                 if len(stages) == 2 and AsyncResult(st.job.ids[0], app=self.app).successful():

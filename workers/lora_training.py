@@ -149,7 +149,7 @@ def _bf16() -> bool:
     """Mixed precision where the GPU has bf16 (as unsloth loads models); full fp32 on CPU."""
     import torch
 
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return _cuda() and torch.cuda.is_bf16_supported()
 
 
 def _train_peft(req: FinetuneRequest, out: Path, start_from: str) -> float:
@@ -158,7 +158,7 @@ def _train_peft(req: FinetuneRequest, out: Path, start_from: str) -> float:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(req.train.seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = "cuda" if _cuda() else "cpu"
     base = resolve_model(req.base_model)
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(device)
