@@ -5,8 +5,8 @@ Correct, wrong, raising and slow programs in roughly the mix a sampler produces.
 
 from __future__ import annotations
 
-from common.data import load_tasks
-from common.models import Task
+from arcsynth.common.data import load_tasks
+from arcsynth.common.models import Task
 
 PROGRAMS = [
     "def transform(grid):\n    return grid[::-1, ::-1]",

@@ -29,7 +29,7 @@ def _chunks(items, n):
 
 
 def _executor_worker(chunk):
-    from workers.executor import Executor
+    from arcsynth.workers.sandbox.executor import Executor
 
     ex = Executor(timeout_s=5.0, memory_mb=1024)
     ex.grade(chunk[0][0], chunk[0][1])  # warm the helper

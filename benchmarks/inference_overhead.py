@@ -34,7 +34,7 @@ def bare(model: str, prompts: list[list[int]], n: int, max_tokens: int, max_mode
 
 
 def through_worker(app, tasks, sampling, at_once: bool) -> tuple[int, float]:
-    from common.celery_app import SAMPLE
+    from arcsynth.common.celery_app import SAMPLE
 
     def sig(t):
         return app.signature(SAMPLE, args=(t.model_dump(), sampling.model_dump(), ""))
@@ -59,11 +59,11 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    from common.data import load_tasks
-    from common.model_store import resolve_model
-    from common.models import SamplingConfig
-    from common.prompts import task_messages
-    from producer.cluster import LocalCluster
+    from arcsynth.common.data import load_tasks
+    from arcsynth.common.model_store import resolve_model
+    from arcsynth.common.models import SamplingConfig
+    from arcsynth.common.prompts import task_messages
+    from arcsynth.producer.cluster import LocalCluster
 
     model = resolve_model(args.model)
     tasks = load_tasks("arc-agi-1/training", task_ids=["6150a2bd", "74dd1130", "67a3c6ac", "3c9b0459", "9dfd6313",

@@ -27,9 +27,9 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common.data import load_tasks  # noqa: E402
-from producer.cluster import LocalCluster  # noqa: E402
-from producer.runstate import RunState  # noqa: E402
+from arcsynth.common.data import load_tasks  # noqa: E402
+from arcsynth.producer.cluster import LocalCluster  # noqa: E402
+from arcsynth.producer.runstate import RunState  # noqa: E402
 
 DATASET = "arc-agi-2/training"  # 1000 tasks
 PROGRAMS = ["def transform(grid):\n    return grid[::-1, ::-1]", "def transform(grid):\n    return grid.T",
@@ -53,10 +53,10 @@ def one_run(cluster: LocalCluster, n_tasks: int, samples: int, out: Path) -> dic
     stop, peak = threading.Event(), [before]
     sampler = redis_sampler(client, stop, peak)
     t0 = time.perf_counter()
-    sub = subprocess.run([sys.executable, "-m", "producer", "submit", DATASET, "--limit", str(n_tasks), "--samples",
+    sub = subprocess.run([sys.executable, "-m", "arcsynth.producer", "submit", DATASET, "--limit", str(n_tasks), "--samples",
                           str(samples), "--out", str(out)], env=cluster.env, capture_output=True, text=True, check=True)
     run_id = sub.stdout.split()[-1]
-    subprocess.run([sys.executable, "-m", "producer", "wait", run_id], env=cluster.env, capture_output=True,
+    subprocess.run([sys.executable, "-m", "arcsynth.producer", "wait", run_id], env=cluster.env, capture_output=True,
                    text=True, check=True)
     seconds = time.perf_counter() - t0
     stop.set()

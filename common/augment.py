@@ -11,7 +11,7 @@ import random
 import numpy as np
 from pydantic import Field, field_validator
 
-from common.models import Frozen, Pair, Task
+from arcsynth.common.models import Frozen, Pair, Task
 
 Grid = list[list[int]]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
-from common.settings import Settings, get_settings
+from arcsynth.common.settings import Settings, get_settings
 
 SAMPLE = "arcsynth.sample"
 EXECUTE = "arcsynth.execute"

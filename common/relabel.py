@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from common.models import Candidate, Pair, Task, TrainingExample
-from common.prompts import format_completion, task_messages
+from arcsynth.common.models import Candidate, Pair, Task, TrainingExample
+from arcsynth.common.prompts import format_completion, task_messages
 
 
 def _usable(task: Task, cand: Candidate) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from common.models import Attempt, Candidate, Task
+from arcsynth.common.models import Attempt, Candidate, Task
 
 Grid = list[list[int]]
 PLACEHOLDER: Grid = [[0]]

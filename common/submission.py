@@ -9,8 +9,8 @@ from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
-from common.models import Attempt, Task
-from common.scoring import PLACEHOLDER
+from arcsynth.common.models import Attempt, Task
+from arcsynth.common.scoring import PLACEHOLDER
 
 _Submission = TypeAdapter(dict[str, list[Attempt]])
 

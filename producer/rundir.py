@@ -20,9 +20,9 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from common.models import Attempt, Candidate, RunConfig, Task, TaskRecord
-from common.scoring import score_task
-from common.submission import build_submission, validate_submission_shape, write_json_atomic
+from arcsynth.common.models import Attempt, Candidate, RunConfig, Task, TaskRecord
+from arcsynth.common.scoring import score_task
+from arcsynth.common.submission import build_submission, validate_submission_shape, write_json_atomic
 
 APPEND_ONLY = ("candidates.jsonl", "tasks.jsonl")
 

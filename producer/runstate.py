@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import redis
 
-from common.lifetime import pid_alive
-from common.models import JobRecord
+from arcsynth.common.lifetime import pid_alive
+from arcsynth.common.models import JobRecord
 
 PREFIX = "arcsynth:"
 STAGES = ("sample", "execute", "finetune")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.model_store import prepare_smollm2
+from arcsynth.common.model_store import prepare_smollm2
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +19,7 @@ def artifact_root(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def cluster(smollm2, artifact_root, tmp_path_factory):
-    from producer.cluster import LocalCluster
+    from arcsynth.producer.cluster import LocalCluster
 
     env = {"ARCSYNTH_ARTIFACT_ROOT": artifact_root, "ARCSYNTH_MAX_MODEL_LEN": "4096",
            "ARCSYNTH_MAX_LORA_RANK": "8", "ARCSYNTH_EXEC_TIMEOUT_S": "2"}
@@ -34,9 +34,9 @@ PROGRAMS = {"6150a2bd": "def transform(grid):\n    return grid[::-1, ::-1]",
 
 
 def teach_request():
-    from common.data import load_tasks
-    from common.models import FinetuneRequest, LoraConfig, TrainConfig, TrainingExample
-    from common.prompts import format_completion, task_messages
+    from arcsynth.common.data import load_tasks
+    from arcsynth.common.models import FinetuneRequest, LoraConfig, TrainConfig, TrainingExample
+    from arcsynth.common.prompts import format_completion, task_messages
 
     tasks = load_tasks("arc-agi-1/training", task_ids=list(PROGRAMS))
     examples = [TrainingExample(messages=task_messages(t), completion=format_completion(PROGRAMS[t.id]))
@@ -48,7 +48,7 @@ def teach_request():
 @pytest.fixture(scope="session")
 def taught(cluster) -> dict:
     """A LoRA adapter taught the programs of two ARC tasks, trained by the fine-tune worker."""
-    from common.celery_app import FINETUNE
+    from arcsynth.common.celery_app import FINETUNE
 
     return cluster.app.signature(FINETUNE, args=(teach_request().model_dump(),)).apply_async().get(timeout=600)
 
@@ -71,8 +71,8 @@ def replay_cluster(tmp_path_factory):
     """Redis + an execute worker + an inference worker serving fixed programs (the `replay` backend)."""
     import json
 
-    from common.data import load_tasks
-    from producer.cluster import LocalCluster
+    from arcsynth.common.data import load_tasks
+    from arcsynth.producer.cluster import LocalCluster
 
     root = tmp_path_factory.mktemp("replay")
     replay = root / "programs.jsonl"

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from producer.redis_server import free_port
+from arcsynth.producer.redis_server import free_port
 from tests.waiting import wait_until
 
 
@@ -27,11 +27,11 @@ def get(url: str, auth: str | None) -> object:
 @contextmanager
 def running_flower(env: dict[str, str], auth: str, log: Path) -> Iterator[str]:
     """Flower on a free port behind `auth`; yields its base URL once it answers (401 without auth)."""
-    from common.lifetime import die_with_parent
+    from arcsynth.common.lifetime import die_with_parent
 
     port = free_port()
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "producer", "flower", "--port", str(port)],
+        proc = subprocess.Popen([sys.executable, "-m", "arcsynth.producer", "flower", "--port", str(port)],
                                 env={**env, "ARCSYNTH_FLOWER_BASIC_AUTH": auth}, stdout=out,
                                 stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
 

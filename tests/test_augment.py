@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from common.augment import TRANSFORMS, Augmentation, random_augmentation
-from common.data import load_tasks
+from arcsynth.common.augment import TRANSFORMS, Augmentation, random_augmentation
+from arcsynth.common.data import load_tasks
 
 GRID = [[0, 1, 2], [3, 4, 5]]
 

@@ -10,16 +10,16 @@ import urllib.request
 
 import pytest
 
-from common.data import load_tasks
-from common.models import SamplingConfig
-from common.prompts import task_messages
-from common.settings import Settings
-from producer.redis_server import free_port
+from arcsynth.common.data import load_tasks
+from arcsynth.common.models import SamplingConfig
+from arcsynth.common.prompts import task_messages
+from arcsynth.common.settings import Settings
+from arcsynth.producer.redis_server import free_port
 from tests.adapters import untrained_adapter
 from tests.waiting import wait_until
-from workers.backends import AdapterError
-from workers.backends.adapters import local_adapter
-from workers.backends.replay import ReplayBackend
+from arcsynth.workers.backends import AdapterError
+from arcsynth.workers.backends.adapters import local_adapter
+from arcsynth.workers.backends.replay import ReplayBackend
 
 GREEDY = SamplingConfig(n=1, temperature=0.0, max_tokens=24)
 
@@ -62,7 +62,7 @@ def test_remote_adapters_are_fetched_once_into_the_cache(zero_adapter, tmp_path)
 
 
 def test_transformers_backend_serves_base_and_adapters(smollm2, zero_adapter, task, tmp_path):
-    from workers.backends.hf import TransformersBackend
+    from arcsynth.workers.backends.hf import TransformersBackend
 
     backend = TransformersBackend(smollm2, max_model_len=4096, adapter_cache=str(tmp_path), max_lora_rank=8)
     base, _ = backend.generate(task_messages(task), GREEDY)
@@ -80,7 +80,7 @@ def test_transformers_backend_serves_base_and_adapters(smollm2, zero_adapter, ta
 @pytest.fixture(scope="module")
 def vllm_server(smollm2, tmp_path_factory):
     """`vllm serve` on CPU with runtime LoRA loading: a real OpenAI-compatible endpoint."""
-    from common.lifetime import die_with_parent
+    from arcsynth.common.lifetime import die_with_parent
 
     port = free_port()
     log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
@@ -111,7 +111,7 @@ def vllm_server(smollm2, tmp_path_factory):
 
 
 def test_openai_backend_against_vllm_serve_with_runtime_lora(vllm_server, smollm2, zero_adapter, task):
-    from workers.backends.openai_api import OpenAIBackend
+    from arcsynth.workers.backends.openai_api import OpenAIBackend
 
     settings = Settings(backend="openai", openai_base_url=vllm_server, openai_api_key="test-key", model=smollm2)
     backend = OpenAIBackend(settings)
@@ -130,7 +130,7 @@ def test_openai_backend_against_vllm_serve_with_runtime_lora(vllm_server, smollm
 
 
 def test_settings_choose_the_backend(tmp_path):
-    from workers.backends import make_backend
+    from arcsynth.workers.backends import make_backend
 
     path = tmp_path / "c.jsonl"
     path.write_text('{"task_id": "t", "text": "x"}\n')
@@ -141,7 +141,7 @@ def test_settings_choose_the_backend(tmp_path):
 
 
 def test_adapter_for_another_base_model_is_refused(tmp_path):
-    from workers.backends.adapters import check_adapter
+    from arcsynth.workers.backends.adapters import check_adapter
 
     (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 8, "base_model_name_or_path": "/models/other"}))
     with pytest.raises(AdapterError, match="trained for base model '/models/other', this engine serves '/models/mine'"):

@@ -45,7 +45,7 @@ CASES = {
 
 
 def arcsynth(*args):
-    return subprocess.run([sys.executable, "-m", "producer", *args], capture_output=True, text=True, timeout=120,
+    return subprocess.run([sys.executable, "-m", "arcsynth.producer", *args], capture_output=True, text=True, timeout=120,
                           env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"})
 
 
@@ -101,6 +101,6 @@ def test_unknown_dataset_and_task_ids():
 def test_bad_settings_values(tmp_path, env, fragment):
     path = tmp_path / "t.json"
     path.write_text(json.dumps(task()))
-    r = subprocess.run([sys.executable, "-m", "producer", "submit", str(path)], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "arcsynth.producer", "submit", str(path)], capture_output=True, text=True,
                        timeout=120, env={"PATH": "/usr/bin:/bin", "HOME": "/tmp", **env})
     assert_user_error(r, ["setting " + fragment])

@@ -9,7 +9,7 @@ import sys
 import pytest
 import redis
 
-ARCSYNTH = [sys.executable, "-m", "producer"]
+ARCSYNTH = [sys.executable, "-m", "arcsynth.producer"]
 
 
 def cli(*args, env=None, timeout=120):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from common.celery_app import FINETUNE
-from common.data import load_tasks
-from common.models import (
+from arcsynth.common.celery_app import FINETUNE
+from arcsynth.common.data import load_tasks
+from arcsynth.common.models import (
     Candidate,
     LoraConfig,
     RunConfig,
@@ -17,8 +17,8 @@ from common.models import (
     Task,
     TrainConfig,
 )
-from common.submission import validate_submission
-from producer.run import run_tasks
+from arcsynth.common.submission import validate_submission
+from arcsynth.producer.run import run_tasks
 from tests.adapters import untrained_adapter as _untrained_adapter
 from tests.conftest import PROGRAMS, teach_request
 from tests.waiting import wait_until
@@ -77,8 +77,8 @@ def test_execute_worker_reports_its_isolation_layers(cluster):
 
 
 def test_inference_worker_answers_pings_while_it_generates(cluster):
-    from common.celery_app import SAMPLE
-    from producer.cluster import worker_name
+    from arcsynth.common.celery_app import SAMPLE
+    from arcsynth.producer.cluster import worker_name
 
     task = load_tasks("arc-agi-1/training", task_ids=["6150a2bd"])[0]
     sampling = SamplingConfig(n=32, max_tokens=512, temperature=1.0, seed=3)
@@ -99,8 +99,8 @@ def test_search_and_learn_loop_is_closed(cluster, taught, tmp_path):
     epoch 1 samples with."""
     import hashlib
 
-    from common.relabel import relabel
-    from producer.run import LearnConfig
+    from arcsynth.common.relabel import relabel
+    from arcsynth.producer.run import LearnConfig
 
     task = load_tasks("arc-agi-1/training", task_ids=["67a3c6ac"])[0]  # flip: the start adapter can't
     sampling = SamplingConfig(n=8, temperature=0.7, max_tokens=64)
@@ -129,7 +129,7 @@ def test_search_and_learn_loop_is_closed(cluster, taught, tmp_path):
 def test_adapters_per_request_zero_b_is_base_trained_differs_and_mixed_batches(cluster, taught, smollm2, tmp_path):
     from celery import group
 
-    from common.celery_app import SAMPLE
+    from arcsynth.common.celery_app import SAMPLE
 
     task = load_tasks("arc-agi-1/training", task_ids=["74dd1130"])[0]
     greedy = SamplingConfig(n=1, temperature=0.0, max_tokens=48).model_dump()
@@ -142,7 +142,7 @@ def test_adapters_per_request_zero_b_is_base_trained_differs_and_mixed_batches(c
 
 
 def test_adapter_with_too_large_a_rank_is_rejected_clearly(cluster, smollm2, tmp_path):
-    from common.celery_app import SAMPLE
+    from arcsynth.common.celery_app import SAMPLE
 
     big = _untrained_adapter(smollm2, tmp_path / "big", rank=32)
     task = load_tasks("arc-agi-1/training", task_ids=["74dd1130"])[0]
@@ -159,7 +159,7 @@ def test_learning_from_relabelled_programs_solves_a_task_the_base_model_does_not
     start adapter that sometimes does (about 1 sample in 14 here: 128 samples miss it with
     probability under 1e-4, where 16 missed it about once in three). Epoch 1's adapter is trained *from the base model* on the
     relabelled epoch-0 programs alone, and its samples solve the task."""
-    from producer.run import LearnConfig
+    from arcsynth.producer.run import LearnConfig
 
     task = load_tasks("arc-agi-1/training", task_ids=["3c9b0459"])[0]
     sampling = SamplingConfig(n=8, temperature=0.7, max_tokens=64)

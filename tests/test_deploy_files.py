@@ -16,8 +16,8 @@ import pytest
 import tomllib
 import yaml
 
-from common.celery_app import QUEUES
-from common.settings import Settings
+from arcsynth.common.celery_app import QUEUES
+from arcsynth.common.settings import Settings
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 SETTINGS = {f"ARCSYNTH_{name.upper()}" for name in Settings.model_fields}

@@ -1,12 +1,13 @@
 """The sandboxed executor: verdicts per input, limits, and a helper that keeps serving."""
 
 import os
+from pathlib import Path
 
 import pytest
 
-from common.data import load_tasks
-from common.models import Task
-from workers.executor import Executor
+from arcsynth.common.data import load_tasks
+from arcsynth.common.models import Task
+from arcsynth.workers.sandbox.executor import Executor
 
 TASK = Task(id="t", train=[{"input": [[1, 2]], "output": [[2, 1]]}, {"input": [[3, 4]], "output": [[4, 3]]}],
             test=[{"input": [[5, 6]]}])
@@ -23,7 +24,7 @@ def ex():
 
 @pytest.fixture(scope="module")
 def redis_server():
-    from producer.redis_server import RedisServer
+    from arcsynth.producer.redis_server import RedisServer
 
     with RedisServer() as server:
         yield server
@@ -176,8 +177,12 @@ def test_cannot_enqueue_a_celery_task(ex, redis_server):
 
 def test_cannot_import_the_project(ex):
     needs(ex, "mount_namespace")
-    r = ex.grade(TASK, "def transform(grid):\n    import common.settings\n    return grid")
-    assert r.train[0].error == "exception" and "common" in r.train[0].message
+    r = ex.grade(TASK, "def transform(grid):\n    import arcsynth.common.settings\n    return grid")
+    assert r.train[0].error == "exception"
+    assert r.train[0].message.split(":")[0] in ("ModuleNotFoundError", "ImportError", "PermissionError")
+    source = Path(__file__).resolve().parent.parent / "common" / "settings.py"
+    r = ex.grade(TASK, f"def transform(grid):\n    open({str(source)!r}).read()\n    return grid")
+    assert r.train[0].error == "exception" and r.train[0].output is None
 
 
 def test_printed_output_is_captured_and_capped(ex):
@@ -188,14 +193,14 @@ def test_printed_output_is_captured_and_capped(ex):
 
 
 def test_required_layer_that_cannot_be_had_refuses_to_start():
-    from workers.executor import Executor, IsolationUnavailable
+    from arcsynth.workers.sandbox.executor import Executor, IsolationUnavailable
 
     with pytest.raises(IsolationUnavailable, match="no_such_layer"):
         Executor(require=["no_such_layer"]).start()
 
 
 def test_programs_written_for_an_augmented_task_are_graded_on_the_original(ex):
-    from common.augment import Augmentation
+    from arcsynth.common.augment import Augmentation
 
     task = load_tasks("arc-agi-1/training", task_ids=["67a3c6ac"])[0]  # flip left-right
     aug = Augmentation(transform="transpose", colours=(0, 2, 1, 3, 4, 5, 6, 7, 8, 9))

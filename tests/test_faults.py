@@ -17,9 +17,9 @@ from collections import Counter
 
 import pytest
 
-from common.attempts import job_attempts
-from common.redis_client import redis_client
-from producer.cluster import LocalCluster, start_worker, wait_ready, worker_name
+from arcsynth.common.attempts import job_attempts
+from arcsynth.common.redis_client import redis_client
+from arcsynth.producer.cluster import LocalCluster, start_worker, wait_ready, worker_name
 from tests.conftest import SLOW, SLOW_DATASET, _fenced
 from tests.waiting import wait_until
 
@@ -30,7 +30,7 @@ LONG = SLOW.replace("time.sleep(1.0)", "time.sleep(13.0)")
 
 
 def _task_ids(n: int, start: int = 0) -> list[str]:
-    from common.data import load_tasks
+    from arcsynth.common.data import load_tasks
 
     return [t.id for t in load_tasks(SLOW_DATASET, limit=start + n)][start:]
 
@@ -60,14 +60,14 @@ def _restart_second(cluster) -> None:
 
 
 def _submit(cluster, out, *args: str) -> str:
-    sub = subprocess.run([sys.executable, "-m", "producer", "submit", SLOW_DATASET, "--samples", "1", "--out", str(out),
+    sub = subprocess.run([sys.executable, "-m", "arcsynth.producer", "submit", SLOW_DATASET, "--samples", "1", "--out", str(out),
                           *args], env=cluster.env, capture_output=True, text=True, timeout=60)
     assert sub.returncode == 0, sub.stderr
     return sub.stdout.split()[-1]
 
 
 def _wait(cluster, run_id: str, out) -> list[dict]:
-    r = subprocess.run([sys.executable, "-m", "producer", "wait", run_id], env=cluster.env, capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "arcsynth.producer", "wait", run_id], env=cluster.env, capture_output=True,
                        text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-2000:] + (out / "producer.log").read_text()[-3000:]
     return [json.loads(line) for line in (out / "tasks.jsonl").read_text().splitlines()]
@@ -126,7 +126,7 @@ def test_a_job_outlasting_the_visibility_timeout_is_not_run_twice(fault_cluster,
     logs = "".join(_logs(cluster).values())
     assert f"job {job} is running on execute-" in logs  # it was handed out a second time, waited ...
     assert logs.count(succeeded) == 1  # ... and the job ran once
-    status = subprocess.run([sys.executable, "-m", "producer", "status", run_id], env=cluster.env,
+    status = subprocess.run([sys.executable, "-m", "arcsynth.producer", "status", run_id], env=cluster.env,
                             capture_output=True, text=True, timeout=60).stdout
     assert "workers lost" not in status  # no worker died: nothing to report
 
@@ -209,7 +209,7 @@ def test_sigkill_of_an_execute_worker_mid_job_loses_nothing(fault_cluster, tmp_p
     # The killed job, finished elsewhere (the worker logs it just after storing the result).
     wait_until(lambda: f"arcsynth.execute[{job}] succeeded" in (cluster.log_dir / "execute-2.log").read_text(),
                30, "execute-2 to log the job it took over")
-    status = subprocess.run([sys.executable, "-m", "producer", "status", run_id], env=cluster.env,
+    status = subprocess.run([sys.executable, "-m", "arcsynth.producer", "status", run_id], env=cluster.env,
                             capture_output=True, text=True, timeout=60)
     assert status.returncode == 0, status.stderr
     assert (f"jobs handed to another worker after theirs died: 1; workers lost mid-job: {first} (not answering)"
@@ -218,8 +218,8 @@ def test_sigkill_of_an_execute_worker_mid_job_loses_nothing(fault_cluster, tmp_p
 
 def test_redis_restart_mid_run_with_append_only_persistence(tmp_path):
     """Workers and the producer reconnect; queued and unacknowledged jobs survive in the AOF."""
-    from common.data import load_tasks
-    from producer.redis_server import RedisServer
+    from arcsynth.common.data import load_tasks
+    from arcsynth.producer.redis_server import RedisServer
 
     replay = tmp_path / "programs.jsonl"
     replay.write_text("".join(json.dumps({"task_id": t.id, "text": _fenced(SLOW)}) + "\n"

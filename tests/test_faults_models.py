@@ -18,9 +18,9 @@ from collections import Counter
 import psutil
 import pytest
 
-from common.attempts import job_attempts
-from common.redis_client import redis_client
-from producer.cluster import LocalCluster, start_worker, wait_ready, worker_name
+from arcsynth.common.attempts import job_attempts
+from arcsynth.common.redis_client import redis_client
+from arcsynth.producer.cluster import LocalCluster, start_worker, wait_ready, worker_name
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
@@ -75,7 +75,7 @@ def test_sigkill_of_inference_and_finetune_workers_mid_job_loses_nothing(model_c
     c, out = model_cluster, tmp_path / "run"
     # Epoch 0 samples through an adapter that writes the task's program, so there is something to
     # relabel and fine-tune on; --keep-searching makes the loop go on to epoch 1 regardless.
-    sub = subprocess.run([sys.executable, "-m", "producer", "submit", "arc-agi-1/training", "--tasks", "6150a2bd",
+    sub = subprocess.run([sys.executable, "-m", "arcsynth.producer", "submit", "arc-agi-1/training", "--tasks", "6150a2bd",
                           "--adapter", taught["adapter"], "--samples", "4", "--max-tokens", "64", "--temperature", "0.7",
                           "--epochs", "1", "--samples-per-epoch", "2", "--keep-searching", "--finetune-steps", "30",
                           "--out", str(out)], env=c.env, capture_output=True, text=True, timeout=60)
@@ -88,7 +88,7 @@ def test_sigkill_of_inference_and_finetune_workers_mid_job_loses_nothing(model_c
     finetune_job = _running_job(c, worker_name("finetune"), "arcsynth.finetune", 400)
     _kill_and_restart(c, "finetune")
 
-    r = subprocess.run([sys.executable, "-m", "producer", "wait", run_id], env=c.env, capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "arcsynth.producer", "wait", run_id], env=c.env, capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:] + (out / "producer.log").read_text()[-3000:]
     (record,) = [json.loads(line) for line in (out / "tasks.jsonl").read_text().splitlines()]
@@ -103,7 +103,7 @@ def test_sigkill_of_inference_and_finetune_workers_mid_job_loses_nothing(model_c
                and f"arcsynth.sample[{sample_job}] succeeded" in logs()["inference"], 30, "the success lines")
     assert logs()["inference"].count(f"arcsynth.sample[{sample_job}] succeeded") == 1
     assert logs()["finetune"].count(f"arcsynth.finetune[{finetune_job}] succeeded") == 1
-    status = subprocess.run([sys.executable, "-m", "producer", "status", run_id], env=c.env, capture_output=True,
+    status = subprocess.run([sys.executable, "-m", "arcsynth.producer", "status", run_id], env=c.env, capture_output=True,
                             text=True, timeout=60).stdout
     assert (f"jobs handed to another worker after theirs died: 2; workers lost mid-job: "
             f"{worker_name('finetune')} (answers again), {worker_name('inference')} (answers again)") in status

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from common.models import FinetuneRequest, LoraConfig, TrainConfig, TrainingExample
-from workers.lora_training import BackendUnavailable, choose_backend, total_steps, train_adapter
+from arcsynth.common.models import FinetuneRequest, LoraConfig, TrainConfig, TrainingExample
+from arcsynth.workers.lora_training import BackendUnavailable, choose_backend, total_steps, train_adapter
 
 EXAMPLE = TrainingExample(messages=[{"role": "user", "content": "Flip it."}],
                           completion="```python\ndef transform(grid):\n    return grid[::-1]\n```")
@@ -59,8 +59,8 @@ def test_trl_sft_trainer_masks_the_prompt_and_writes_a_standard_adapter(smollm2,
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from common.model_store import resolve_model
-    from workers.lora_training import sft_trainer
+    from arcsynth.common.model_store import resolve_model
+    from arcsynth.workers.lora_training import sft_trainer
 
     req = request().model_copy(update={"trainer": "trl"})
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2"))

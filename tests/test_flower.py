@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import pytest
 
-from common.celery_app import EXECUTE
-from common.models import SampleResult, Task
-from producer.cluster import KINDS, worker_name
+from arcsynth.common.celery_app import EXECUTE
+from arcsynth.common.models import SampleResult, Task
+from arcsynth.producer.cluster import KINDS, worker_name
 from tests.flower import get as flower_get
 from tests.flower import running_flower
 from tests.waiting import wait_until
@@ -54,8 +54,8 @@ def test_flower_requires_auth_and_sees_workers_queues_and_tasks(cluster, flower)
 
 def test_a_person_logs_into_flower_and_sees_workers_and_a_finished_runs_tasks(cluster, flower, browser, tmp_path):
     """Headless Chromium: refused without credentials; with them, the dashboard and the tasks page."""
-    from common.models import RunConfig, SamplingConfig
-    from producer.run import run_tasks
+    from arcsynth.common.models import RunConfig, SamplingConfig
+    from arcsynth.producer.run import run_tasks
 
     base, _ = flower
     task = Task(id="flower-run", train=[{"input": [[1, 2]], "output": [[2, 1]]}], test=[{"input": [[3, 4]]}])

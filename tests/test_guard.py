@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from common.attempts import job_attempts
-from common.redis_client import redis_client
-from producer.redis_server import RedisServer
-from workers.guard import JobGuard, PoisonJob
+from arcsynth.common.attempts import job_attempts
+from arcsynth.common.redis_client import redis_client
+from arcsynth.producer.redis_server import RedisServer
+from arcsynth.workers.guard import JobGuard, PoisonJob
 
 
 @pytest.fixture(scope="module")

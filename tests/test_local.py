@@ -11,7 +11,7 @@ import threading
 import psutil
 import pytest
 
-from common.data import load_tasks
+from arcsynth.common.data import load_tasks
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
@@ -33,7 +33,7 @@ def _sigint_as_at_a_terminal() -> None:
 
 def _local(tmp_path, out, samples: int, max_tokens: int, stdout=subprocess.PIPE) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "producer", "local", str(_task_dir(tmp_path)), "--samples", str(samples),
+        [sys.executable, "-m", "arcsynth.producer", "local", str(_task_dir(tmp_path)), "--samples", str(samples),
          "--max-tokens", str(max_tokens), "--model", "smollm2", "--out", str(out)],
         stdout=stdout, stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_as_at_a_terminal)
 

@@ -14,13 +14,13 @@ from collections import Counter
 
 import pytest
 
-from common.attempts import job_attempts
-from common.celery_app import make_app
-from common.data import load_tasks
-from common.redis_client import redis_client
-from common.settings import Settings
-from producer.cluster import start_worker, stop_process, wait_ready, worker_name
-from producer.redis_server import RedisServer
+from arcsynth.common.attempts import job_attempts
+from arcsynth.common.celery_app import make_app
+from arcsynth.common.data import load_tasks
+from arcsynth.common.redis_client import redis_client
+from arcsynth.common.settings import Settings
+from arcsynth.producer.cluster import start_worker, stop_process, wait_ready, worker_name
+from arcsynth.producer.redis_server import RedisServer
 from tests.conftest import SLOW, SLOW_DATASET, _fenced
 from tests.netns import NamespacesUnavailable, Network
 from tests.waiting import wait_until
@@ -38,7 +38,7 @@ def network():
 
 
 def _producer(net, env, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*net["producer"].launcher, sys.executable, "-m", "producer", *args], env=env,
+    return subprocess.run([*net["producer"].launcher, sys.executable, "-m", "arcsynth.producer", *args], env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from common.data import TaskLoadError, load_kaggle, load_tasks
-from common.models import Task
+from arcsynth.common.data import TaskLoadError, load_kaggle, load_tasks
+from arcsynth.common.models import Task
 
 GOOD = {"train": [{"input": [[1, 2], [3, 4]], "output": [[4, 3], [2, 1]]}], "test": [{"input": [[5]]}]}
 

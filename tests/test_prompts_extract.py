@@ -2,9 +2,9 @@
 
 import pytest
 
-from common.extract import ExtractionError, check_syntax, extract_code
-from common.models import Task
-from common.prompts import decode_grid, encode_grid, format_completion, task_messages
+from arcsynth.common.extract import ExtractionError, check_syntax, extract_code
+from arcsynth.common.models import Task
+from arcsynth.common.prompts import decode_grid, encode_grid, format_completion, task_messages
 
 
 def test_grid_round_trip():
@@ -54,8 +54,8 @@ def test_check_syntax():
 
 
 def test_refinement_prompt_shows_per_pair_feedback():
-    from common.models import ExecutionResult, InputResult
-    from common.prompts import refinement_messages
+    from arcsynth.common.models import ExecutionResult, InputResult
+    from arcsynth.common.prompts import refinement_messages
 
     t = Task(id="t", train=[{"input": [[1, 2]], "output": [[2, 1]]}, {"input": [[3, 4]], "output": [[4, 3]]},
                             {"input": [[5, 6]], "output": [[6, 5]]}, {"input": [[7, 8]], "output": [[8, 7]]}],

@@ -1,8 +1,8 @@
 """Hindsight relabelling, including every skip rule, on a fixed set of executed candidates."""
 
-from common.models import Candidate, Completion, ExecutionResult, InputResult, Task
-from common.prompts import format_completion, task_messages
-from common.relabel import relabel
+from arcsynth.common.models import Candidate, Completion, ExecutionResult, InputResult, Task
+from arcsynth.common.prompts import format_completion, task_messages
+from arcsynth.common.relabel import relabel
 
 TASK = Task(id="t", train=[{"input": [[1, 2]], "output": [[2, 1]]}, {"input": [[3, 4]], "output": [[4, 3]]}],
             test=[{"input": [[5, 6]]}])

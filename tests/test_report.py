@@ -9,10 +9,10 @@ import sys
 
 from PIL import Image
 
-from common.data import load_tasks
-from common.models import RunConfig, SamplingConfig
-from producer.report import ARC_PALETTE, CELL
-from producer.run import run_tasks
+from arcsynth.common.data import load_tasks
+from arcsynth.common.models import RunConfig, SamplingConfig
+from arcsynth.producer.report import ARC_PALETTE, CELL
+from arcsynth.producer.run import run_tasks
 
 TASKS = ["6150a2bd", "74dd1130", "007bbfb7"]  # flip solves the first, transpose the second, nothing the third
 
@@ -27,7 +27,7 @@ def test_report_renders_grids_attempts_programs_and_the_score(replay_cluster, br
     config = RunConfig(run_id="report", dataset="arc-agi-1/training", task_ids=TASKS, model="replay", sampling=sampling)
     out = tmp_path / "run"
     run_tasks(replay_cluster.app, tasks, sampling, out, config, progress=False, timeout=120)
-    r = subprocess.run([sys.executable, "-m", "producer", "report", str(out)], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "arcsynth.producer", "report", str(out)], capture_output=True, text=True,
                        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, timeout=120)  # works offline
     assert r.returncode == 0, r.stderr
     page = out / "report.html"

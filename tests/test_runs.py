@@ -18,14 +18,14 @@ import psutil
 import pytest
 import redis
 
-from common.data import load_tasks
-from common.models import Candidate
-from common.submission import validate_submission
-from producer.runstate import RunState
+from arcsynth.common.data import load_tasks
+from arcsynth.common.models import Candidate
+from arcsynth.common.submission import validate_submission
+from arcsynth.producer.runstate import RunState
 from tests.conftest import SLOW_DATASET
 from tests.waiting import wait_until
 
-ARCSYNTH = [sys.executable, "-m", "producer"]
+ARCSYNTH = [sys.executable, "-m", "arcsynth.producer"]
 
 
 def cli(cluster, *args, timeout=300, check=True):
@@ -102,7 +102,7 @@ def test_submit_returns_at_once_then_wait_status_runs_and_results(replay_cluster
 
 
 def test_status_counts_during_a_run(replay_cluster, producers, tmp_path):
-    from producer.follow import stage_counts
+    from arcsynth.producer.follow import stage_counts
 
     out = tmp_path / "run"
     run_id = submit(replay_cluster, producers, SLOW_DATASET, out, "--limit", "4", "--samples", "1", "--max-active", "4")
@@ -213,9 +213,9 @@ def test_unknown_run_is_a_user_error(replay_cluster):
 
 
 def test_execute_results_name_a_file_of_candidates_instead_of_carrying_them(replay_cluster):
-    from common.celery_app import EXECUTE
-    from common.models import SampleResult, Task
-    from common.payloads import drop, load_candidates
+    from arcsynth.common.celery_app import EXECUTE
+    from arcsynth.common.models import SampleResult, Task
+    from arcsynth.common.payloads import drop, load_candidates
 
     task = Task(id="by-ref", train=[{"input": [[1, 2]], "output": [[2, 1]]}], test=[{"input": [[3, 4]]}])
     sampled = SampleResult(task_id=task.id, completions=[{"text": "def transform(grid):\n    return grid[:, ::-1]"}])

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from common.models import Attempt, Candidate, Completion, ExecutionResult, InputResult, Task
-from common.scoring import PLACEHOLDER, pixel_accuracy, score_run, score_task, select_attempts
-from common.submission import SubmissionError, build_submission, validate_submission, write_submission
+from arcsynth.common.models import Attempt, Candidate, Completion, ExecutionResult, InputResult, Task
+from arcsynth.common.scoring import PLACEHOLDER, pixel_accuracy, score_run, score_task, select_attempts
+from arcsynth.common.submission import SubmissionError, build_submission, validate_submission, write_submission
 
 TASK = Task(id="t", train=[{"input": [[1]], "output": [[2]]}, {"input": [[3]], "output": [[4]]}],
             test=[{"input": [[5]], "output": [[6]]}, {"input": [[7]], "output": [[8]]}])

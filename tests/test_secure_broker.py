@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from producer.cluster import ClusterError, LocalCluster
-from producer.redis_server import RedisServer
+from arcsynth.producer.cluster import ClusterError, LocalCluster
+from arcsynth.producer.redis_server import RedisServer
 from tests.conftest import FLIP, _fenced
 
 PASSWORD = "pw-Zq8-never-printed"
@@ -58,14 +58,14 @@ def test_a_run_over_rediss_with_a_password_completes_and_the_password_stays_secr
     cluster, root = tls_cluster
     assert cluster.redis.url.startswith(f"rediss://:{PASSWORD}@")
     out = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "producer", "submit", "arc-agi-1/training", "--tasks",
+    r = subprocess.run([sys.executable, "-m", "arcsynth.producer", "submit", "arc-agi-1/training", "--tasks",
                         "6150a2bd,74dd1130,007bbfb7", "--samples", "1", "--out", str(out), "--wait"],
                        env=cluster.env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "score: 0.333 over 3 tasks" in r.stdout
 
     # Nowhere: not in what the CLI printed, the workers' logs, the run's files or the stored results.
-    status = subprocess.run([sys.executable, "-m", "producer", "status", str(out)], env=cluster.env,
+    status = subprocess.run([sys.executable, "-m", "arcsynth.producer", "status", str(out)], env=cluster.env,
                             capture_output=True, text=True, timeout=60)
     texts = {"cli": r.stdout + r.stderr + status.stdout + status.stderr}
     texts.update({str(p): p.read_text(errors="replace") for p in (root / "logs").iterdir()})
@@ -86,7 +86,7 @@ def test_plain_connections_and_wrong_passwords_are_refused_with_a_clear_error(tl
     wrong = base.replace(PASSWORD, "not-the-password")
     plain = f"redis://:{PASSWORD}@127.0.0.1:{cluster.redis.port}/0"
     for url in (wrong, plain):
-        r = subprocess.run([sys.executable, "-m", "producer", "runs"], env={**cluster.env, "ARCSYNTH_BROKER_URL": url},
+        r = subprocess.run([sys.executable, "-m", "arcsynth.producer", "runs"], env={**cluster.env, "ARCSYNTH_BROKER_URL": url},
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 2 and "setting ARCSYNTH_BROKER_URL: cannot reach Redis" in r.stderr, r.stderr
         assert PASSWORD not in r.stderr and "not-the-password" not in r.stderr and "Traceback" not in r.stderr
@@ -102,7 +102,7 @@ def test_flower_over_rediss_shows_the_run_s_tasks_but_never_the_password(tls_clu
     log = tmp_path / "flower.log"
     with running_flower(cluster.env, auth, log) as base:
         out = tmp_path / "run"
-        r = subprocess.run([sys.executable, "-m", "producer", "submit", "arc-agi-1/training", "--tasks", "6150a2bd",
+        r = subprocess.run([sys.executable, "-m", "arcsynth.producer", "submit", "arc-agi-1/training", "--tasks", "6150a2bd",
                             "--samples", "1", "--out", str(out), "--wait"], env=cluster.env, capture_output=True,
                            text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-3000:]

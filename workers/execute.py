@@ -12,14 +12,14 @@ import sys
 
 from celery import signals
 
-from common.augment import Augmentation
-from common.celery_app import EXECUTE, app
-from common.extract import ExtractionError, extract_code
-from common.models import Candidate, ExecutionResult, SampleResult, Task
-from common.payloads import payload_url, store_candidates
-from common.settings import get_settings
-from workers.executor import Executor, IsolationUnavailable, normalise
-from workers.guard import GuardedTask
+from arcsynth.common.augment import Augmentation
+from arcsynth.common.celery_app import EXECUTE, app
+from arcsynth.common.extract import ExtractionError, extract_code
+from arcsynth.common.models import Candidate, ExecutionResult, SampleResult, Task
+from arcsynth.common.payloads import payload_url, store_candidates
+from arcsynth.common.settings import get_settings
+from arcsynth.workers.sandbox.executor import Executor, IsolationUnavailable, normalise
+from arcsynth.workers.guard import GuardedTask
 
 log = logging.getLogger(__name__)
 _executor: Executor | None = None

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from common.celery_app import FINETUNE, app
-from common.models import FinetuneRequest
-from common.settings import get_settings
-from workers.guard import GuardedTask
-from workers.lora_training import train_adapter
+from arcsynth.common.celery_app import FINETUNE, app
+from arcsynth.common.models import FinetuneRequest
+from arcsynth.common.settings import get_settings
+from arcsynth.workers.guard import GuardedTask
+from arcsynth.workers.lora_training import train_adapter
 
 
 @app.task(name=FINETUNE, base=GuardedTask, time_limit=get_settings().finetune_time_limit_s)

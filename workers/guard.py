@@ -25,10 +25,10 @@ import redis
 from celery import Task
 from celery.exceptions import Ignore
 
-from common.attempts import KEEP_S, PREFIX, job_attempts, record_attempt
-from common.lifetime import pid_alive
-from common.redis_client import redis_client
-from common.settings import get_settings
+from arcsynth.common.attempts import KEEP_S, PREFIX, job_attempts, record_attempt
+from arcsynth.common.lifetime import pid_alive
+from arcsynth.common.redis_client import redis_client
+from arcsynth.common.settings import get_settings
 
 log = logging.getLogger(__name__)
 DONE = "done"

@@ -12,12 +12,12 @@ import sys
 
 from celery import signals
 
-from common.celery_app import SAMPLE, app
-from common.models import ExecutionResult, SampleResult, SamplingConfig, Task
-from common.prompts import refinement_messages, task_messages
-from common.settings import get_settings
-from workers.backends import Backend, PromptTooLong, make_backend
-from workers.guard import GuardedTask
+from arcsynth.common.celery_app import SAMPLE, app
+from arcsynth.common.models import ExecutionResult, SampleResult, SamplingConfig, Task
+from arcsynth.common.prompts import refinement_messages, task_messages
+from arcsynth.common.settings import get_settings
+from arcsynth.workers.backends import Backend, PromptTooLong, make_backend
+from arcsynth.workers.guard import GuardedTask
 
 log = logging.getLogger(__name__)
 _engine: Backend | None = None

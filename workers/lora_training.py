@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from common.model_store import resolve_model
-from common.models import FinetuneRequest, FinetuneResult
-from workers.backends.adapters import local_adapter
+from arcsynth.common.model_store import resolve_model
+from arcsynth.common.models import FinetuneRequest, FinetuneResult
+from arcsynth.workers.backends.adapters import local_adapter
 
 MANIFEST = "arcsynth_manifest.json"
 

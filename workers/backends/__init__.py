@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from common.models import Completion, SamplingConfig
+from arcsynth.common.models import Completion, SamplingConfig
 
 
 class PromptTooLong(ValueError):
@@ -28,26 +28,26 @@ class Backend(Protocol):
 
 def make_backend(settings) -> Backend:
     """The backend named by `ARCSYNTH_BACKEND`, built from settings."""
-    from common.model_store import resolve_model
+    from arcsynth.common.model_store import resolve_model
 
     kind = settings.backend
     if kind == "replay":
-        from workers.backends.replay import ReplayBackend
+        from arcsynth.workers.backends.replay import ReplayBackend
 
         if not settings.replay_file:
             raise ValueError("ARCSYNTH_BACKEND=replay needs ARCSYNTH_REPLAY_FILE")
         return ReplayBackend(settings.replay_file)
     if kind == "openai":
-        from workers.backends.openai_api import OpenAIBackend
+        from arcsynth.workers.backends.openai_api import OpenAIBackend
 
         return OpenAIBackend(settings)
     model = resolve_model(settings.model)
     if kind == "transformers":
-        from workers.backends.hf import TransformersBackend
+        from arcsynth.workers.backends.hf import TransformersBackend
 
         return TransformersBackend(model, max_model_len=settings.max_model_len,
                                    adapter_cache=settings.adapter_cache, max_lora_rank=settings.max_lora_rank)
-    from workers.engine import Engine, EngineConfig
+    from arcsynth.workers.backends.vllm_engine import Engine, EngineConfig
 
     return Engine(EngineConfig(
         model=model, max_model_len=settings.max_model_len, enable_lora=settings.enable_lora,

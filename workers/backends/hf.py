@@ -9,9 +9,9 @@ from __future__ import annotations
 import threading
 import time
 
-from common.models import Completion, SamplingConfig
-from workers.backends import PromptTooLong
-from workers.backends.adapters import check_adapter, local_adapter
+from arcsynth.common.models import Completion, SamplingConfig
+from arcsynth.workers.backends import PromptTooLong
+from arcsynth.workers.backends.adapters import check_adapter, local_adapter
 
 
 class TransformersBackend:

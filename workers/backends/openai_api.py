@@ -11,8 +11,8 @@ import hashlib
 import threading
 import time
 
-from common.models import Completion, SamplingConfig
-from workers.backends import AdapterError
+from arcsynth.common.models import Completion, SamplingConfig
+from arcsynth.workers.backends import AdapterError
 
 
 class OpenAIBackend:

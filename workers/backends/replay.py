@@ -8,7 +8,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from common.models import Completion, SamplingConfig
+from arcsynth.common.models import Completion, SamplingConfig
 
 
 class ReplayBackend:

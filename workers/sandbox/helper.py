@@ -1,6 +1,6 @@
 """Warm helper that runs untrusted programs, one forked child per run.
 
-Started by the executor as `python -I sandbox_helper.py` with an empty environment, so nothing
+Started by the executor as `python -I helper.py` with an empty environment, so nothing
 it or its children hold in memory knows the broker, passwords or the project's code. It imports
 numpy once; each run forks (fast, already warm), applies limits, runs `transform` on every input
 and streams one JSON line per input back through a pipe. Requests and replies are JSON lines on
@@ -322,10 +322,9 @@ def preload(names):
 
 
 def load_dsl(paths):
-    """Make operators' DSL files importable by their file name (`from common import *`).
+    """Make operators' DSL files importable by their file name (BARC's `from common import *`).
 
-    They are registered before anything else can claim the name, so a DSL called `common`
-    shadows any installed package of that name inside the sandbox.
+    Listed files load in order, so a later one may import an earlier one.
     """
     import importlib.util
 

@@ -15,10 +15,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from common.lifetime import children_die_with_me
-from common.models import Completion, SamplingConfig
-from workers.backends import PromptTooLong
-from workers.backends.adapters import check_adapter, local_adapter
+from arcsynth.common.lifetime import children_die_with_me
+from arcsynth.common.models import Completion, SamplingConfig
+from arcsynth.workers.backends import PromptTooLong
+from arcsynth.workers.backends.adapters import check_adapter, local_adapter
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Run candidate programs against a task's inputs through the sandbox helper, and grade them.
 
-`Executor` owns one warm helper process (see `sandbox_helper.py`), started with an empty
+`Executor` owns one warm helper process (see `helper.py`), started with an empty
 environment; it restarts the helper if a run ever takes it down.
 """
 
@@ -15,14 +15,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from common.augment import Augmentation
-from common.lifetime import die_with_parent
-from common.models import ExecutionResult, InputResult, Task
-from common.scoring import pixel_accuracy
+from arcsynth.common.augment import Augmentation
+from arcsynth.common.lifetime import die_with_parent
+from arcsynth.common.models import ExecutionResult, InputResult, Task
+from arcsynth.common.scoring import pixel_accuracy
 
-HELPER = Path(__file__).with_name("sandbox_helper.py")
+HELPER = Path(__file__).with_name("helper.py")
 # Cover state the untrusted code has no business seeing: the project's code and a .env.
-_PACKAGES = ("common", "producer", "workers")
+_PACKAGES = ("arcsynth.common", "arcsynth.producer", "arcsynth.workers")
 
 
 class IsolationUnavailable(RuntimeError):
