@@ -57,13 +57,12 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=128)
     args = ap.parse_args()
 
-    from transformers import AutoTokenizer
-
     from arcsynth.common.data import load_tasks
     from arcsynth.common.model_store import resolve_model
     from arcsynth.common.models import SamplingConfig
     from arcsynth.common.prompts import task_messages
     from arcsynth.producer.cluster import LocalCluster
+    from transformers import AutoTokenizer
 
     model = resolve_model(args.model)
     tasks = load_tasks("arc-agi-1/training", task_ids=["6150a2bd", "74dd1130", "67a3c6ac", "3c9b0459", "9dfd6313",

@@ -9,9 +9,8 @@ from __future__ import annotations
 import random
 
 import numpy as np
-from pydantic import Field, field_validator
-
 from arcsynth.common.models import Frozen, Pair, Task
+from pydantic import Field, field_validator
 
 Grid = list[list[int]]
 

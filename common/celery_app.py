@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from arcsynth.common.settings import Settings, get_settings
 from celery import Celery
 from kombu import Queue
-
-from arcsynth.common.settings import Settings, get_settings
 
 SAMPLE = "arcsynth.sample"
 EXECUTE = "arcsynth.execute"

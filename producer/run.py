@@ -18,10 +18,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from celery import Celery, chain
-from celery.result import AsyncResult
-from tqdm import tqdm
-
 from arcsynth.common import payloads
 from arcsynth.common.attempts import forget_jobs, job_attempts
 from arcsynth.common.augment import Augmentation, random_augmentation
@@ -42,6 +38,9 @@ from arcsynth.common.relabel import relabel
 from arcsynth.common.scoring import score_task, select_attempts
 from arcsynth.producer.rundir import RunDir
 from arcsynth.producer.runstate import RunState
+from celery import Celery, chain
+from celery.result import AsyncResult
+from tqdm import tqdm
 
 __all__ = ["Driver", "LearnConfig", "RunOutcome", "new_run_id", "run_tasks"]
 

@@ -18,7 +18,6 @@ import time
 from dataclasses import dataclass, field
 
 import redis
-
 from arcsynth.common.lifetime import pid_alive
 from arcsynth.common.models import JobRecord
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from arcsynth.common.model_store import prepare_smollm2
 
 

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from arcsynth.producer.redis_server import free_port
+
 from tests.waiting import wait_until
 
 

@@ -3,7 +3,6 @@
 import random
 
 import pytest
-
 from arcsynth.common.augment import TRANSFORMS, Augmentation, random_augmentation
 from arcsynth.common.data import load_tasks
 

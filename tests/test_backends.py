@@ -9,17 +9,17 @@ import sys
 import urllib.request
 
 import pytest
-
 from arcsynth.common.data import load_tasks
 from arcsynth.common.models import SamplingConfig
 from arcsynth.common.prompts import task_messages
 from arcsynth.common.settings import Settings
 from arcsynth.producer.redis_server import free_port
-from tests.adapters import untrained_adapter
-from tests.waiting import wait_until
 from arcsynth.workers.backends import AdapterError
 from arcsynth.workers.backends.adapters import local_adapter
 from arcsynth.workers.backends.replay import ReplayBackend
+
+from tests.adapters import untrained_adapter
+from tests.waiting import wait_until
 
 GREEDY = SamplingConfig(n=1, temperature=0.0, max_tokens=24)
 

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from arcsynth.common.celery_app import FINETUNE
 from arcsynth.common.data import load_tasks
 from arcsynth.common.models import (
@@ -19,6 +18,7 @@ from arcsynth.common.models import (
 )
 from arcsynth.common.submission import validate_submission
 from arcsynth.producer.run import run_tasks
+
 from tests.adapters import untrained_adapter as _untrained_adapter
 from tests.conftest import PROGRAMS, teach_request
 from tests.waiting import wait_until
@@ -127,9 +127,8 @@ def test_search_and_learn_loop_is_closed(cluster, taught, tmp_path):
 
 
 def test_adapters_per_request_zero_b_is_base_trained_differs_and_mixed_batches(cluster, taught, smollm2, tmp_path):
-    from celery import group
-
     from arcsynth.common.celery_app import SAMPLE
+    from celery import group
 
     task = load_tasks("arc-agi-1/training", task_ids=["74dd1130"])[0]
     greedy = SamplingConfig(n=1, temperature=0.0, max_tokens=48).model_dump()

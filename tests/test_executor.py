@@ -4,7 +4,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from arcsynth.common.data import load_tasks
 from arcsynth.common.models import Task
 from arcsynth.workers.sandbox.executor import Executor

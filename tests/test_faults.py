@@ -16,10 +16,10 @@ import sys
 from collections import Counter
 
 import pytest
-
 from arcsynth.common.attempts import job_attempts
 from arcsynth.common.redis_client import redis_client
 from arcsynth.producer.cluster import LocalCluster, start_worker, wait_ready, worker_name
+
 from tests.conftest import SLOW, SLOW_DATASET, _fenced
 from tests.waiting import wait_until
 

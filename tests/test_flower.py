@@ -9,10 +9,10 @@ import urllib.request
 from collections.abc import Callable
 
 import pytest
-
 from arcsynth.common.celery_app import EXECUTE
 from arcsynth.common.models import SampleResult, Task
 from arcsynth.producer.cluster import KINDS, worker_name
+
 from tests.flower import get as flower_get
 from tests.flower import running_flower
 from tests.waiting import wait_until

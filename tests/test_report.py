@@ -7,12 +7,11 @@ import json
 import subprocess
 import sys
 
-from PIL import Image
-
 from arcsynth.common.data import load_tasks
 from arcsynth.common.models import RunConfig, SamplingConfig
 from arcsynth.producer.report import ARC_PALETTE, CELL
 from arcsynth.producer.run import run_tasks
+from PIL import Image
 
 TASKS = ["6150a2bd", "74dd1130", "007bbfb7"]  # flip solves the first, transpose the second, nothing the third
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import psutil
 import pytest
 import redis
-
 from arcsynth.common.data import load_tasks
 from arcsynth.common.models import Candidate
 from arcsynth.common.submission import validate_submission
 from arcsynth.producer.runstate import RunState
+
 from tests.conftest import SLOW_DATASET
 from tests.waiting import wait_until
 

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from arcsynth.common.models import Attempt, Candidate, Completion, ExecutionResult, InputResult, Task
 from arcsynth.common.scoring import PLACEHOLDER, pixel_accuracy, score_run, score_task, select_attempts
 from arcsynth.common.submission import SubmissionError, build_submission, validate_submission, write_submission

@@ -10,16 +10,15 @@ import logging
 import os
 import sys
 
-from celery import signals
-
 from arcsynth.common.augment import Augmentation
 from arcsynth.common.celery_app import EXECUTE, app
 from arcsynth.common.extract import ExtractionError, extract_code
 from arcsynth.common.models import Candidate, ExecutionResult, SampleResult, Task
 from arcsynth.common.payloads import payload_url, store_candidates
 from arcsynth.common.settings import get_settings
-from arcsynth.workers.sandbox.executor import Executor, IsolationUnavailable, normalise
 from arcsynth.workers.guard import GuardedTask
+from arcsynth.workers.sandbox.executor import Executor, IsolationUnavailable, normalise
+from celery import signals
 
 log = logging.getLogger(__name__)
 _executor: Executor | None = None

@@ -22,13 +22,12 @@ import time
 from dataclasses import dataclass, field
 
 import redis
-from celery import Task
-from celery.exceptions import Ignore
-
 from arcsynth.common.attempts import KEEP_S, PREFIX, job_attempts, record_attempt
 from arcsynth.common.lifetime import pid_alive
 from arcsynth.common.redis_client import redis_client
 from arcsynth.common.settings import get_settings
+from celery import Task
+from celery.exceptions import Ignore
 
 log = logging.getLogger(__name__)
 DONE = "done"

@@ -10,14 +10,13 @@ import logging
 import os
 import sys
 
-from celery import signals
-
 from arcsynth.common.celery_app import SAMPLE, app
 from arcsynth.common.models import ExecutionResult, SampleResult, SamplingConfig, Task
 from arcsynth.common.prompts import refinement_messages, task_messages
 from arcsynth.common.settings import get_settings
 from arcsynth.workers.backends import Backend, PromptTooLong, make_backend
 from arcsynth.workers.guard import GuardedTask
+from celery import signals
 
 log = logging.getLogger(__name__)
 _engine: Backend | None = None
