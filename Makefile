@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 PIP_FIND := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,--extra-index-url $(TORCH_INDEX))
 
-.PHONY: install browser demo test lint bench clean
+.PHONY: install browser demo test test-unit lint bench clean
 
 install: $(STAMP) browser
 
@@ -34,8 +34,13 @@ demo: install
 	$(BIN)/arcsynth models prepare smollm2
 	$(BIN)/arcsynth local arc-agi-1/evaluation --limit 5 --samples 8 --max-tokens 512 --model smollm2 --out runs/demo
 
+# Everything, as CI runs it: unit, sandbox, cluster and fault tests.
 test: install
 	$(BIN)/python -m pytest -q tests
+
+# Pure logic only: no Redis, no engine, no worker (under a minute).
+test-unit: install
+	$(BIN)/python -m pytest -q tests/unit
 
 lint: install
 	$(BIN)/ruff check common producer workers tests benchmarks

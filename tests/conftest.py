@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from arcsynth.common.model_store import prepare_smollm2
 
+from tests.support import FLIP, SLOW, SLOW_DATASET, TRANSPOSE, fenced, teach_request
+
 
 @pytest.fixture(scope="session")
 def smollm2() -> str:
@@ -27,42 +29,12 @@ def cluster(smollm2, artifact_root, tmp_path_factory):
         yield c
 
 
-# Two ARC tasks and their programs: what the `taught` adapter learns.
-PROGRAMS = {"6150a2bd": "def transform(grid):\n    return grid[::-1, ::-1]",
-            "74dd1130": "def transform(grid):\n    return grid.T"}
-
-
-def teach_request():
-    from arcsynth.common.data import load_tasks
-    from arcsynth.common.models import FinetuneRequest, LoraConfig, TrainConfig, TrainingExample
-    from arcsynth.common.prompts import format_completion, task_messages
-
-    tasks = load_tasks("arc-agi-1/training", task_ids=list(PROGRAMS))
-    examples = [TrainingExample(messages=task_messages(t), completion=format_completion(PROGRAMS[t.id]))
-                for t in tasks]
-    return FinetuneRequest(base_model="smollm2", examples=examples, lora=LoraConfig(rank=8, alpha=16),
-                           train=TrainConfig(steps=40, batch_size=1, learning_rate=2e-3))
-
-
 @pytest.fixture(scope="session")
 def taught(cluster) -> dict:
     """A LoRA adapter taught the programs of two ARC tasks, trained by the fine-tune worker."""
     from arcsynth.common.celery_app import FINETUNE
 
     return cluster.app.signature(FINETUNE, args=(teach_request().model_dump(),)).apply_async().get(timeout=600)
-
-
-# --- a second, light cluster: replay backend (fixed programs), no model, no GPU -----------------
-FLIP = "def transform(grid):\n    return grid[::-1, ::-1]"  # solves 6150a2bd
-TRANSPOSE = "def transform(grid):\n    return grid.T"  # solves 74dd1130
-# Sleeps once per run (a run is one process over all of a task's inputs), then answers unchanged.
-SLOW = ("import time\n_slept = []\n\ndef transform(grid):\n    if not _slept:\n"
-        "        _slept.append(time.sleep(1.0))\n    return grid")
-SLOW_DATASET = "arc-agi-1/evaluation"  # its tasks get one slow program each, to catch runs mid-way
-
-
-def _fenced(code: str) -> str:
-    return f"```python\n{code}\n```"
 
 
 @pytest.fixture(scope="session")
@@ -78,11 +50,11 @@ def replay_cluster(tmp_path_factory):
     with open(replay, "w") as f:
         for t in load_tasks("arc-agi-1/training"):
             for code in (FLIP, TRANSPOSE):
-                f.write(json.dumps({"task_id": t.id, "text": _fenced(code)}) + "\n")
+                f.write(json.dumps({"task_id": t.id, "text": fenced(code)}) + "\n")
         for t in load_tasks(SLOW_DATASET, limit=40):
-            f.write(json.dumps({"task_id": t.id, "text": _fenced(SLOW)}) + "\n")
+            f.write(json.dumps({"task_id": t.id, "text": fenced(SLOW)}) + "\n")
         # Asked to correct its program for 74dd1130 (a transpose), the model answers with a transpose.
-        f.write(json.dumps({"task_id": "74dd1130", "text": _fenced(TRANSPOSE), "refine": True}) + "\n")
+        f.write(json.dumps({"task_id": "74dd1130", "text": fenced(TRANSPOSE), "refine": True}) + "\n")
     env = {"ARCSYNTH_BACKEND": "replay", "ARCSYNTH_REPLAY_FILE": str(replay), "ARCSYNTH_EXEC_TIMEOUT_S": "10",
            "ARCSYNTH_RUN_ROOT": str(root / "runs"), "ARCSYNTH_ARTIFACT_ROOT": str(root / "artifacts")}
     with LocalCluster(model="replay", kinds=("execute", "inference"), env=env, log_dir=root / "logs",

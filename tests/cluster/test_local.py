@@ -12,7 +12,7 @@ import psutil
 import pytest
 from arcsynth.common.data import load_tasks
 
-from tests.waiting import wait_until
+from tests.support import wait_until
 
 pytestmark = pytest.mark.cluster
 

@@ -19,9 +19,8 @@ from arcsynth.common.models import (
 from arcsynth.common.submission import validate_submission
 from arcsynth.producer.run import run_tasks
 
-from tests.adapters import untrained_adapter as _untrained_adapter
-from tests.conftest import PROGRAMS, teach_request
-from tests.waiting import wait_until
+from tests.support import PROGRAMS, teach_request, wait_until
+from tests.support import untrained_adapter as _untrained_adapter
 
 pytestmark = pytest.mark.cluster
 

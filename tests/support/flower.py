@@ -14,7 +14,7 @@ from pathlib import Path
 
 from arcsynth.producer.redis_server import free_port
 
-from tests.waiting import wait_until
+from tests.support import wait_until
 
 
 def get(url: str, auth: str | None) -> object:

@@ -20,8 +20,7 @@ from arcsynth.common.attempts import job_attempts
 from arcsynth.common.redis_client import redis_client
 from arcsynth.producer.cluster import LocalCluster, start_worker, wait_ready, worker_name
 
-from tests.conftest import SLOW, SLOW_DATASET, _fenced
-from tests.waiting import wait_until
+from tests.support import SLOW, SLOW_DATASET, fenced, wait_until
 
 SHORT_LIMITS = {"ARCSYNTH_EXECUTE_TIME_LIMIT_S": "30", "ARCSYNTH_INFERENCE_TIME_LIMIT_S": "30",
                 "ARCSYNTH_FINETUNE_TIME_LIMIT_S": "30", "ARCSYNTH_REDELIVERY_CHECK_S": "1", "ARCSYNTH_JOB_LEASE_S": "6"}
@@ -43,7 +42,7 @@ def fault_cluster(tmp_path_factory):
     root = tmp_path_factory.mktemp("faults")
     replay = root / "programs.jsonl"
     ids = _task_ids(16)
-    replay.write_text("".join(json.dumps({"task_id": tid, "text": _fenced(LONG if i == LONG_TASK else SLOW)}) + "\n"
+    replay.write_text("".join(json.dumps({"task_id": tid, "text": fenced(LONG if i == LONG_TASK else SLOW)}) + "\n"
                               for i, tid in enumerate(ids)))
     env = {"ARCSYNTH_BACKEND": "replay", "ARCSYNTH_REPLAY_FILE": str(replay), "ARCSYNTH_EXEC_TIMEOUT_S": "20",
            "ARCSYNTH_ARTIFACT_ROOT": str(root / "artifacts"), "ARCSYNTH_VISIBILITY_TIMEOUT_S": "10", **SHORT_LIMITS}
@@ -222,7 +221,7 @@ def test_redis_restart_mid_run_with_append_only_persistence(tmp_path):
     from arcsynth.producer.redis_server import RedisServer
 
     replay = tmp_path / "programs.jsonl"
-    replay.write_text("".join(json.dumps({"task_id": t.id, "text": _fenced(SLOW)}) + "\n"
+    replay.write_text("".join(json.dumps({"task_id": t.id, "text": fenced(SLOW)}) + "\n"
                               for t in load_tasks(SLOW_DATASET, limit=8)))
     env = {"ARCSYNTH_BACKEND": "replay", "ARCSYNTH_REPLAY_FILE": str(replay), "ARCSYNTH_EXEC_TIMEOUT_S": "8",
            "ARCSYNTH_ARTIFACT_ROOT": str(tmp_path / "artifacts"), **SHORT_LIMITS}

@@ -13,9 +13,9 @@ from arcsynth.common.celery_app import EXECUTE
 from arcsynth.common.models import SampleResult, Task
 from arcsynth.producer.cluster import KINDS, worker_name
 
-from tests.flower import get as flower_get
-from tests.flower import running_flower
-from tests.waiting import wait_until
+from tests.support import wait_until
+from tests.support.flower import get as flower_get
+from tests.support.flower import running_flower
 
 pytestmark = pytest.mark.cluster
 AUTH = "ops:s3cret-flower"

@@ -18,8 +18,7 @@ from arcsynth.workers.backends import AdapterError
 from arcsynth.workers.backends.adapters import local_adapter
 from arcsynth.workers.backends.replay import ReplayBackend
 
-from tests.adapters import untrained_adapter
-from tests.waiting import wait_until
+from tests.support import untrained_adapter, wait_until
 
 GREEDY = SamplingConfig(n=1, temperature=0.0, max_tokens=24)
 

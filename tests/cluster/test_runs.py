@@ -22,8 +22,7 @@ from arcsynth.common.models import Candidate
 from arcsynth.common.submission import validate_submission
 from arcsynth.producer.runstate import RunState
 
-from tests.conftest import SLOW_DATASET
-from tests.waiting import wait_until
+from tests.support import SLOW_DATASET, wait_until
 
 ARCSYNTH = [sys.executable, "-m", "arcsynth.producer"]
 

@@ -18,7 +18,7 @@ import yaml
 from arcsynth.common.celery_app import QUEUES
 from arcsynth.common.settings import Settings
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 SETTINGS = {f"ARCSYNTH_{name.upper()}" for name in Settings.model_fields}
 PUBLIC_IMAGES = {"redis:7"}
 KINDS = ("inference", "finetune", "execute", "producer")

@@ -21,7 +21,7 @@ from arcsynth.common.attempts import job_attempts
 from arcsynth.common.redis_client import redis_client
 from arcsynth.producer.cluster import LocalCluster, start_worker, wait_ready, worker_name
 
-from tests.waiting import wait_until
+from tests.support import wait_until
 
 pytestmark = pytest.mark.cluster
 

@@ -12,7 +12,7 @@ import pytest
 from arcsynth.producer.cluster import ClusterError, LocalCluster
 from arcsynth.producer.redis_server import RedisServer
 
-from tests.conftest import FLIP, _fenced
+from tests.support import FLIP, fenced
 
 PASSWORD = "pw-Zq8-never-printed"
 
@@ -40,7 +40,7 @@ def tls_cluster(tmp_path_factory):
     root = tmp_path_factory.mktemp("tls")
     certs = _certificates(root)
     replay = root / "programs.jsonl"
-    replay.write_text("".join(json.dumps({"task_id": t, "text": _fenced(FLIP)}) + "\n"
+    replay.write_text("".join(json.dumps({"task_id": t, "text": fenced(FLIP)}) + "\n"
                               for t in ("6150a2bd", "74dd1130", "007bbfb7")))
     server = RedisServer(password=PASSWORD, tls=certs)
     env = {"ARCSYNTH_BACKEND": "replay", "ARCSYNTH_REPLAY_FILE": str(replay)}
@@ -94,8 +94,8 @@ def test_plain_connections_and_wrong_passwords_are_refused_with_a_clear_error(tl
 
 def test_flower_over_rediss_shows_the_run_s_tasks_but_never_the_password(tls_cluster, tmp_path):
     """Flower (behind its own basic auth) lists the jobs with their arguments; no secret among them."""
-    from tests.flower import get, running_flower
-    from tests.waiting import wait_until
+    from tests.support import wait_until
+    from tests.support.flower import get, running_flower
 
     cluster, _ = tls_cluster
     auth = "ops:flower-pw-Kx2"

@@ -21,9 +21,8 @@ from arcsynth.common.settings import Settings
 from arcsynth.producer.cluster import start_worker, stop_process, wait_ready, worker_name
 from arcsynth.producer.redis_server import RedisServer
 
-from tests.conftest import SLOW, SLOW_DATASET, _fenced
-from tests.netns import NamespacesUnavailable, Network
-from tests.waiting import wait_until
+from tests.support import SLOW, SLOW_DATASET, fenced, wait_until
+from tests.support.netns import NamespacesUnavailable, Network
 
 pytestmark = pytest.mark.cluster
 
@@ -48,7 +47,7 @@ def test_a_run_across_hosts_survives_an_execute_host_cut_off_mid_job(network, sm
     server = RedisServer(password="hosts-pw", appendonly=True, host=redis_host.address, launcher=redis_host.launcher)
     replay = tmp_path / "programs.jsonl"
     slow_tasks = [t.id for t in load_tasks(SLOW_DATASET, limit=8)]
-    replay.write_text("".join(json.dumps({"task_id": tid, "text": _fenced(SLOW)}) + "\n" for tid in slow_tasks))
+    replay.write_text("".join(json.dumps({"task_id": tid, "text": fenced(SLOW)}) + "\n" for tid in slow_tasks))
     procs: dict[str, subprocess.Popen[bytes]] = {}  # by worker name, as are their logs
     logs = {worker_name(kind, i): tmp_path / f"{kind}-{i}.log" for kind, i in
             (("execute", 1), ("execute", 2), ("inference", 1), ("inference", 2))}

@@ -1,0 +1,56 @@
+"""What tests share: waiting on conditions, test adapters, the fixed programs replay clusters serve."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def untrained_adapter(base_model: str, path: Path, rank: int) -> str:
+    """A fresh LoRA: peft initialises B to zero, so it must leave the base model's outputs unchanged."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_model),
+                           LoraConfig(r=rank, lora_alpha=rank, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    model.save_pretrained(path)
+    return str(path)
+
+
+# Two ARC tasks and their programs: what the `taught` adapter learns.
+PROGRAMS = {"6150a2bd": "def transform(grid):\n    return grid[::-1, ::-1]",
+            "74dd1130": "def transform(grid):\n    return grid.T"}
+
+
+def teach_request():
+    from arcsynth.common.data import load_tasks
+    from arcsynth.common.models import FinetuneRequest, LoraConfig, TrainConfig, TrainingExample
+    from arcsynth.common.prompts import format_completion, task_messages
+
+    tasks = load_tasks("arc-agi-1/training", task_ids=list(PROGRAMS))
+    examples = [TrainingExample(messages=task_messages(t), completion=format_completion(PROGRAMS[t.id]))
+                for t in tasks]
+    return FinetuneRequest(base_model="smollm2", examples=examples, lora=LoraConfig(rank=8, alpha=16),
+                           train=TrainConfig(steps=40, batch_size=1, learning_rate=2e-3))
+
+
+# The replay cluster's fixed programs (no model, no GPU).
+FLIP = "def transform(grid):\n    return grid[::-1, ::-1]"  # solves 6150a2bd
+TRANSPOSE = "def transform(grid):\n    return grid.T"  # solves 74dd1130
+# Sleeps once per run (a run is one process over all of a task's inputs), then answers unchanged.
+SLOW = ("import time\n_slept = []\n\ndef transform(grid):\n    if not _slept:\n"
+        "        _slept.append(time.sleep(1.0))\n    return grid")
+SLOW_DATASET = "arc-agi-1/evaluation"  # its tasks get one slow program each, to catch runs mid-way
+
+
+def fenced(code: str) -> str:
+    return f"```python\n{code}\n```"
