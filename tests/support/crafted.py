@@ -1,0 +1,84 @@
+"""Run directories built by hand (no Redis, no worker): candidates and task records written as a producer would."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from arcsynth.common.models import (
+    Candidate,
+    Completion,
+    EpochCounts,
+    ExecutionResult,
+    InputResult,
+    RunConfig,
+    SamplingConfig,
+    Task,
+    TaskRecord,
+)
+from arcsynth.common.scoring import pixel_accuracy, select_attempts
+from arcsynth.producer.rundir import RunDir
+
+Grid = list[list[int]]
+
+
+def candidate(task: Task, index: int, train: Sequence[Grid | None], test: Sequence[Grid | None], *, epoch: int = 0,
+              code: str | None = "def transform(grid):\n    return grid", parent: str = "", adapter: str = "",
+              seconds: float = 0.0, fingerprint: str | None = None) -> Candidate:
+    """A candidate whose program produced `train` and `test` outputs (None: it raised there)."""
+    results = [InputResult(output=o) if o is not None else InputResult(error="exception", message="boom")
+               for o in [*train, *test]]
+    correct = sum(o is not None and o == p.output for o, p in zip(train, task.train))
+    acc = sum(pixel_accuracy(o, p.output) for o, p in zip(train, task.train)) / len(task.train)
+    ex = ExecutionResult(train=results[:len(train)], test=results[len(train):], train_correct=correct,
+                         train_total=len(task.train), train_pixel_accuracy=acc,
+                         fingerprint=fingerprint or str(hash(repr([*train, *test]))), seconds=seconds)
+    return Candidate(task_id=task.id, index=index, code=code, completion=Completion(text=code or "", seconds=seconds),
+                     epoch=epoch, adapter=adapter, parent=parent, execution=ex)
+
+
+def run_program(task: Task, fn: Callable[[np.ndarray], np.ndarray], index: int, code: str, **kw) -> Candidate:
+    """A candidate that really is `fn`, applied to each of the task's inputs (errors recorded as such)."""
+    def out(grid: Grid) -> Grid | None:
+        try:
+            g = np.asarray(fn(np.array(grid)))
+            return g.tolist() if g.ndim == 2 and 1 <= g.shape[0] <= 30 and 1 <= g.shape[1] <= 30 else None
+        except Exception:
+            return None
+
+    return candidate(task, index, [out(p.input) for p in task.train], [out(p.input) for p in task.test], code=code, **kw)
+
+
+def record(task: Task, cands: Sequence[Candidate], status: str = "done", reason: str = "") -> TaskRecord:
+    per_epoch: dict[int, EpochCounts] = {}
+    for c in cands:
+        e = per_epoch.setdefault(c.epoch, EpochCounts())
+        e.candidates += 1
+        e.valid += int(c.execution is not None and all(r.error == "none" for r in c.execution.train))
+        e.train_correct += int(bool(c.execution and c.execution.all_train_correct))
+    return TaskRecord(task_id=task.id, status=status, reason=reason, epochs=max((c.epoch for c in cands), default=0),
+                      per_epoch=per_epoch, attempts=select_attempts(task, cands) if status == "done" else [])
+
+
+def write_run(path: Path, tasks: Sequence[Task], cands: dict[str, list[Candidate]], *, run_id: str = "crafted",
+              model: str = "replay", samples: int = 2, finished: Sequence[str] | None = None,
+              skipped: Sequence[str] = (), **config) -> RunDir:
+    """A run directory with `cands` (per task, in recorded order) and records for `finished` tasks (default all)."""
+    cfg = RunConfig(run_id=run_id, dataset="crafted", task_ids=[t.id for t in tasks], model=model,
+                    sampling=SamplingConfig(n=samples), **config)
+    rundir = RunDir.create(path, cfg, tasks)
+    # Interleave tasks, as a producer with many tasks in flight records them.
+    lines = [c for i in range(max((len(v) for v in cands.values()), default=0)) for t in tasks
+             for c in cands.get(t.id, [])[i:i + 1]]
+    with open(rundir.candidates_file, "a") as f:
+        f.writelines(c.model_dump_json() + "\n" for c in lines)
+    done = [t.id for t in tasks] if finished is None else list(finished)
+    with open(rundir.tasks_file, "a") as f:
+        for t in tasks:
+            if t.id in skipped:
+                f.write(record(t, [], "skipped", "prompt too long").model_dump_json() + "\n")
+            elif t.id in done:
+                f.write(record(t, cands.get(t.id, [])).model_dump_json() + "\n")
+    return rundir
