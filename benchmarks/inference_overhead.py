@@ -34,17 +34,17 @@ def bare(model: str, prompts: list[list[int]], n: int, max_tokens: int, max_mode
 
 
 def through_worker(app, tasks, sampling, at_once: bool) -> tuple[int, float]:
-    from arcsynth.common.celery_app import SAMPLE
+    from arcsynth.common.jobs import SampleRequest, send_sample
 
-    def sig(t):
-        return app.signature(SAMPLE, args=(t.model_dump(), sampling.model_dump(), ""))
+    def send(t):
+        return send_sample(app, SampleRequest(task=t, sampling=sampling))
 
     start = time.perf_counter()
     if at_once:
-        results = [sig(t).apply_async() for t in tasks]
+        results = [send(t) for t in tasks]
         outs = [r.get(timeout=1200) for r in results]
     else:
-        outs = [sig(t).apply_async().get(timeout=1200) for t in tasks]
+        outs = [send(t).get(timeout=1200) for t in tasks]
     elapsed = time.perf_counter() - start
     return sum(c["completion_tokens"] for o in outs for c in o["completions"]), elapsed
 
@@ -57,12 +57,13 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=128)
     args = ap.parse_args()
 
+    from transformers import AutoTokenizer
+
     from arcsynth.common.data import load_tasks
     from arcsynth.common.model_store import resolve_model
     from arcsynth.common.models import SamplingConfig
     from arcsynth.common.prompts import task_messages
     from arcsynth.producer.cluster import LocalCluster
-    from transformers import AutoTokenizer
 
     model = resolve_model(args.model)
     tasks = load_tasks("arc-agi-1/training", task_ids=["6150a2bd", "74dd1130", "67a3c6ac", "3c9b0459", "9dfd6313",

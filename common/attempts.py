@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import redis
 
-PREFIX = "arcsynth:"
+from arcsynth.common.jobs import KEY_PREFIX
+
 KEEP_S = 7 * 24 * 3600  # how long a finished job's record is kept when no producer drops it
 
 
 def job_key(job_id: str) -> str:
-    return f"{PREFIX}job:{job_id}"
+    return f"{KEY_PREFIX}job:{job_id}"
 
 
 def job_attempts(r: redis.Redis, job_ids: list[str]) -> dict[str, tuple[int, list[str]]]:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import random
 
 import numpy as np
-from arcsynth.common.models import Frozen, Pair, Task
 from pydantic import Field, field_validator
+
+from arcsynth.common.models import Frozen, Pair, Task
 
 Grid = list[list[int]]
 

@@ -1,20 +1,19 @@
-"""The one Celery app: three queues, routed by task name, tuned for long jobs that must not be lost."""
+"""The one Celery app: three queues, routed by task name, tuned for long jobs that must not be lost.
+
+Built from the process's settings (`make_app(settings)`); the producer only sends and reads jobs
+on it, and a worker registers its kind's tasks on it (`register` in `arcsynth.workers.<kind>`)."""
 
 from __future__ import annotations
 
-from arcsynth.common.settings import Settings, get_settings
 from celery import Celery
 from kombu import Queue
 
-SAMPLE = "arcsynth.sample"
-EXECUTE = "arcsynth.execute"
-FINETUNE = "arcsynth.finetune"
-QUEUES = ("inference", "finetune", "execute")
-ROUTES = {SAMPLE: {"queue": "inference"}, EXECUTE: {"queue": "execute"}, FINETUNE: {"queue": "finetune"}}
+from arcsynth.common.jobs import QUEUES, ROUTES
+from arcsynth.common.settings import Settings
 
 
-def make_app(settings: Settings | None = None) -> Celery:
-    s = settings or get_settings()
+def make_app(s: Settings) -> Celery:
+    """The app for `s`'s broker; with no broker configured, an unconfigured app (nothing to send)."""
     app = Celery("arcsynth")
     if s.broker_url is None:
         return app  # configured later (a CLI that only validates files needs no broker)
@@ -45,8 +44,8 @@ def make_app(settings: Settings | None = None) -> Celery:
         result_backend_max_sleep_between_retries_ms=2000,
         task_publish_retry_policy={"max_retries": 150, "interval_start": 0.1, "interval_step": 0.5, "interval_max": 2},
         worker_hijack_root_logger=False,
+        # Read by the job guard (workers/guard.py) in each job.
+        arcsynth_job_lease_s=s.job_lease_s,
+        arcsynth_max_job_attempts=s.max_job_attempts,
     )
     return app
-
-
-app = make_app()

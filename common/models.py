@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 MAX_SIDE = 30
+# One default per setting: the settings, the CLI and the models all read these.
+DEFAULT_MAX_TOKENS = 1024
+DEFAULT_SAMPLES = 8
 
 
 def _check_grid(rows: list[list[int]]) -> list[list[int]]:
@@ -57,10 +61,10 @@ class Task(Frozen):
 
 
 class SamplingConfig(Frozen):
-    n: int = Field(8, ge=1, le=4096)
+    n: int = Field(DEFAULT_SAMPLES, ge=1, le=4096)
     temperature: float = Field(1.0, ge=0.0, le=4.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    max_tokens: int = Field(512, ge=1, le=32768)
+    max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1, le=32768)
     seed: int | None = None
 
 
@@ -72,17 +76,6 @@ class Completion(Frozen):
     completion_tokens: int = 0
     finish_reason: str | None = None
     seconds: float = 0.0  # wall time of the request that produced it (shared by its n samples)
-
-
-class SampleResult(Frozen):
-    """What an inference job returns for one task."""
-
-    task_id: str
-    completions: list[Completion] = []
-    skipped: str | None = None  # reason when the task could not be sampled (e.g. prompt too long)
-    seconds: float = 0.0
-    adapter: str = ""
-    parent: str = ""  # for a refinement: the fingerprint of the program it corrects
 
 
 ErrorType = Literal[
@@ -149,10 +142,10 @@ class LoraConfig(Frozen):
 
 
 class TrainConfig(Frozen):
-    learning_rate: float = Field(1e-3, gt=0)
-    steps: int = Field(60, ge=1)
+    learning_rate: float = Field(2e-3, gt=0)
+    steps: int = Field(40, ge=1)
     epochs: float | None = Field(None, gt=0)  # when set, passes over the examples instead of steps
-    batch_size: int = Field(2, ge=1)
+    batch_size: int = Field(1, ge=1)
     max_seq_length: int = Field(4096, ge=16)
     seed: int = 0
 
@@ -181,7 +174,7 @@ class LearnConfig(Frozen):
     """Search and learn: `epochs=0` is plain search."""
 
     epochs: int = Field(0, ge=0)
-    samples_per_epoch: int = Field(8, ge=1)
+    samples_per_epoch: int = Field(DEFAULT_SAMPLES, ge=1)
     stop_when_solved: bool = True  # a program correct on every train pair ends the task's loop
     base_model: str = ""
     lora: LoraConfig = LoraConfig()
@@ -212,7 +205,13 @@ class RunConfig(Frozen):
     timeout_s: float | None = Field(None, gt=0)
 
 
-TaskStatus = Literal["done", "failed", "skipped", "cancelled"]
+class TaskStatus(str, Enum):
+    """How a task ended. Every status is final: a finished task is never picked up again."""
+
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
 
 
 class EpochCounts(BaseModel):
@@ -233,18 +232,23 @@ class TaskRecord(Frozen):
     attempts: list[Attempt] = []
 
 
-class JobRecord(Frozen):
-    """The job a task is waiting on, kept in Redis so a restarted producer can re-attach to it."""
+Step = Literal["search", "refine", "finetune"]
 
-    stage: Literal["search", "refine", "finetune"]
+
+class JobRecord(Frozen):
+    """The job a task is waiting on, kept in Redis so a restarted producer can re-attach to it.
+
+    `step` is the producer's step (search, refine or fine-tune); `stages` are the Celery jobs
+    behind it, one id each in `ids`: sample then execute for a search or a refinement."""
+
+    step: Step
     epoch: int = 0
     adapter: str = ""
-    ids: list[str]  # Celery task ids: [sample, execute] for a search or refinement, [finetune] for a fine-tune
+    ids: list[str]
     sent: bool = False  # False: recorded but maybe never enqueued (the producer died in between)
     augmentation: dict | None = None
     parent: str = ""  # refine: the fingerprint of the program being corrected
 
     @property
-    def stages(self) -> tuple[str, ...]:
-        """The Celery stages behind `ids`, in order: a search or refinement is sample then execute."""
-        return ("finetune",) if self.stage == "finetune" else ("sample", "execute")
+    def stages(self) -> tuple[Literal["sample", "execute", "finetune"], ...]:
+        return ("finetune",) if self.step == "finetune" else ("sample", "execute")

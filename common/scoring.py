@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+from pydantic import BaseModel
+
 from arcsynth.common.models import Attempt, Candidate, Task
 
 Grid = list[list[int]]
@@ -65,7 +67,24 @@ def score_task(task: Task, attempts: Sequence[Attempt]) -> float:
     return solved / len(task.test)
 
 
-def score_run(tasks: Sequence[Task], attempts: dict[str, list[Attempt]]) -> dict:
-    """Per-task scores and their mean over tasks."""
-    per_task = {t.id: score_task(t, attempts.get(t.id, [])) for t in tasks}
-    return {"score": sum(per_task.values()) / max(1, len(per_task)), "tasks": per_task}
+class RunScore(BaseModel):
+    """A run's official score: the mean over tasks of each task's score (unfinished tasks score 0)."""
+
+    score: float
+    tasks: dict[str, float]
+    finished: int  # tasks with attempts
+    total: int
+
+
+def score_run(tasks: Iterable[Task], attempts: dict[str, list[Attempt]]) -> RunScore | None:
+    """Score every task (streamed); None when some task's test outputs are unknown (or there are none)."""
+    per_task: dict[str, float] = {}
+    known = True
+    for task in tasks:
+        known = known and task.has_solutions()
+        if known:
+            per_task[task.id] = score_task(task, attempts.get(task.id, []))
+    if not known or not per_task:
+        return None
+    return RunScore(score=sum(per_task.values()) / len(per_task), tasks=per_task,
+                    finished=sum(t in attempts for t in per_task), total=len(per_task))

@@ -1,13 +1,17 @@
-"""Settings from the environment (`ARCSYNTH_…`) and `.env`; nothing about hosts is hard-coded."""
+"""Settings from the environment (`ARCSYNTH_…`) and `.env`; nothing about hosts is hard-coded.
+
+Read once per process — by the CLI at its entry, by a worker at its start — and passed down;
+nothing else constructs `Settings` or reads `ARCSYNTH_…` variables."""
 
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from arcsynth.common.models import DEFAULT_MAX_TOKENS
 
 
 class Settings(BaseSettings):
@@ -33,11 +37,10 @@ class Settings(BaseSettings):
     max_cpu_loras: int | None = Field(None, ge=1)
     dtype: str = "auto"
 
-    # Sampling defaults (the CLI overrides per run).
-    samples: int = Field(8, ge=1)
+    # Sampling defaults (the CLI's options override them per run).
     temperature: float = Field(1.0, ge=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    max_tokens: int = Field(1024, ge=1)
+    max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1)
 
     # Execution limits for one candidate run (all inputs of its task).
     exec_timeout_s: float = Field(5.0, gt=0)
@@ -93,7 +96,3 @@ class Settings(BaseSettings):
     def result_backend_url(self) -> str:
         return self.result_backend.get_secret_value() if self.result_backend else self.broker()
 
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return Settings()

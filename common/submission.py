@@ -1,15 +1,15 @@
-"""Kaggle `submission.json`: write it, and check one against its tasks before anyone uploads it."""
+"""Kaggle `submission.json`: build it, and check one against its tasks before anyone uploads it.
+
+The run directory (`RunDir.write_results`) is its one writer."""
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
-from pathlib import Path
+
+from pydantic import TypeAdapter, ValidationError
 
 from arcsynth.common.models import Attempt, Task
 from arcsynth.common.scoring import PLACEHOLDER
-from pydantic import TypeAdapter, ValidationError
 
 _Submission = TypeAdapter(dict[str, list[Attempt]])
 
@@ -54,17 +54,3 @@ def validate_submission(data: object, tasks: Sequence[Task]) -> None:
     extra = sorted(set(parsed) - {t.id for t in tasks})
     if extra:
         raise SubmissionError(f"submission: task {extra[0]} is not in the dataset")
-
-
-def write_submission(path: Path, tasks: Sequence[Task], attempts: dict[str, list[Attempt]]) -> dict:
-    data = build_submission(tasks, attempts)
-    validate_submission(data, tasks)
-    write_json_atomic(path, data)
-    return data
-
-
-def write_json_atomic(path: Path, data: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from arcsynth.common.lifetime import die_with_parent
+from arcsynth.common.settings import Settings
 from arcsynth.producer.redis_server import RedisServer
 
 KINDS = ("execute", "inference", "finetune")
@@ -32,7 +33,7 @@ def worker_name(kind: str, index: int = 1) -> str:
 def start_worker(kind: str, env: dict[str, str], log_path: Path, extra: list[str] | None = None,
                  index: int = 1, launcher: list[str] | None = None) -> subprocess.Popen[bytes]:
     """`launcher`: a command prefix for the worker, e.g. `ip netns exec NS` to put it on another network."""
-    cmd = [*(launcher or []), sys.executable, "-m", "arcsynth.producer", "worker", kind, "--index", str(index), *(extra or [])]
+    cmd = [*(launcher or []), sys.executable, "-m", "arcsynth.workers", "worker", kind, "--index", str(index), *(extra or [])]
     log = open(log_path, "ab")
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
                             preexec_fn=die_with_parent)
@@ -67,9 +68,16 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
 
 
 class LocalCluster:
+    """A private Redis and one worker of each kind in `kinds`, for `arcsynth local`, tests and benchmarks.
+
+    `settings`: the caller's (its broker is replaced by the private Redis's); `env`: extra settings
+    for the workers, which read theirs from their environment."""
+
     def __init__(self, model: str, kinds: tuple[str, ...] = KINDS, env: dict[str, str] | None = None,
                  log_dir: Path | None = None, ready_timeout: float = 300.0,
-                 worker_args: dict[str, list[str]] | None = None, redis: RedisServer | None = None) -> None:
+                 worker_args: dict[str, list[str]] | None = None, redis: RedisServer | None = None,
+                 settings: Settings | None = None) -> None:
+        self.settings = settings
         self.worker_args = worker_args or {}
         self.model = model
         self.kinds = kinds
@@ -81,8 +89,9 @@ class LocalCluster:
         self.env: dict[str, str] = {}
 
     def start(self) -> LocalCluster:
+        from pydantic import SecretStr
+
         from arcsynth.common.celery_app import make_app
-        from arcsynth.common.settings import Settings
 
         self.log_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -95,7 +104,8 @@ class LocalCluster:
                 name = worker_name(kind)
                 logs[name] = self.log_dir / f"{kind}.log"
                 self.procs[name] = start_worker(kind, self.env, logs[name], self.worker_args.get(kind))
-            self.app = make_app(Settings(broker_url=self.redis.url, result_backend=self.redis.url))
+            url = SecretStr(self.redis.url)
+            self.app = make_app((self.settings or Settings()).model_copy(update={"broker_url": url, "result_backend": url}))
             wait_ready(self.app, self.procs, logs, self.ready_timeout)
         except BaseException:
             self.stop()

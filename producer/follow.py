@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from arcsynth.producer.runstate import STAGES, TERMINAL, RunState
 from celery import Celery
 from celery.result import AsyncResult
 from tqdm import tqdm
+
+from arcsynth.producer.runstate import STAGES, TASK_STATUSES, TERMINAL, RunState
 
 
 @dataclass
@@ -29,7 +30,7 @@ def stage_counts(state: RunState, app: Celery) -> tuple[dict[str, str], dict[str
     for key, n in counts.items():
         stage, outcome = key.split(":")
         setattr(out[stage], outcome, n)
-    finished = sum(int(info.get(k, 0) or 0) for k in ("done", "failed", "skipped", "cancelled"))
+    finished = state.finished_tasks(info)
     if info.get("state") not in TERMINAL:
         out["sample"].pending += max(0, int(info.get("total", 0)) - finished - len(jobs))  # not yet sent
     for job in jobs.values():
@@ -55,12 +56,12 @@ def stage_counts(state: RunState, app: Celery) -> tuple[dict[str, str], dict[str
 def status_text(state: RunState, app: Celery) -> str:
     info, stages = stage_counts(state, app)
     total = int(info.get("total", 0))
-    finished = {k: int(info.get(k, 0) or 0) for k in ("done", "failed", "skipped", "cancelled")}
+    finished = {k: int(info.get(k, 0) or 0) for k in TASK_STATUSES}
     lines = [f"run {state.run_id}: {info.get('state', '?')}  ({info.get('dataset', '')}, {total} tasks)",
              f"run directory: {info.get('run_dir', '?')}"]
     if info.get("state") not in TERMINAL:
         if state.producer_alive(info):
-            lines.append(f"producer: running (pid {info.get('driver_pid')} on {info.get('driver_host')})")
+            lines.append(f"producer: running (pid {info.get('producer_pid')} on {info.get('producer_host')})")
         else:
             lines.append(f"producer: not running -- continue with `arcsynth resume {state.run_id}`")
     lines.append("tasks: " + ", ".join(f"{v} {k}" for k, v in finished.items())
@@ -100,7 +101,7 @@ def follow(state: RunState, interval: float = 0.5) -> dict[str, str]:
     try:
         while True:
             info = state.info()
-            finished = sum(int(info.get(k, 0) or 0) for k in ("done", "failed", "skipped", "cancelled"))
+            finished = state.finished_tasks(info)
             cands = int(info.get("candidates", 0))
             bar.n = finished
             rate = (cands - first_cands) / max(1e-6, time.monotonic() - started)

@@ -1,6 +1,6 @@
 """A run directory: the durable half of a run's state (the other half lives in Redis).
 
-Files, all written by the producer only:
+Files, all written through `RunDir` (the only writer of its folder):
 - `run.json`: the RunConfig; `inputs.jsonl`: the tasks themselves, so a run resumes without
   its dataset; both written before the run is registered anywhere.
 - `candidates.jsonl`: one line per candidate, appended as results arrive.
@@ -20,15 +20,23 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from arcsynth.common.models import Attempt, Candidate, RunConfig, Task, TaskRecord
-from arcsynth.common.scoring import score_task
-from arcsynth.common.submission import build_submission, validate_submission_shape, write_json_atomic
+from arcsynth.common.scoring import RunScore, score_run
+from arcsynth.common.submission import build_submission, validate_submission_shape
 
 APPEND_ONLY = ("candidates.jsonl", "tasks.jsonl")
 
 
 class RunDirError(RuntimeError):
     pass
+
+
+def ensure_empty(path: Path, what: str = "run directory") -> None:
+    """Refuse a folder that already holds something (a run never writes over another)."""
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise RunDirError(f"{what} {path} exists and is not empty")
 
 
 class RunDir:
@@ -47,8 +55,7 @@ class RunDir:
     def create(cls, path: Path, config: RunConfig, tasks: Sequence[Task]) -> RunDir:
         """Write run.json and inputs.jsonl into a fresh folder, all or nothing."""
         path = Path(path)
-        if path.exists() and any(path.iterdir()):
-            raise RunDirError(f"run directory {path} exists and is not empty")
+        ensure_empty(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
         umask = os.umask(0)
@@ -58,7 +65,7 @@ class RunDir:
             with open(staging / "inputs.jsonl", "w") as f:
                 for t in tasks:
                     f.write(t.model_dump_json() + "\n")
-            write_json_atomic(staging / "run.json", config.model_dump())
+            write_json_atomic(staging / "run.json", config)
             for name in APPEND_ONLY:
                 (staging / name).touch()
             if path.exists():
@@ -109,32 +116,30 @@ class RunDir:
     def candidates(self, task_ids: set[str] | None = None) -> Iterator[Candidate]:
         """Stream candidates (of `task_ids` only, when given) without holding the file in memory."""
         for line in _lines(self.candidates_file):
-            if task_ids is not None:
-                head = line[:200]  # task_id is the first field: skip other tasks without parsing
-                if not any(f'"task_id":"{t}"' in head for t in task_ids):
-                    continue
+            if task_ids is not None and json.loads(line).get("task_id") not in task_ids:
+                continue
             yield Candidate.model_validate_json(line)
 
-    def write_results(self) -> tuple[Path, dict | None]:
-        """submission.json (and score.json when all test outputs are known) from what has finished.
+    def append_candidates(self, candidates: Iterable[Candidate]) -> None:
+        with open(self.candidates_file, "a") as f:
+            f.writelines(c.model_dump_json() + "\n" for c in candidates)
 
-        Streams the tasks: what it holds is the submission itself, never the tasks' grids."""
+    def append_record(self, record: TaskRecord) -> None:
+        with open(self.tasks_file, "a") as f:
+            f.write(record.model_dump_json() + "\n")
+
+    def write_results(self) -> tuple[Path, RunScore | None]:
+        """submission.json (and score.json when all test outputs are known) from what has finished;
+        unfinished tasks get placeholders. Streams the tasks: it holds the submission, never the grids."""
         attempts: dict[str, list[Attempt]] = {tid: r.attempts for tid, r in self.records().items()}
         data: dict[str, list[dict]] = {}
-        per_task: dict[str, float] | None = {}
         for task in self.iter_tasks():
             data.update(build_submission([task], attempts))
-            if per_task is not None and task.has_solutions():
-                per_task[task.id] = score_task(task, attempts.get(task.id, []))
-            else:
-                per_task = None
         validate_submission_shape(data)
         submission = self.path / "submission.json"
         write_json_atomic(submission, data)
-        scores = None
-        if per_task:
-            scores = {"score": sum(per_task.values()) / len(per_task), "tasks": per_task,
-                      "finished": sum(t in attempts for t in per_task), "total": len(per_task)}
+        scores = score_run(self.iter_tasks(), attempts)
+        if scores is not None:
             write_json_atomic(self.path / "score.json", scores)
         return submission, scores
 
@@ -149,11 +154,9 @@ def _lines(path: Path) -> Iterator[str]:
                 yield line
 
 
-def append_lines(f, items: Iterable[str]) -> None:
-    for item in items:
-        f.write(item + "\n")
-    f.flush()
-
-
-def load_json(path: Path) -> dict:
-    return json.loads(path.read_text())
+def write_json_atomic(path: Path, data: BaseModel | dict) -> None:
+    """Write to a temporary name, then rename: a reader sees the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(data.model_dump_json() if isinstance(data, BaseModel) else json.dumps(data))
+    os.replace(tmp, path)

@@ -3,7 +3,7 @@
 Keys (all under `arcsynth:`):
 - `runs`: sorted set of run ids by creation time.
 - `run:<id>`: hash of fields (run_dir, state, total, done/failed/skipped/cancelled, candidates,
-  driver pid/host/heartbeat, memory, score).
+  producer pid/host/heartbeat, memory, score).
 - `run:<id>:jobs`: hash task id -> JobRecord (the job each unfinished task waits on).
 - `run:<id>:counts`: hash `<stage>:<done|failed>` -> count, stage in sample/execute/finetune.
 - `run:<id>:lost`: set of workers that died in the middle of one of the run's jobs.
@@ -18,12 +18,15 @@ import time
 from dataclasses import dataclass, field
 
 import redis
-from arcsynth.common.lifetime import pid_alive
-from arcsynth.common.models import JobRecord
 
-PREFIX = "arcsynth:"
-STAGES = ("sample", "execute", "finetune")
-TERMINAL = ("done", "cancelled", "failed")
+from arcsynth.common.jobs import KEY_PREFIX, STAGES
+from arcsynth.common.lifetime import pid_alive
+from arcsynth.common.models import JobRecord, TaskStatus
+
+__all__ = ["STAGES", "TASK_STATUSES", "TERMINAL", "RunState", "list_runs"]
+
+TERMINAL = ("done", "cancelled", "failed")  # states of a whole run that has ended
+TASK_STATUSES = tuple(s.value for s in TaskStatus)  # the run's per-status task counters
 HEARTBEAT_STALE_S = 15.0  # a producer silent this long is taken for dead
 
 
@@ -38,7 +41,7 @@ class RunState:
 
     @property
     def key(self) -> str:
-        return f"{PREFIX}run:{self.run_id}"
+        return f"{KEY_PREFIX}run:{self.run_id}"
 
     @property
     def jobs_key(self) -> str:
@@ -53,9 +56,9 @@ class RunState:
         now = time.time()
         with self.r.pipeline() as p:
             p.hset(self.key, mapping={"run_dir": run_dir, "state": "queued", "total": total, "dataset": dataset,
-                                      "created": now, "done": 0, "failed": 0, "skipped": 0, "cancelled": 0,
+                                      "created": now, **dict.fromkeys(TASK_STATUSES, 0),
                                       "candidates": 0, "score_sum": 0, "solutions_known": int(solutions_known)})
-            p.zadd(PREFIX + "runs", {self.run_id: now})
+            p.zadd(KEY_PREFIX + "runs", {self.run_id: now})
             p.execute()
 
     def exists(self) -> bool:
@@ -75,7 +78,7 @@ class RunState:
 
     def claim(self) -> None:
         """Mark this process as the run's producer (pid, host, heartbeat)."""
-        self.set(state="running", driver_pid=os.getpid(), driver_host=socket.gethostname(), heartbeat=time.time())
+        self.set(state="running", producer_pid=os.getpid(), producer_host=socket.gethostname(), heartbeat=time.time())
 
     def heartbeat(self, **fields: object) -> None:
         self.set(heartbeat=time.time(), **fields)
@@ -86,8 +89,8 @@ class RunState:
             return False
         if time.time() - float(info["heartbeat"]) > HEARTBEAT_STALE_S:
             return False
-        if info.get("driver_host") == socket.gethostname() and info.get("driver_pid"):
-            return pid_alive(int(info["driver_pid"]))
+        if info.get("producer_host") == socket.gethostname() and info.get("producer_pid"):
+            return pid_alive(int(info["producer_pid"]))
         return True
 
     # --- jobs ----------------------------------------------------------------------------------
@@ -104,6 +107,10 @@ class RunState:
         return {k: JobRecord.model_validate_json(v) for k, v in self.r.hgetall(self.jobs_key).items()}
 
     # --- counters ------------------------------------------------------------------------------
+    def finished_tasks(self, info: dict[str, str] | None = None) -> int:
+        info = info if info is not None else self.info()
+        return sum(int(info.get(k, 0) or 0) for k in TASK_STATUSES)
+
     def count(self, stage: str, outcome: str) -> None:
         """Count a job handled; written together with the task's next job or its end."""
         self._counts.append(f"{stage}:{outcome}")
@@ -155,5 +162,5 @@ class RunState:
 
 
 def list_runs(r: redis.Redis, limit: int = 50) -> list[tuple[str, dict[str, str]]]:
-    ids = r.zrevrange(PREFIX + "runs", 0, limit - 1)
+    ids = r.zrevrange(KEY_PREFIX + "runs", 0, limit - 1)
     return [(i, RunState(r, i).info()) for i in ids]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from arcsynth.common.model_store import prepare_smollm2
 
+from arcsynth.common.model_store import prepare_smollm2
 from tests.support import FLIP, SLOW, SLOW_DATASET, TRANSPOSE, fenced, teach_request
 
 
@@ -32,9 +32,9 @@ def cluster(smollm2, artifact_root, tmp_path_factory):
 @pytest.fixture(scope="session")
 def taught(cluster) -> dict:
     """A LoRA adapter taught the programs of two ARC tasks, trained by the fine-tune worker."""
-    from arcsynth.common.celery_app import FINETUNE
+    from arcsynth.common.jobs import send_finetune
 
-    return cluster.app.signature(FINETUNE, args=(teach_request().model_dump(),)).apply_async().get(timeout=600)
+    return send_finetune(cluster.app, None, teach_request()).get(timeout=600)
 
 
 @pytest.fixture(scope="session")

@@ -1,16 +1,19 @@
-"""Fine-tune worker: trains per-task LoRA adapters and writes them to the artifact root."""
+"""Fine-tune worker: trains LoRA adapters and writes them to the artifact root."""
 
 from __future__ import annotations
 
-from arcsynth.common.celery_app import FINETUNE, app
-from arcsynth.common.models import FinetuneRequest
-from arcsynth.common.settings import get_settings
+from celery import Celery
+
+from arcsynth.common.jobs import FINETUNE, FinetuneRequest
+from arcsynth.common.settings import Settings
 from arcsynth.workers.guard import GuardedTask
 from arcsynth.workers.lora_training import train_adapter
 
 
-@app.task(name=FINETUNE, base=GuardedTask, time_limit=get_settings().finetune_time_limit_s)
-def finetune(request: dict) -> dict:
-    req = FinetuneRequest.model_validate(request)
-    s = get_settings()
-    return train_adapter(req, s.artifact_root, s.adapter_cache).model_dump()
+def register(app: Celery, settings: Settings) -> None:
+    """Add the fine-tune job to `app`."""
+
+    @app.task(name=FINETUNE, base=GuardedTask, time_limit=settings.finetune_time_limit_s)
+    def finetune_job(request: dict) -> dict:
+        req = FinetuneRequest.model_validate(request)
+        return train_adapter(req, settings.artifact_root, settings.adapter_cache).model_dump(mode="json")

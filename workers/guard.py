@@ -22,12 +22,13 @@ import time
 from dataclasses import dataclass, field
 
 import redis
-from arcsynth.common.attempts import KEEP_S, PREFIX, job_attempts, record_attempt
-from arcsynth.common.lifetime import pid_alive
-from arcsynth.common.redis_client import redis_client
-from arcsynth.common.settings import get_settings
 from celery import Task
 from celery.exceptions import Ignore
+
+from arcsynth.common.attempts import KEEP_S, job_attempts, record_attempt
+from arcsynth.common.jobs import KEY_PREFIX
+from arcsynth.common.lifetime import pid_alive
+from arcsynth.common.redis_client import redis_client
 
 log = logging.getLogger(__name__)
 DONE = "done"
@@ -61,7 +62,7 @@ class JobGuard:
 
     @property
     def lease_key(self) -> str:
-        return f"{PREFIX}lease:{self.job_id}"
+        return f"{KEY_PREFIX}lease:{self.job_id}"
 
     def enter(self) -> bool:
         """Take the lease (waiting while another live delivery runs the job) and count the attempt.
@@ -127,24 +128,25 @@ _guards: dict[str, JobGuard] = {}
 _client: tuple[int, redis.Redis] | None = None
 
 
-def _redis() -> redis.Redis:
+def _redis(url: str) -> redis.Redis:
     """One client per process (prefork children must not share their parent's sockets)."""
     global _client
     if _client is None or _client[0] != os.getpid():
-        _client = (os.getpid(), redis_client(get_settings().broker()))
+        _client = (os.getpid(), redis_client(url))
     return _client[1]
 
 
 class GuardedTask(Task):
-    """Base of the three job kinds: each delivery runs under the job's lease (see the module docstring)."""
+    """Base of the three job kinds: each delivery runs under the job's lease (see the module docstring).
+    The lease and attempt limits come from the app's configuration (`make_app`)."""
 
     def __call__(self, *args, **kwargs):
         job_id = self.request.id
         if self.request.called_directly or not job_id:
             return super().__call__(*args, **kwargs)
-        s = get_settings()
-        guard = JobGuard(_redis(), job_id, self.request.hostname or socket.gethostname(), s.job_lease_s,
-                         s.max_job_attempts)
+        conf = self.app.conf
+        guard = JobGuard(_redis(conf.broker_url), job_id, self.request.hostname or socket.gethostname(),
+                         conf.arcsynth_job_lease_s, conf.arcsynth_max_job_attempts)
         if not guard.enter():
             raise Ignore()  # finished by an earlier delivery: its result is stored, nothing to redo
         _guards[job_id] = guard

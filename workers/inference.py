@@ -1,4 +1,4 @@
-"""Inference worker: samples candidate programs for a task from the worker's one vLLM engine.
+"""Inference worker: samples candidate programs for a task from the worker's one engine.
 
 Run with a threads pool (`arcsynth worker inference`): vLLM must not live in a forked prefork
 child, and the main thread must stay free for heartbeats while the engine generates.
@@ -10,13 +10,13 @@ import logging
 import os
 import sys
 
-from arcsynth.common.celery_app import SAMPLE, app
-from arcsynth.common.models import ExecutionResult, SampleResult, SamplingConfig, Task
+from celery import Celery, signals
+
+from arcsynth.common.jobs import SAMPLE, SampleRequest, SampleResult
 from arcsynth.common.prompts import refinement_messages, task_messages
-from arcsynth.common.settings import get_settings
+from arcsynth.common.settings import Settings
 from arcsynth.workers.backends import Backend, PromptTooLong, make_backend
 from arcsynth.workers.guard import GuardedTask
-from celery import signals
 
 log = logging.getLogger(__name__)
 _engine: Backend | None = None
@@ -28,43 +28,18 @@ def engine() -> Backend:
     return _engine
 
 
-@signals.worker_init.connect
-def load_engine(**_: object) -> None:
-    """Load the model before the worker reports ready; fail fast and loudly if it cannot."""
-    global _engine
-    s = get_settings()
-    try:
-        _engine = make_backend(s)
-    except Exception as exc:  # noqa: BLE001 - any load failure ends the worker
-        print(f"arcsynth inference worker: cannot load model {s.model!r} ({s.backend}): {exc}",
-              file=sys.stderr, flush=True)
-        os._exit(3)
-    log.info("%s backend ready: %s", s.backend, s.model)
-
-
-@signals.worker_shutdown.connect
-def stop_engine(**_: object) -> None:
-    if _engine is not None:
-        _engine.shutdown()
-
-
-@app.task(name=SAMPLE, base=GuardedTask, time_limit=get_settings().inference_time_limit_s)
-def sample(task: dict, sampling: dict, adapter: str = "", refine: dict | None = None) -> dict:
+def sample(request: SampleRequest) -> SampleResult:
     """Sample `sampling.n` completions for one ARC task, optionally through a LoRA adapter.
 
-    With `refine` (`code`, its `execution` and its fingerprint as `parent`), the prompt is the
-    follow-up turn that shows that program's per-pair feedback and asks for a corrected one."""
-    t = Task.model_validate(task)
-    params = SamplingConfig.model_validate(sampling)
-    parent = ""
-    messages = task_messages(t)
-    if refine:
-        parent = refine["parent"]
-        messages = refinement_messages(t, refine["code"], ExecutionResult.model_validate(refine["execution"]))
+    With `refine`, the prompt is the follow-up turn that shows that program's per-pair feedback
+    and asks for a corrected one; every completion records the program's fingerprint as parent."""
+    t, refine, adapter = request.task, request.refine, request.adapter
+    parent = refine.parent if refine else ""
+    messages = refinement_messages(t, refine.code, refine.execution) if refine else task_messages(t)
     try:
-        completions, seconds = engine().generate(messages, params, adapter, task_id=t.id)
+        completions, seconds = engine().generate(messages, request.sampling, adapter, task_id=t.id)
     except PromptTooLong as exc:
-        return SampleResult(task_id=t.id, skipped=str(exc), adapter=adapter, parent=parent).model_dump()
+        return SampleResult(task_id=t.id, skipped=str(exc), adapter=adapter, parent=parent)
     except Exception as exc:
         if type(exc).__name__ == "EngineDeadError":
             # A dead engine cannot serve again: end the worker so it is restarted, and leave the
@@ -73,5 +48,28 @@ def sample(task: dict, sampling: dict, adapter: str = "", refine: dict | None = 
             os._exit(4)
         raise
     completions = [c.model_copy(update={"seconds": round(seconds, 4)}) for c in completions]
-    return SampleResult(task_id=t.id, completions=completions, seconds=seconds, adapter=adapter,
-                        parent=parent).model_dump()
+    return SampleResult(task_id=t.id, completions=completions, seconds=seconds, adapter=adapter, parent=parent)
+
+
+def register(app: Celery, settings: Settings) -> None:
+    """Add the sample job to `app`; the engine loads before the worker reports ready."""
+
+    @signals.worker_init.connect(weak=False)
+    def load_engine(**_: object) -> None:
+        global _engine
+        try:
+            _engine = make_backend(settings)
+        except Exception as exc:  # noqa: BLE001 - any load failure ends the worker
+            print(f"arcsynth inference worker: cannot load model {settings.model!r} ({settings.backend}): {exc}",
+                  file=sys.stderr, flush=True)
+            os._exit(3)
+        log.info("%s backend ready: %s", settings.backend, settings.model)
+
+    @signals.worker_shutdown.connect(weak=False)
+    def stop_engine(**_: object) -> None:
+        if _engine is not None:
+            _engine.shutdown()
+
+    @app.task(name=SAMPLE, base=GuardedTask, time_limit=settings.inference_time_limit_s)
+    def sample_job(request: dict) -> dict:
+        return sample(SampleRequest.model_validate(request)).model_dump(mode="json")

@@ -9,6 +9,7 @@ import sys
 import urllib.request
 
 import pytest
+
 from arcsynth.common.data import load_tasks
 from arcsynth.common.models import SamplingConfig
 from arcsynth.common.prompts import task_messages
@@ -17,7 +18,6 @@ from arcsynth.producer.redis_server import free_port
 from arcsynth.workers.backends import AdapterError
 from arcsynth.workers.backends.adapters import local_adapter
 from arcsynth.workers.backends.replay import ReplayBackend
-
 from tests.support import untrained_adapter, wait_until
 
 GREEDY = SamplingConfig(n=1, temperature=0.0, max_tokens=24)

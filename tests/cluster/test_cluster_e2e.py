@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from arcsynth.common.celery_app import FINETUNE
+
 from arcsynth.common.data import load_tasks
+from arcsynth.common.jobs import SampleRequest, send_finetune, send_sample
 from arcsynth.common.models import (
     Candidate,
+    LearnConfig,
     LoraConfig,
     RunConfig,
     SamplingConfig,
@@ -17,9 +19,7 @@ from arcsynth.common.models import (
     TrainConfig,
 )
 from arcsynth.common.submission import validate_submission
-from arcsynth.producer.run import run_tasks
-
-from tests.support import PROGRAMS, teach_request, wait_until
+from tests.support import PROGRAMS, run_in_process, teach_request, wait_until
 from tests.support import untrained_adapter as _untrained_adapter
 
 pytestmark = pytest.mark.cluster
@@ -27,9 +27,8 @@ pytestmark = pytest.mark.cluster
 
 def _run(cluster, tasks, sampling, run_dir, adapter=""):
     config = RunConfig(run_id=run_dir.name, dataset="test", task_ids=[t.id for t in tasks],
-                       model="smollm2", sampling=sampling, adapter=adapter)
-    return run_tasks(cluster.app, tasks, sampling, run_dir, config, adapter=adapter, progress=False,
-                     timeout=600)
+                       model="smollm2", sampling=sampling, adapter=adapter, timeout_s=600)
+    return run_in_process(cluster.app, tasks, config, run_dir)
 
 
 def test_run_over_three_tasks_writes_submission_and_candidates(cluster, tmp_path):
@@ -66,7 +65,7 @@ def test_lora_fine_tuning_teaches_programs_the_base_model_lacks(cluster, taught,
     assert base_scores["score"] < 1.0
     assert learned.score == 1.0 and base.score == base_scores["score"]
 
-    again = cluster.app.signature(FINETUNE, args=(req.model_dump(),)).apply_async().get(timeout=600)
+    again = send_finetune(cluster.app, None, req).get(timeout=600)
     assert again["reused"] and again["adapter"] == trained["adapter"]  # same inputs, no retraining
 
 
@@ -76,12 +75,11 @@ def test_execute_worker_reports_its_isolation_layers(cluster):
 
 
 def test_inference_worker_answers_pings_while_it_generates(cluster):
-    from arcsynth.common.celery_app import SAMPLE
     from arcsynth.producer.cluster import worker_name
 
     task = load_tasks("arc-agi-1/training", task_ids=["6150a2bd"])[0]
     sampling = SamplingConfig(n=32, max_tokens=512, temperature=1.0, seed=3)
-    res = cluster.app.signature(SAMPLE, args=(task.model_dump(), sampling.model_dump(), "")).apply_async()
+    res = send_sample(cluster.app, SampleRequest(task=task, sampling=sampling))
     try:
         # task_track_started: the state turns STARTED once the worker has begun generating.
         wait_until(lambda: res.state == "STARTED", 120, "the sample job to start")
@@ -99,15 +97,13 @@ def test_search_and_learn_loop_is_closed(cluster, taught, tmp_path):
     import hashlib
 
     from arcsynth.common.relabel import relabel
-    from arcsynth.producer.run import LearnConfig
-
     task = load_tasks("arc-agi-1/training", task_ids=["67a3c6ac"])[0]  # flip: the start adapter can't
     sampling = SamplingConfig(n=8, temperature=0.7, max_tokens=64)
     learn = LearnConfig(epochs=1, samples_per_epoch=4, stop_when_solved=False, base_model="smollm2",
                         lora=LoraConfig(rank=8, alpha=16), train=TrainConfig(steps=10, batch_size=1))
-    config = RunConfig(run_id="loop", dataset="test", task_ids=[task.id], model="smollm2", sampling=sampling)
-    outcome = run_tasks(cluster.app, [task], sampling, tmp_path / "loop", config, adapter=taught["adapter"],
-                        progress=False, timeout=900, learn=learn)
+    config = RunConfig(run_id="loop", dataset="test", task_ids=[task.id], model="smollm2", sampling=sampling,
+                       adapter=taught["adapter"], learn=learn, timeout_s=900)
+    outcome = run_in_process(cluster.app, [task], config, tmp_path / "loop")
     assert not outcome.failed
     (new_adapter,) = outcome.adapters[task.id]
     cands = [Candidate.model_validate_json(line) for line in (tmp_path / "loop" / "candidates.jsonl").open()]
@@ -126,30 +122,25 @@ def test_search_and_learn_loop_is_closed(cluster, taught, tmp_path):
 
 
 def test_adapters_per_request_zero_b_is_base_trained_differs_and_mixed_batches(cluster, taught, smollm2, tmp_path):
-    from arcsynth.common.celery_app import SAMPLE
-    from celery import group
-
     task = load_tasks("arc-agi-1/training", task_ids=["74dd1130"])[0]
-    greedy = SamplingConfig(n=1, temperature=0.0, max_tokens=48).model_dump()
+    greedy = SamplingConfig(n=1, temperature=0.0, max_tokens=48)
     zero = _untrained_adapter(smollm2, tmp_path / "zero", rank=8)
     # Three requests in flight at once: base, zero-B adapter and trained adapter share batches.
-    jobs = group(cluster.app.signature(SAMPLE, args=(task.model_dump(), greedy, a)) for a in ("", zero, taught["adapter"]))
-    base, with_zero, with_taught = [r["completions"][0]["text"] for r in jobs.apply_async().get(timeout=300)]
+    jobs = [send_sample(cluster.app, SampleRequest(task=task, sampling=greedy, adapter=a)) for a in ("", zero, taught["adapter"])]
+    base, with_zero, with_taught = [r.get(timeout=300)["completions"][0]["text"] for r in jobs]
     assert with_zero == base
     assert with_taught != base and "grid.T" in with_taught
 
 
 def test_adapter_with_too_large_a_rank_is_rejected_clearly(cluster, smollm2, tmp_path):
-    from arcsynth.common.celery_app import SAMPLE
-
     big = _untrained_adapter(smollm2, tmp_path / "big", rank=32)
     task = load_tasks("arc-agi-1/training", task_ids=["74dd1130"])[0]
-    res = cluster.app.signature(SAMPLE, args=(task.model_dump(), SamplingConfig(n=1, max_tokens=8).model_dump(), big))
+    tiny = SamplingConfig(n=1, max_tokens=8)
     with pytest.raises(Exception, match="rank 32 exceeds this engine's max_lora_rank 8"):
-        res.apply_async().get(timeout=120)
+        send_sample(cluster.app, SampleRequest(task=task, sampling=tiny, adapter=big)).get(timeout=120)
     # The engine is still serving.
-    ok = cluster.app.signature(SAMPLE, args=(task.model_dump(), SamplingConfig(n=1, max_tokens=8).model_dump(), ""))
-    assert len(ok.apply_async().get(timeout=120)["completions"]) == 1
+    ok = send_sample(cluster.app, SampleRequest(task=task, sampling=tiny))
+    assert len(ok.get(timeout=120)["completions"]) == 1
 
 
 def test_learning_from_relabelled_programs_solves_a_task_the_base_model_does_not(cluster, taught, tmp_path):
@@ -157,8 +148,6 @@ def test_learning_from_relabelled_programs_solves_a_task_the_base_model_does_not
     start adapter that sometimes does (about 1 sample in 14 here: 128 samples miss it with
     probability under 1e-4, where 16 missed it about once in three). Epoch 1's adapter is trained *from the base model* on the
     relabelled epoch-0 programs alone, and its samples solve the task."""
-    from arcsynth.producer.run import LearnConfig
-
     task = load_tasks("arc-agi-1/training", task_ids=["3c9b0459"])[0]
     sampling = SamplingConfig(n=8, temperature=0.7, max_tokens=64)
     base = _run(cluster, [task], sampling, tmp_path / "base")
@@ -169,9 +158,10 @@ def test_learning_from_relabelled_programs_solves_a_task_the_base_model_does_not
     learn = LearnConfig(epochs=1, samples_per_epoch=8, stop_when_solved=False, from_base=True, max_examples=1,
                         base_model="smollm2", lora=LoraConfig(rank=8, alpha=16),
                         train=TrainConfig(steps=40, batch_size=1, learning_rate=2e-3))
-    config = RunConfig(run_id="learn", dataset="test", task_ids=[task.id], model="smollm2", sampling=sampling)
-    outcome = run_tasks(cluster.app, [task], sampling.model_copy(update={"n": 128}), tmp_path / "learn", config,
-                        adapter=taught["adapter"], progress=False, timeout=900, learn=learn)
+    config = RunConfig(run_id="learn", dataset="test", task_ids=[task.id], model="smollm2",
+                       sampling=sampling.model_copy(update={"n": 128}), adapter=taught["adapter"], learn=learn,
+                       timeout_s=900)
+    outcome = run_in_process(cluster.app, [task], config, tmp_path / "learn")
     (adapter,) = outcome.adapters[task.id]
     manifest = json.loads((Path(adapter) / "arcsynth_manifest.json").read_text())
     assert manifest["start_adapter"] == ""  # learned from the relabelled data alone

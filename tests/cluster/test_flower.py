@@ -9,11 +9,11 @@ import urllib.request
 from collections.abc import Callable
 
 import pytest
-from arcsynth.common.celery_app import EXECUTE
-from arcsynth.common.models import SampleResult, Task
-from arcsynth.producer.cluster import KINDS, worker_name
 
-from tests.support import wait_until
+from arcsynth.common.jobs import ExecuteRequest, SampleResult, send_execute
+from arcsynth.common.models import Task
+from arcsynth.producer.cluster import KINDS, worker_name
+from tests.support import run_in_process, wait_until
 from tests.support.flower import get as flower_get
 from tests.support.flower import running_flower
 
@@ -43,7 +43,7 @@ def test_flower_requires_auth_and_sees_workers_queues_and_tasks(cluster, flower)
 
     task = Task(id="flower-t", train=[{"input": [[1]], "output": [[1]]}], test=[{"input": [[1]]}])
     done = SampleResult(task_id=task.id, completions=[{"text": "def transform(grid):\n    return grid"}])
-    result = cluster.app.signature(EXECUTE, args=(done.model_dump(), task.model_dump())).apply_async()
+    result = send_execute(cluster.app, done, ExecuteRequest(task=task))
     result.get(timeout=60)
     wait_until(lambda: get(f"{base}/api/tasks").get(result.id, {}).get("state") == "SUCCESS", 60,
                "Flower to record the finished task")
@@ -55,13 +55,13 @@ def test_flower_requires_auth_and_sees_workers_queues_and_tasks(cluster, flower)
 def test_a_person_logs_into_flower_and_sees_workers_and_a_finished_runs_tasks(cluster, flower, browser, tmp_path):
     """Headless Chromium: refused without credentials; with them, the dashboard and the tasks page."""
     from arcsynth.common.models import RunConfig, SamplingConfig
-    from arcsynth.producer.run import run_tasks
 
     base, _ = flower
     task = Task(id="flower-run", train=[{"input": [[1, 2]], "output": [[2, 1]]}], test=[{"input": [[3, 4]]}])
     sampling = SamplingConfig(n=1, max_tokens=32)
-    config = RunConfig(run_id="flower-run", dataset="test", task_ids=[task.id], model="smollm2", sampling=sampling)
-    run_tasks(cluster.app, [task], sampling, tmp_path / "run", config, progress=False, timeout=300)
+    config = RunConfig(run_id="flower-run", dataset="test", task_ids=[task.id], model="smollm2", sampling=sampling,
+                       timeout_s=300)
+    run_in_process(cluster.app, [task], config, tmp_path / "run")
 
     browser.get(f"{base}/")
     assert "Online" not in browser.page_source  # 401: nothing of the dashboard without credentials

@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+
 from arcsynth.common.attempts import job_attempts
 from arcsynth.common.redis_client import redis_client
 from arcsynth.producer.redis_server import RedisServer

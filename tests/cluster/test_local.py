@@ -10,8 +10,8 @@ import threading
 
 import psutil
 import pytest
-from arcsynth.common.data import load_tasks
 
+from arcsynth.common.data import load_tasks
 from tests.support import wait_until
 
 pytestmark = pytest.mark.cluster

@@ -7,11 +7,12 @@ import json
 import subprocess
 import sys
 
+from PIL import Image
+
 from arcsynth.common.data import load_tasks
 from arcsynth.common.models import RunConfig, SamplingConfig
 from arcsynth.producer.report import ARC_PALETTE, CELL
-from arcsynth.producer.run import run_tasks
-from PIL import Image
+from tests.support import run_in_process
 
 TASKS = ["6150a2bd", "74dd1130", "007bbfb7"]  # flip solves the first, transpose the second, nothing the third
 
@@ -23,9 +24,10 @@ def _hex(rgb) -> str:
 def test_report_renders_grids_attempts_programs_and_the_score(replay_cluster, browser, tmp_path):
     tasks = load_tasks("arc-agi-1/training", task_ids=TASKS)
     sampling = SamplingConfig(n=2)
-    config = RunConfig(run_id="report", dataset="arc-agi-1/training", task_ids=TASKS, model="replay", sampling=sampling)
+    config = RunConfig(run_id="report", dataset="arc-agi-1/training", task_ids=TASKS, model="replay", sampling=sampling,
+                       timeout_s=120)
     out = tmp_path / "run"
-    run_tasks(replay_cluster.app, tasks, sampling, out, config, progress=False, timeout=120)
+    run_in_process(replay_cluster.app, tasks, config, out)
     r = subprocess.run([sys.executable, "-m", "arcsynth.producer", "report", str(out)], capture_output=True, text=True,
                        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, timeout=120)  # works offline
     assert r.returncode == 0, r.stderr

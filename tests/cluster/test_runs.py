@@ -17,11 +17,11 @@ from pathlib import Path
 import psutil
 import pytest
 import redis
+
 from arcsynth.common.data import load_tasks
 from arcsynth.common.models import Candidate
 from arcsynth.common.submission import validate_submission
 from arcsynth.producer.runstate import RunState
-
 from tests.support import SLOW_DATASET, wait_until
 
 ARCSYNTH = [sys.executable, "-m", "arcsynth.producer"]
@@ -44,7 +44,7 @@ def producers(replay_cluster):
     started: list[str] = []
     yield started
     for run_id in started:
-        pid = state_of(replay_cluster, run_id).get("driver_pid")
+        pid = state_of(replay_cluster, run_id).get("producer_pid")
         try:
             proc = psutil.Process(int(pid or 0))
             if "producer" in " ".join(proc.cmdline()):
@@ -138,7 +138,7 @@ def test_resume_after_the_producer_is_killed_gives_the_same_submission(replay_cl
     run_id = submit(replay_cluster, producers, SLOW_DATASET, out, *args)
     state = state_of(replay_cluster, run_id)
     wait_until(lambda: finished(out) >= 3, 120, "three tasks finished")
-    pid = int(state.get("driver_pid"))
+    pid = int(state.get("producer_pid"))
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 30,
                "the producer to die")
@@ -168,7 +168,7 @@ def test_cancel_revokes_what_has_not_started_and_leaves_the_run_consistent(repla
                     "--max-active", "6")
     state = state_of(replay_cluster, run_id)
     wait_until(lambda: finished(out) >= 1, 60, "a first task finished")
-    pid = int(state.get("driver_pid"))
+    pid = int(state.get("producer_pid"))
     r = cli(replay_cluster, "cancel", run_id)
     assert f"cancelled {run_id}" in r.stdout
     assert state.state() == "cancelled"
@@ -212,13 +212,13 @@ def test_unknown_run_is_a_user_error(replay_cluster):
 
 
 def test_execute_results_name_a_file_of_candidates_instead_of_carrying_them(replay_cluster):
-    from arcsynth.common.celery_app import EXECUTE
-    from arcsynth.common.models import SampleResult, Task
+    from arcsynth.common.jobs import ExecuteRequest, SampleResult, send_execute
+    from arcsynth.common.models import Task
     from arcsynth.common.payloads import drop, load_candidates
 
     task = Task(id="by-ref", train=[{"input": [[1, 2]], "output": [[2, 1]]}], test=[{"input": [[3, 4]]}])
     sampled = SampleResult(task_id=task.id, completions=[{"text": "def transform(grid):\n    return grid[:, ::-1]"}])
-    result = replay_cluster.app.signature(EXECUTE, args=(sampled.model_dump(), task.model_dump())).apply_async()
+    result = send_execute(replay_cluster.app, sampled, ExecuteRequest(task=task))
     payload = result.get(timeout=60)
     assert set(payload) == {"task_id", "skipped", "sample_seconds", "count", "candidates_ref"} and payload["count"] == 1
     [cand] = load_candidates(payload["candidates_ref"])

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from arcsynth.producer.cluster import ClusterError, LocalCluster
 from arcsynth.producer.redis_server import RedisServer
-
 from tests.support import FLIP, fenced
 
 PASSWORD = "pw-Zq8-never-printed"

@@ -7,6 +7,7 @@ import signal
 
 import psutil
 import pytest
+
 from arcsynth.producer.cluster import start_worker, stop_process, wait_ready, worker_name
 
 pytestmark = pytest.mark.cluster

@@ -16,10 +16,10 @@ import sys
 from collections import Counter
 
 import pytest
+
 from arcsynth.common.attempts import job_attempts
 from arcsynth.common.redis_client import redis_client
 from arcsynth.producer.cluster import LocalCluster, start_worker, wait_ready, worker_name
-
 from tests.support import SLOW, SLOW_DATASET, fenced, wait_until
 
 SHORT_LIMITS = {"ARCSYNTH_EXECUTE_TIME_LIMIT_S": "30", "ARCSYNTH_INFERENCE_TIME_LIMIT_S": "30",

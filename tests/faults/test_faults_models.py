@@ -17,10 +17,10 @@ from collections import Counter
 
 import psutil
 import pytest
+
 from arcsynth.common.attempts import job_attempts
 from arcsynth.common.redis_client import redis_client
 from arcsynth.producer.cluster import LocalCluster, start_worker, wait_ready, worker_name
-
 from tests.support import wait_until
 
 pytestmark = pytest.mark.cluster

@@ -13,6 +13,7 @@ import sys
 from collections import Counter
 
 import pytest
+
 from arcsynth.common.attempts import job_attempts
 from arcsynth.common.celery_app import make_app
 from arcsynth.common.data import load_tasks
@@ -20,7 +21,6 @@ from arcsynth.common.redis_client import redis_client
 from arcsynth.common.settings import Settings
 from arcsynth.producer.cluster import start_worker, stop_process, wait_ready, worker_name
 from arcsynth.producer.redis_server import RedisServer
-
 from tests.support import SLOW, SLOW_DATASET, fenced, wait_until
 from tests.support.netns import NamespacesUnavailable, Network
 

@@ -54,3 +54,13 @@ SLOW_DATASET = "arc-agi-1/evaluation"  # its tasks get one slow program each, to
 
 def fenced(code: str) -> str:
     return f"```python\n{code}\n```"
+
+
+def run_in_process(app, tasks, config, run_dir: Path):
+    """Create a run and drive it in this process (as `arcsynth local` does); returns its RunOutcome."""
+    from arcsynth.common.redis_client import redis_client
+    from arcsynth.producer.run import Producer, start_run
+    from arcsynth.producer.runstate import RunState
+
+    state = RunState(redis_client(app.conf.broker_url), config.run_id)
+    return Producer(app, start_run(run_dir, config, tasks, state), state).run()

@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from arcsynth.producer.redis_server import free_port
-
 from tests.support import wait_until
 
 

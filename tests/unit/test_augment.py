@@ -3,6 +3,7 @@
 import random
 
 import pytest
+
 from arcsynth.common.augment import TRANSFORMS, Augmentation, random_augmentation
 from arcsynth.common.data import load_tasks
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import tomllib
 import yaml
+
 from arcsynth.common.celery_app import QUEUES
 from arcsynth.common.settings import Settings
 

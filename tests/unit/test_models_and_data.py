@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from arcsynth.common.data import TaskLoadError, load_kaggle, load_tasks
 from arcsynth.common.models import Task
 

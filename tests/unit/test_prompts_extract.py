@@ -1,6 +1,7 @@
 """Grid encoding, prompts and code extraction."""
 
 import pytest
+
 from arcsynth.common.extract import ExtractionError, check_syntax, extract_code
 from arcsynth.common.models import Task
 from arcsynth.common.prompts import decode_grid, encode_grid, format_completion, task_messages

@@ -1,11 +1,11 @@
 """The official score, attempt selection and the Kaggle submission format."""
 
-import json
 
 import pytest
+
 from arcsynth.common.models import Attempt, Candidate, Completion, ExecutionResult, InputResult, Task
 from arcsynth.common.scoring import PLACEHOLDER, pixel_accuracy, score_run, score_task, select_attempts
-from arcsynth.common.submission import SubmissionError, build_submission, validate_submission, write_submission
+from arcsynth.common.submission import SubmissionError, build_submission, validate_submission
 
 TASK = Task(id="t", train=[{"input": [[1]], "output": [[2]]}, {"input": [[3]], "output": [[4]]}],
             test=[{"input": [[5]], "output": [[6]]}, {"input": [[7]], "output": [[8]]}])
@@ -59,13 +59,16 @@ def test_score_rule_either_attempt_fraction_and_mean():
     assert score_task(TASK, half) == 0.5
     other = Task(id="u", train=TASK.train, test=[{"input": [[1]], "output": [[1]]}])
     run = score_run([TASK, other], {"t": half, "u": [Attempt(attempt_1=[[1]], attempt_2=[[0]])]})
-    assert run["score"] == pytest.approx(0.75) and run["tasks"] == {"t": 0.5, "u": 1.0}
+    assert run.score == pytest.approx(0.75) and run.tasks == {"t": 0.5, "u": 1.0}
+    assert run.finished == 2 and run.total == 2
+    unknown = Task(id="v", train=TASK.train, test=[{"input": [[1]]}])
+    assert score_run([TASK, unknown], {"t": half}) is None  # a task without known outputs: no score
 
 
-def test_submission_has_every_task_and_test_input(tmp_path):
+def test_submission_has_every_task_and_test_input():
     other = Task(id="u", train=TASK.train, test=[{"input": [[1]]}])
-    data = write_submission(tmp_path / "submission.json", [TASK, other], {"t": select_attempts(TASK, [])})
-    assert json.loads((tmp_path / "submission.json").read_text()) == data
+    data = build_submission([TASK, other], {"t": select_attempts(TASK, [])})
+    validate_submission(data, [TASK, other])
     assert set(data) == {"t", "u"} and len(data["t"]) == 2 and len(data["u"]) == 1
     assert data["u"][0] == {"attempt_1": [[0]], "attempt_2": [[0]]}
 

@@ -1,4 +1,4 @@
-"""Sampling backends behind one interface: `generate(messages, sampling, adapter) -> (completions, seconds)`.
+"""Sampling backends behind one interface (`base.Backend`): `generate(messages, sampling, adapter)`.
 
 `vllm` (the default: one engine per worker), `transformers` (any device, no vLLM), `openai`
 (any OpenAI-compatible endpoint, e.g. `vllm serve`), `replay` (completions from a JSONL file).
@@ -6,27 +6,13 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from arcsynth.common.settings import Settings
+from arcsynth.workers.backends.base import AdapterError, Backend, PromptTooLong
 
-from arcsynth.common.models import Completion, SamplingConfig
-
-
-class PromptTooLong(ValueError):
-    pass
+__all__ = ["AdapterError", "Backend", "PromptTooLong", "make_backend"]
 
 
-class AdapterError(ValueError):
-    """An adapter a backend cannot serve; the message says why."""
-
-
-class Backend(Protocol):
-    def generate(self, messages: list[dict[str, str]], sampling: SamplingConfig, adapter: str = "",
-                 task_id: str = "") -> tuple[list[Completion], float]: ...
-
-    def shutdown(self) -> None: ...
-
-
-def make_backend(settings) -> Backend:
+def make_backend(settings: Settings) -> Backend:
     """The backend named by `ARCSYNTH_BACKEND`, built from settings."""
     from arcsynth.common.model_store import resolve_model
 

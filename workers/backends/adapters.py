@@ -10,7 +10,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from arcsynth.workers.backends import AdapterError
+from arcsynth.workers.backends.base import AdapterError
 
 _fetch_lock = threading.Lock()
 

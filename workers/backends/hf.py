@@ -10,12 +10,12 @@ import threading
 import time
 
 from arcsynth.common.models import Completion, SamplingConfig
-from arcsynth.workers.backends import PromptTooLong
 from arcsynth.workers.backends.adapters import check_adapter, local_adapter
+from arcsynth.workers.backends.base import PromptTooLong
 
 
 class TransformersBackend:
-    def __init__(self, model: str, max_model_len: int = 8192, adapter_cache: str = ".cache/adapters",
+    def __init__(self, model: str, adapter_cache: str, max_model_len: int = 8192,
                  max_lora_rank: int = 64) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -12,7 +12,7 @@ import threading
 import time
 
 from arcsynth.common.models import Completion, SamplingConfig
-from arcsynth.workers.backends import AdapterError
+from arcsynth.workers.backends.base import AdapterError
 
 
 class OpenAIBackend:

@@ -17,13 +17,14 @@ from typing import Any
 
 from arcsynth.common.lifetime import children_die_with_me
 from arcsynth.common.models import Completion, SamplingConfig
-from arcsynth.workers.backends import PromptTooLong
 from arcsynth.workers.backends.adapters import check_adapter, local_adapter
+from arcsynth.workers.backends.base import PromptTooLong
 
 
 @dataclass(frozen=True)
 class EngineConfig:
     model: str
+    adapter_cache: str  # where remote adapters are fetched to (ARCSYNTH_ADAPTER_CACHE)
     max_model_len: int = 8192
     enable_lora: bool = True
     max_lora_rank: int = 16
@@ -32,7 +33,6 @@ class EngineConfig:
     dtype: str = "auto"
     gpu_memory_utilization: float | None = None
     seed: int = 0
-    adapter_cache: str = ".cache/adapters"
 
 
 def _on_gpu() -> bool:

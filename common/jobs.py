@@ -1,0 +1,130 @@
+"""The job contract between the producer and the workers: queues, task names, messages, keys.
+
+Three job kinds travel through Redis as Celery tasks, each taking and returning the JSON of the
+models below; nothing else crosses the queue:
+
+| job | queue | request | result |
+| --- | --- | --- | --- |
+| `arcsynth.sample` | `inference` | `SampleRequest` | `SampleResult` |
+| `arcsynth.execute` (chained after sample) | `execute` | `SampleResult`, `ExecuteRequest` | `ExecuteResult` |
+| `arcsynth.finetune` | `finetune` | `FinetuneRequest` | `FinetuneResult` |
+
+A search or a refinement is one chain (sample, then execute) under two job ids; a fine-tune is
+one job. The producer sends them with `send_search` and `send_finetune` and reads their results
+with `read_result`; a worker validates its request with the model and returns `model_dump()`.
+Every Redis key arcsynth writes starts with `KEY_PREFIX`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from celery import Celery, chain
+from celery.result import AsyncResult
+from pydantic import Field
+
+from arcsynth.common.augment import Augmentation
+from arcsynth.common.models import (
+    Completion,
+    ExecutionResult,
+    FinetuneRequest,
+    FinetuneResult,
+    Frozen,
+    SamplingConfig,
+    Task,
+)
+
+KEY_PREFIX = "arcsynth:"
+
+SAMPLE = "arcsynth.sample"
+EXECUTE = "arcsynth.execute"
+FINETUNE = "arcsynth.finetune"
+QUEUES = ("inference", "finetune", "execute")
+ROUTES = {SAMPLE: {"queue": "inference"}, EXECUTE: {"queue": "execute"}, FINETUNE: {"queue": "finetune"}}
+
+# The Celery stages behind a producer's step, in the order of its job ids.
+Stage = Literal["sample", "execute", "finetune"]
+STAGES: tuple[Stage, ...] = ("sample", "execute", "finetune")
+
+
+class RefineSource(Frozen):
+    """The program a refinement corrects, and what it did on the task."""
+
+    code: str
+    execution: ExecutionResult
+    parent: str  # its output fingerprint; every correction records it as its `parent`
+
+
+class SampleRequest(Frozen):
+    """Sample `sampling.n` programs for `task` (as the prompt shows it), through `adapter` if set."""
+
+    task: Task
+    sampling: SamplingConfig
+    adapter: str = ""
+    refine: RefineSource | None = None
+
+
+class SampleResult(Frozen):
+    """What an inference job returns for one task."""
+
+    task_id: str
+    completions: list[Completion] = []
+    skipped: str | None = None  # reason when the task could not be sampled (e.g. prompt too long)
+    seconds: float = 0.0
+    adapter: str = ""
+    parent: str = ""  # for a refinement: the fingerprint of the program it corrects
+
+
+class ExecuteRequest(Frozen):
+    """Grade a sample job's completions on `task` (the original task). `augmentation`: how the
+    prompt showed the task, if at all (outputs are reverted before grading)."""
+
+    task: Task
+    epoch: int = Field(0, ge=0)
+    augmentation: Augmentation | None = None
+
+
+class ExecuteResult(Frozen):
+    """A graded job: its candidates sit in shared storage at `candidates_ref` (see `payloads`)."""
+
+    task_id: str
+    skipped: str | None = None
+    sample_seconds: float = 0.0
+    count: int = 0
+    candidates_ref: str = ""
+
+
+__all__ = [
+    "EXECUTE", "FINETUNE", "KEY_PREFIX", "QUEUES", "ROUTES", "SAMPLE", "STAGES", "ExecuteRequest", "ExecuteResult",
+    "FinetuneRequest", "FinetuneResult", "RefineSource", "SampleRequest", "SampleResult", "Stage", "read_result",
+    "send_execute", "send_finetune", "send_sample", "send_search",
+]
+
+
+def send_search(app: Celery, ids: list[str], sample: SampleRequest, execute: ExecuteRequest) -> None:
+    """Send a search or refinement: sample under `ids[0]`, then execute under `ids[1]`."""
+    chain(
+        app.signature(SAMPLE, args=(sample.model_dump(mode="json"),), task_id=ids[0]),
+        app.signature(EXECUTE, args=(execute.model_dump(mode="json"),), task_id=ids[1]),
+    ).apply_async()
+
+
+def send_sample(app: Celery, request: SampleRequest, job_id: str | None = None) -> AsyncResult:
+    """A sample job on its own (its result is a `SampleResult`'s JSON): for tools and benchmarks."""
+    return app.signature(SAMPLE, args=(request.model_dump(mode="json"),), task_id=job_id).apply_async()
+
+
+def send_execute(app: Celery, sampled: SampleResult, request: ExecuteRequest, job_id: str | None = None) -> AsyncResult:
+    """An execute job on its own, for completions obtained elsewhere (re-scoring, tests)."""
+    args = (sampled.model_dump(mode="json"), request.model_dump(mode="json"))
+    return app.signature(EXECUTE, args=args, task_id=job_id).apply_async()
+
+
+def send_finetune(app: Celery, job_id: str | None, request: FinetuneRequest) -> AsyncResult:
+    return app.signature(FINETUNE, args=(request.model_dump(mode="json"),), task_id=job_id).apply_async()
+
+
+def read_result(app: Celery, job_id: str, stage: Stage) -> ExecuteResult | FinetuneResult:
+    """The typed result of a finished job (`stage`: execute or finetune); raises what the job raised."""
+    payload = AsyncResult(job_id, app=app).get(disable_sync_subtasks=False)
+    return FinetuneResult.model_validate(payload) if stage == "finetune" else ExecuteResult.model_validate(payload)

@@ -1,0 +1,191 @@
+"""Commands on runs that exist: `runs`, `status`, `wait`, `resume`, `cancel`, `results`, `report`.
+
+RUN is a run directory or a run id known to Redis. Settings are read once per process (see `cli`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import redis
+from celery import Celery
+
+from arcsynth.common.celery_app import make_app
+from arcsynth.common.cli_base import UserError, need_broker, settings
+from arcsynth.common.redis_client import redis_client
+from arcsynth.common.settings import Settings
+from arcsynth.producer.rundir import RunDir, RunDirError
+from arcsynth.producer.runstate import RunState, list_runs
+
+
+def connect(s: Settings) -> tuple[Celery, redis.Redis]:
+    """The app and Redis of the configured broker; a clear error when it cannot be reached."""
+    need_broker(s)
+    try:
+        redis_client(s.broker(), outage_s=0).ping()  # fail fast here; later calls ride out outages
+    except redis.RedisError as exc:
+        raise UserError(f"setting ARCSYNTH_BROKER_URL: cannot reach Redis ({type(exc).__name__})") from None
+    return make_app(s), redis_client(s.broker())
+
+
+def resolve(run: str) -> tuple[RunDir, RunState | None, Celery | None]:
+    """RUN is a run directory or a run id known to Redis; its live state when a broker is configured."""
+    s = settings()
+    rundir = RunDir(Path(run))
+    if rundir.exists():
+        try:
+            run_id = rundir.config().run_id
+        except RunDirError as exc:
+            raise UserError(str(exc)) from None
+        if s.broker_url is None:
+            return rundir, None, None
+        app, r = connect(s)
+        return rundir, RunState(r, run_id), app
+    app, r = connect(s)
+    state = RunState(r, run)
+    if not state.exists():
+        raise UserError(f"run {run}: no such run directory, and no run with that id in Redis")
+    return RunDir(Path(state.get("run_dir") or "")), state, app
+
+
+def need_state(run: str, state: RunState | None) -> RunState:
+    if state is None:
+        raise UserError(f"run {run}: needs ARCSYNTH_BROKER_URL (its live state is in Redis)")
+    return state
+
+
+def start_producer(state: RunState, rundir: RunDir) -> int:
+    """Start the run's producer detached from this terminal; it logs to the run directory."""
+    with open(rundir.path / "producer.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "arcsynth.producer", "produce", str(rundir.path)],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    state.set(producer_pid=proc.pid, producer_host=socket.gethostname(), heartbeat=time.time())
+    return proc.pid
+
+
+def follow_to_end(state: RunState, rundir: RunDir) -> None:
+    from arcsynth.producer.follow import follow
+
+    try:
+        info = follow(state)
+    except KeyboardInterrupt:
+        click.echo(f"\nstopped following; the run goes on. `arcsynth wait {state.run_id}` to follow again", err=True)
+        sys.exit(130)
+    final = info.get("state")
+    if final not in ("done", "cancelled"):
+        raise click.ClickException(
+            f"run {state.run_id}: producer stopped while {final}; see {rundir.path / 'producer.log'} "
+            f"and continue with `arcsynth resume {state.run_id}`")
+    if info.get("solutions_known") == "1" and info.get("score"):
+        click.echo(f"score: {float(info['score']):.3f} over {info.get('total')} tasks")
+    click.echo(f"{final}: submission {rundir.path / 'submission.json'}")
+
+
+@click.command()
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+def runs(limit):
+    """List recent runs with their state and progress."""
+    _, r = connect(settings())
+    click.echo(f"{'run':<24}{'state':<11}{'created':<20}{'finished':>12}{'score':>8}  directory")
+    for run_id, info in list_runs(r, limit):
+        state = RunState(r, run_id)
+        status = info.get("state", "?")
+        if status == "running" and not state.producer_alive(info):
+            status = "stalled"
+        created = datetime.datetime.fromtimestamp(float(info.get("created", 0))).strftime("%Y-%m-%d %H:%M:%S")
+        score = f"{float(info['score']):.3f}" if info.get("score") else "-"
+        finished = f"{state.finished_tasks(info)}/{info.get('total', '?')}"
+        click.echo(f"{run_id:<24}{status:<11}{created:<20}{finished:>12}{score:>8}  {info.get('run_dir', '')}")
+
+
+@click.command()
+@click.argument("run")
+def status(run):
+    """Per stage: tasks pending, running, done and failed; the score so far when solutions are known."""
+    from arcsynth.producer.follow import status_text
+
+    _, state, app = resolve(run)
+    click.echo(status_text(need_state(run, state), app))
+
+
+@click.command()
+@click.argument("run")
+def wait(run):
+    """Follow a run with a live progress bar until it ends."""
+    rundir, state, _ = resolve(run)
+    follow_to_end(need_state(run, state), rundir)
+
+
+def _unfinished(run: str, verb: str) -> tuple[RunDir, RunState, Celery, dict[str, str]]:
+    """The run's directory, state, app and fields; a clear error if it has already ended."""
+    rundir, state, app = resolve(run)
+    state = need_state(run, state)
+    info = state.info()
+    if info.get("state") in ("done", "cancelled"):
+        raise UserError(f"run {state.run_id} is {info['state']}; nothing to {verb}")
+    return rundir, state, app, info  # type: ignore[return-value]
+
+
+@click.command()
+@click.argument("run")
+@click.option("--wait", "wait_", is_flag=True, help="Follow the run until it ends.")
+def resume(run, wait_):
+    """Start a new producer for a run whose producer died; finished work is not repeated."""
+    rundir, state, _, info = _unfinished(run, "resume")
+    if state.producer_alive(info):
+        raise UserError(f"run {state.run_id} still has a live producer (pid {info.get('producer_pid')} "
+                        f"on {info.get('producer_host')})")
+    state.set(state="resuming")
+    pid = start_producer(state, rundir)
+    click.echo(f"resumed {state.run_id}: producer pid {pid}")
+    if wait_:
+        follow_to_end(state, rundir)
+
+
+@click.command()
+@click.argument("run")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for the producer.")
+def cancel(run, timeout):
+    """Revoke the run's unstarted jobs, mark unfinished tasks cancelled, write the results."""
+    from arcsynth.producer.run import Producer
+
+    rundir, state, app, info = _unfinished(run, "cancel")
+    alive = state.producer_alive(info)
+    state.set(state="cancelling")
+    deadline = time.monotonic() + timeout
+    while alive and state.state() == "cancelling" and time.monotonic() < deadline and state.producer_alive():
+        time.sleep(0.2)  # the live producer records the cancellation itself
+    if state.state() != "cancelled":
+        Producer(app, rundir, state).cancel()
+    click.echo(f"cancelled {state.run_id}: submission {rundir.path / 'submission.json'}")
+
+
+@click.command()
+@click.argument("run")
+def results(run):
+    """Write submission.json (and score.json) from whatever has finished; unfinished tasks get placeholders."""
+    rundir, _, _ = resolve(run)
+    rundir.repair()
+    submission, scores = rundir.write_results()
+    if scores is not None:
+        click.echo(f"score: {scores.score:.3f} over {scores.total} tasks ({scores.finished} finished)")
+    click.echo(f"submission: {submission}")
+
+
+@click.command()
+@click.argument("run")
+def report(run):
+    """Write report.html into the run directory: grids, attempts, programs, per-epoch counts."""
+    from arcsynth.producer.report import write_report
+
+    rundir, _, _ = resolve(run)
+    click.echo(write_report(rundir))
+
+
+RUN_COMMANDS = (runs, status, wait, resume, cancel, results, report)

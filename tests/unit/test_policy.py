@@ -1,0 +1,165 @@
+"""The search-and-learn policy, branch by branch, without Redis, Celery or files."""
+
+from __future__ import annotations
+
+from arcsynth.common.jobs import ExecuteRequest, FinetuneRequest, SampleRequest
+from arcsynth.common.models import (
+    Candidate,
+    Completion,
+    ExecutionResult,
+    InputResult,
+    JobRecord,
+    LearnConfig,
+    RunConfig,
+    SamplingConfig,
+    Task,
+    TaskStatus,
+)
+from arcsynth.producer.policy import (
+    Failed,
+    Finetuned,
+    Finish,
+    Searched,
+    Stopped,
+    TaskState,
+    decide,
+    first_job,
+    requests,
+    task_record,
+)
+
+# Swap the two cells of a row: [[1, 2]] -> [[2, 1]].
+TASK = Task(id="t", train=[{"input": [[1, 2]], "output": [[2, 1]]}, {"input": [[3, 4]], "output": [[4, 3]]}],
+            test=[{"input": [[5, 6]], "output": [[6, 5]]}])
+SWAP = "def transform(grid):\n    return grid[:, ::-1]"
+
+
+def config(**learn) -> RunConfig:
+    return RunConfig(run_id="r", dataset="d", task_ids=["t"], model="m", sampling=SamplingConfig(n=4),
+                     learn=LearnConfig(**learn))
+
+
+def cand(index: int, outputs: list, epoch: int = 0, code: str = "def transform(grid):\n    return grid",
+         fingerprint: str | None = None, parent: str = "") -> Candidate:
+    """A candidate whose train outputs are `outputs` (None: it raised); its test output is the right one
+    when every train output is, else the test input unchanged."""
+    train = [InputResult(output=o) if o is not None else InputResult(error="exception", message="boom") for o in outputs]
+    correct = sum(1 for r, p in zip(train, TASK.train) if r.output == p.output)
+    acc = sum(1.0 if r.output == p.output else 0.5 if r.output is not None else 0.0 for r, p in zip(train, TASK.train))
+    test = InputResult(output=[[6, 5]] if correct == len(TASK.train) else [[5, 6]])
+    ex = ExecutionResult(train=train, test=[test], train_correct=correct, train_total=len(TASK.train),
+                         train_pixel_accuracy=acc / len(TASK.train), fingerprint=fingerprint or f"fp{index}-{epoch}")
+    return Candidate(task_id="t", index=index, code=code, completion=Completion(text=code), epoch=epoch, parent=parent,
+                     execution=ex)
+
+
+SOLVED = [[2, 1]], [[4, 3]]
+HALF = [[2, 1]], [[3, 4]]  # right on one pair, a no-op on the other: worth refining, usable to relabel
+NOOP = [[1, 2]], [[3, 4]]
+
+
+def state(cands: list[Candidate], step: str = "search", epoch: int = 0, adapter: str = "", parent: str = "",
+          refined: set | None = None) -> TaskState:
+    job = JobRecord(step=step, epoch=epoch, adapter=adapter, ids=["a", "b"], parent=parent)
+    return TaskState(TASK, job, list(cands), set(refined or ()))
+
+
+def test_first_job_is_a_search_at_epoch_0_through_the_runs_adapter():
+    job = first_job("t", config().model_copy(update={"adapter": "start"}))
+    assert (job.step, job.epoch, job.adapter, job.ids, job.augmentation) == ("search", 0, "start", [], None)
+
+
+def test_solved_task_stops_when_stop_when_solved():
+    assert decide(state([cand(0, list(SOLVED))]), Searched(), config(epochs=3)) == Finish(TaskStatus.DONE)
+
+
+def test_solved_task_keeps_learning_with_keep_searching():
+    job = decide(state([cand(0, list(SOLVED))]), Searched(), config(epochs=3, stop_when_solved=False))
+    assert isinstance(job, JobRecord) and (job.step, job.epoch) == ("finetune", 0)
+
+
+def test_unsolved_task_is_refined_while_rounds_are_left_best_program_first():
+    cands = [cand(0, list(NOOP)), cand(1, list(HALF)), cand(2, [None, None])]
+    job = decide(state(cands), Searched(), config(refine_rounds=2))
+    assert isinstance(job, JobRecord) and job.step == "refine" and job.parent == "fp1-0"
+    # One round used on fp1: the next best unrefined program is the no-op (it produced output).
+    job = decide(state(cands, refined={(0, "fp1-0")}), Searched(), config(refine_rounds=2))
+    assert isinstance(job, JobRecord) and job.parent == "fp0-0"
+
+
+def test_no_refinement_when_rounds_are_used_up_or_nothing_is_worth_fixing():
+    cands = [cand(0, list(NOOP)), cand(1, list(HALF))]
+    used = state(cands, refined={(0, "fp1-0")})
+    assert decide(used, Searched(), config(refine_rounds=1)) == Finish(TaskStatus.DONE)  # epochs=0: search only
+    crashed = state([cand(0, [None, None])])
+    assert decide(crashed, Searched(), config(refine_rounds=3)) == Finish(TaskStatus.DONE)
+    # Rounds of an earlier epoch do not count against this one.
+    later = state([cand(0, list(HALF), epoch=1)], epoch=1, refined={(0, "fp0-1"), (0, "x")})
+    job = decide(later, Searched(), config(refine_rounds=1, epochs=1))
+    assert isinstance(job, JobRecord) and job.step == "refine" and job.epoch == 1
+
+
+def test_epochs_exhausted_ends_the_task():
+    st = state([cand(0, list(HALF), epoch=2)], epoch=2)
+    assert decide(st, Searched(), config(epochs=2)) == Finish(TaskStatus.DONE)
+
+
+def test_nothing_to_learn_from_when_no_program_ran_cleanly():
+    st = state([cand(0, [None, None]), cand(1, list(NOOP))])  # a crash and a no-op: nothing to relabel
+    assert decide(st, Searched(), config(epochs=1)) == Finish(
+        TaskStatus.DONE, "nothing to learn from: no program ran cleanly")
+
+
+def test_unsolved_task_with_programs_to_relabel_is_fine_tuned_from_its_adapter():
+    job = decide(state([cand(0, list(HALF))], adapter="a0"), Searched(), config(epochs=1))
+    assert isinstance(job, JobRecord) and (job.step, job.epoch, job.adapter) == ("finetune", 0, "a0")
+
+
+def test_finetuned_task_searches_the_next_epoch_through_the_new_adapter():
+    st = state([cand(0, list(HALF))], step="finetune", adapter="a0")
+    job = decide(st, Finetuned("a1"), config(epochs=2))
+    assert isinstance(job, JobRecord) and (job.step, job.epoch, job.adapter) == ("search", 1, "a1")
+
+
+def test_skipped_prompt_ends_a_search_but_not_a_refinement():
+    assert decide(state([]), Searched(skipped="too long"), config()) == Finish(TaskStatus.SKIPPED, "too long")
+    refining = state([cand(0, list(HALF))], step="refine", parent="fp0-0", refined={(0, "fp0-0")})
+    assert decide(refining, Searched(skipped="too long"), config(refine_rounds=1)) == Finish(TaskStatus.DONE)
+
+
+def test_failed_job_and_stopped_run_end_the_task_with_their_reason():
+    assert decide(state([]), Failed("execute", "ValueError: x"), config()) == Finish(TaskStatus.FAILED, "execute: ValueError: x")
+    assert decide(state([]), Stopped(TaskStatus.CANCELLED, "cancelled"), config()) == Finish(
+        TaskStatus.CANCELLED, "cancelled")
+
+
+def test_augmented_search_is_deterministic_per_task_and_epoch():
+    a, b = first_job("t", config(augment=True)), first_job("t", config(augment=True))
+    assert a.augmentation is not None and a == b
+    st = state([cand(0, list(HALF))], step="finetune")
+    nxt = decide(st, Finetuned("a1"), config(augment=True, epochs=1))
+    assert isinstance(nxt, JobRecord) and nxt.augmentation is not None
+
+
+def test_requests_for_each_step():
+    cfg = config(epochs=1, samples_per_epoch=2, refine_samples=3)
+    sample, execute = requests(state([], adapter="a"), cfg)
+    assert isinstance(sample, SampleRequest) and isinstance(execute, ExecuteRequest)
+    assert (sample.sampling.n, sample.adapter, sample.refine, execute.epoch) == (4, "a", None, 0)
+    sample, _ = requests(state([], epoch=1), cfg)
+    assert sample.sampling.n == 2  # later epochs sample samples_per_epoch
+    parent = cand(0, list(HALF), code=SWAP.replace("::-1", "::1"))
+    sample, _ = requests(state([parent], step="refine", parent="fp0-0"), cfg)
+    assert sample.sampling.n == 3 and sample.refine is not None and sample.refine.code == parent.code
+    ft = requests(state([parent], step="finetune", adapter="a"), cfg)
+    assert isinstance(ft, FinetuneRequest) and ft.start_adapter == "a" and ft.base_model == "m" and len(ft.examples) == 1
+    ft = requests(state([parent], step="finetune", adapter="a"), config(epochs=1, from_base=True))
+    assert isinstance(ft, FinetuneRequest) and ft.start_adapter == ""
+
+
+def test_task_record_counts_per_epoch_and_picks_attempts():
+    st = state([cand(0, list(SOLVED)), cand(1, [None, None]), cand(0, list(HALF), epoch=1)], epoch=1, adapter="a1")
+    rec = task_record(st, Finish(TaskStatus.DONE))
+    assert rec.status == TaskStatus.DONE and rec.epochs == 1 and rec.adapter == "a1"
+    assert {e: (c.candidates, c.valid, c.train_correct) for e, c in rec.per_epoch.items()} == {0: (2, 1, 1), 1: (1, 1, 0)}
+    assert rec.attempts[0].attempt_1 == [[6, 5]]  # the train-correct program's test output comes first

@@ -1,0 +1,3 @@
+from arcsynth.workers.cli import main
+
+main()
