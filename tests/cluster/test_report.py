@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 
@@ -33,12 +34,18 @@ def test_report_renders_grids_attempts_programs_and_the_score(replay_cluster, br
     assert r.returncode == 0, r.stderr
     page = out / "report.html"
     assert r.stdout.strip() == str(page)
-    assert "src=" not in page.read_text() and "href=" not in page.read_text()  # nothing to fetch
+    text = page.read_text()
+    assert "src=" not in text and set(re.findall(r'href="(.)', text)) == {"#"}  # nothing to fetch: links are in-page
     scores = json.loads((out / "score.json").read_text())
 
     browser.get(page.as_uri())
     assert browser.find_element("id", "score").text == f"{scores['score']:.3f}" == "0.667"
+    # The summary: pass@n over the replayed programs (one of two right for two tasks), every task in the table.
+    lines = browser.find_elements("css selector", "#curves polyline.pass-at-n")
+    assert [(x.get_attribute("data-epoch"), x.get_attribute("data-points")) for x in lines] == [("0", "1:0.333333 2:0.666667")]
+    assert [r.get_attribute("data-task") for r in browser.find_elements("css selector", "#tasks tr.task-row")] == TASKS
     for task in tasks:
+        browser.find_element("css selector", f'#tasks a[href="#task-{task.id}"]').click()  # opens the section
         section = browser.find_element("css selector", f'section[data-task="{task.id}"]')
         assert float(section.find_element("css selector", ".task-score").text) == scores["tasks"][task.id]
         grids = section.find_elements("css selector", "svg.grid")
