@@ -43,7 +43,7 @@ test-unit: install
 	$(BIN)/python -m pytest -q tests/unit
 
 lint: install
-	$(BIN)/ruff check common producer workers tests benchmarks
+	$(BIN)/ruff check common producer workers tests benchmarks deploy
 
 bench: install
 	$(BIN)/python benchmarks/exec_throughput.py

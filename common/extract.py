@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import re
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
@@ -38,11 +37,3 @@ def extract_code(text: str) -> str:
         raise ExtractionError("no Python code block defines `transform`")
     raise ExtractionError("no Python code block in the completion")
 
-
-def check_syntax(code: str) -> str | None:
-    """The syntax error message, or None when the code parses."""
-    try:
-        ast.parse(code)
-    except SyntaxError as exc:
-        return f"line {exc.lineno}: {exc.msg}"
-    return None

@@ -15,10 +15,6 @@ def encode_grid(grid: list[list[int]]) -> str:
     return "\n".join("".join(str(c) for c in row) for row in grid)
 
 
-def decode_grid(text: str) -> list[list[int]]:
-    return [[int(c) for c in line.strip()] for line in text.strip().splitlines() if line.strip()]
-
-
 def task_prompt(task: Task) -> str:
     parts = ["Here are example input/output pairs:\n"]
     for i, pair in enumerate(task.train, 1):

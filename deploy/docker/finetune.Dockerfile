@@ -2,11 +2,13 @@
 # docker build -f deploy/docker/finetune.Dockerfile -t arcsynth-finetune .
 FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
 WORKDIR /opt/arcsynth
-COPY pyproject.toml README.md ./
-COPY common ./common
-COPY producer ./producer
-COPY workers ./workers
-RUN pip install --no-cache-dir ".[finetune,finetune-gpu]" && useradd --create-home arcsynth
+COPY pyproject.toml deploy/docker/worker_requirements.py ./
+RUN python worker_requirements.py finetune finetune-gpu > requirements.txt && pip install --no-cache-dir -r requirements.txt \
+    && useradd --create-home arcsynth
+# Only the workers' code and what they share with the producer, as the `arcsynth` namespace.
+COPY common ./arcsynth/common
+COPY workers ./arcsynth/workers
+ENV PYTHONPATH=/opt/arcsynth
 USER arcsynth
-ENTRYPOINT ["arcsynth"]
+ENTRYPOINT ["python", "-m", "arcsynth.workers"]
 CMD ["worker", "finetune"]

@@ -2,11 +2,13 @@
 # docker build -f deploy/docker/inference.Dockerfile -t arcsynth-inference .
 FROM vllm/vllm-openai:v0.8.5
 WORKDIR /opt/arcsynth
-COPY pyproject.toml README.md ./
-COPY common ./common
-COPY producer ./producer
-COPY workers ./workers
-RUN pip install --no-cache-dir ".[inference]" && useradd --create-home arcsynth
+COPY pyproject.toml deploy/docker/worker_requirements.py ./
+RUN python worker_requirements.py inference > requirements.txt && pip install --no-cache-dir -r requirements.txt \
+    && useradd --create-home arcsynth
+# Only the workers' code and what they share with the producer, as the `arcsynth` namespace.
+COPY common ./arcsynth/common
+COPY workers ./arcsynth/workers
+ENV PYTHONPATH=/opt/arcsynth
 USER arcsynth
-ENTRYPOINT ["arcsynth"]
+ENTRYPOINT ["python", "-m", "arcsynth.workers"]
 CMD ["worker", "inference"]

@@ -51,9 +51,13 @@ def test_dockerfiles_build_one_image_per_kind_from_this_repo():
         assert re.search(r"^FROM \S+:\S+", text, re.M), f"{kind}: base image must be pinned"
         for src in re.findall(r"^COPY (\S+)", text, re.M):
             assert (DEPLOY.parent / src).exists(), f"{kind}.Dockerfile copies missing {src}"
-        for extras in re.findall(r'"\.\[([^\]]+)\]"', text):
-            assert set(extras.split(",")) <= _extras(), f"{kind}.Dockerfile: unknown extras {extras}"
-        assert 'ENTRYPOINT ["arcsynth"]' in text and re.search(r"^USER (?!root)\S+", text, re.M)
+        for extras in re.findall(r'"\.\[([^\]]+)\]"', text) + re.findall(r"worker_requirements.py ([\w -]+) >", text):
+            assert set(re.split(r"[, ]+", extras.strip())) <= _extras(), f"{kind}.Dockerfile: unknown extras {extras}"
+        assert re.search(r"^USER (?!root)\S+", text, re.M)
+        if kind == "producer":
+            assert 'ENTRYPOINT ["arcsynth"]' in text
+        else:  # worker images carry no producer code
+            assert 'ENTRYPOINT ["python", "-m", "arcsynth.workers"]' in text and not re.search(r"^COPY producer", text, re.M)
     assert "vllm" in (DEPLOY / "docker" / "inference.Dockerfile").read_text()
     assert "finetune-gpu" in (DEPLOY / "docker" / "finetune.Dockerfile").read_text()
     assert "slim" in (DEPLOY / "docker" / "execute.Dockerfile").read_text()
@@ -137,3 +141,29 @@ def test_systemd_units_start_a_worker_with_a_private_environment(unit):
     assert re.search(r"^ExecStart=\S+/arcsynth (worker|flower)", text, re.M)
     assert re.search(r"^EnvironmentFile=", text, re.M)  # secrets stay out of the unit file
     assert "KillSignal=SIGTERM" in text and "Restart=" in text
+
+
+def test_workers_start_without_the_producers_code(tmp_path):
+    """What a worker image holds (common/ and workers/ as the `arcsynth` namespace) is enough to
+    import every worker kind and run the operator commands; the producer is not importable there."""
+    import shutil
+    import subprocess
+    import sys
+
+    root = DEPLOY.parent
+    for part in ("common", "workers"):
+        shutil.copytree(root / part, tmp_path / "arcsynth" / part, ignore=shutil.ignore_patterns("__pycache__"))
+    probe = """
+import importlib.util, runpy, sys
+sys.meta_path = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+sys.path = [p for p in sys.path if "__editable__" not in p]
+assert importlib.util.find_spec("arcsynth.producer") is None, "producer code is visible"
+for kind in ("execute", "inference", "finetune", "cli"):
+    importlib.import_module("arcsynth.workers." + kind)
+sys.argv = ["arcsynth.workers", "worker", "--help"]
+runpy.run_module("arcsynth.workers", run_name="__main__")
+"""
+    r = subprocess.run([sys.executable, "-c", "import importlib\n" + probe], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "{inference|finetune|execute}" in r.stdout

@@ -2,15 +2,13 @@
 
 import pytest
 
-from arcsynth.common.extract import ExtractionError, check_syntax, extract_code
+from arcsynth.common.extract import ExtractionError, extract_code
 from arcsynth.common.models import Task
-from arcsynth.common.prompts import decode_grid, encode_grid, format_completion, task_messages
+from arcsynth.common.prompts import encode_grid, format_completion, task_messages
 
 
-def test_grid_round_trip():
-    g = [[0, 1, 2], [9, 8, 7]]
-    assert encode_grid(g) == "012\n987"
-    assert decode_grid(encode_grid(g)) == g
+def test_grid_encoding_is_one_line_of_digits_per_row():
+    assert encode_grid([[0, 1, 2], [9, 8, 7]]) == "012\n987"
 
 
 def test_messages_show_train_pairs_and_test_inputs():
@@ -46,11 +44,6 @@ def test_round_trip_with_training_format():
 def test_clear_reasons(text, reason):
     with pytest.raises(ExtractionError, match=reason):
         extract_code(text)
-
-
-def test_check_syntax():
-    assert check_syntax("def transform(g):\n    return g") is None
-    assert "line 1" in check_syntax("def transform(:")
 
 
 def test_refinement_prompt_shows_per_pair_feedback():
