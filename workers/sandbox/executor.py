@@ -1,19 +1,25 @@
 """Run candidate programs against a task's inputs through the sandbox helper, and grade them.
 
 `Executor` owns one warm helper process (see `helper.py`), started with an empty
-environment; it restarts the helper if a run ever takes it down.
+environment; it restarts the helper if a run ever takes it down. Whatever comes back from the
+helper is validated again here: a malformed verdict is that run's `crashed` verdict.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import select
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
+
+from pydantic import ValidationError
 
 from arcsynth.common.augment import Augmentation
 from arcsynth.common.lifetime import die_with_parent
@@ -21,12 +27,26 @@ from arcsynth.common.models import ExecutionResult, InputResult, Task
 from arcsynth.common.scoring import pixel_accuracy
 
 HELPER = Path(__file__).with_name("helper.py")
-# Cover state the untrusted code has no business seeing: the project's code and a .env.
+# Cover state the untrusted code has no business seeing (in the fallback view, where the OS refuses
+# the minimal root): the project's code and a .env.
 _PACKAGES = ("arcsynth.common", "arcsynth.producer", "arcsynth.workers")
+_HELPER_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 class IsolationUnavailable(RuntimeError):
-    pass
+    """The sandbox cannot give runs what this worker requires; its message is one line."""
+
+
+class SandboxStartError(IsolationUnavailable):
+    """The sandbox helper did not start (it died, hung or reported a failure before it was ready)."""
+
+
+class DslImportError(SandboxStartError):
+    """A DSL module is missing or failed to import; the message names the module and its error."""
+
+    def __init__(self, module: str, message: str) -> None:
+        super().__init__(f"DSL module {module} failed to import: {message}")
+        self.module = module
 
 
 def paths_to_hide() -> list[str]:
@@ -54,43 +74,120 @@ def fingerprint(results: Sequence[InputResult]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def _crashed(message: str) -> InputResult:
+    return InputResult(error="crashed", message=message)
+
+
+def _verdict(item: object) -> InputResult:
+    """One helper verdict as an InputResult; anything malformed is a `crashed` verdict, never an error."""
+    try:
+        result = InputResult.model_validate(item)
+    except (ValidationError, TypeError, ValueError) as exc:
+        return _crashed(f"the sandbox returned an invalid result: {str(exc).splitlines()[0][:200]}")
+    if (result.error == "none") != (result.output is not None):
+        return _crashed("the sandbox returned an invalid result: output and error disagree")
+    message = result.message[:500].encode("utf-8", "replace").decode("utf-8")
+    return result if message == result.message else result.model_copy(update={"message": message})
+
+
+def parse_reply(line: str, count: int) -> tuple[list[InputResult], float, str] | None:
+    """The helper's reply to one run as `count` verdicts, its seconds and printed output; None if malformed."""
+    try:
+        reply = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(reply, dict) or not isinstance(reply.get("results"), list):
+        return None
+    results = [_verdict(r) for r in reply["results"][:count]]
+    results += [_crashed("no result came back for this input")] * (count - len(results))
+    seconds = reply.get("seconds")
+    output = reply.get("output")
+    return (results, float(seconds) if isinstance(seconds, (int, float)) else 0.0,
+            output if isinstance(output, str) else "")
+
+
 class Executor:
-    def __init__(self, timeout_s: float = 5.0, memory_mb: int = 1024,
-                 require: Sequence[str] = (), dsl: Sequence[str] = ()) -> None:
+    """Runs programs in one warm sandbox helper (see `helper.py`) and grades them.
+
+    `dsl`: DSL module files programs may import by file name; they load in the listed order, so a
+    later one may import an earlier one, never the reverse. `packages`: top-level packages programs
+    may import beside the standard library and numpy. `require`: isolation layers without which
+    `start()` raises `IsolationUnavailable`. `start()` raises a `SandboxStartError` (one line) when the
+    helper cannot start, a `DslImportError` when a DSL module is missing or fails to import.
+    `run()` and `grade()` never raise for anything a program does: it is that program's verdict.
+    """
+
+    def __init__(self, timeout_s: float = 5.0, memory_mb: int = 1024, require: Sequence[str] = (),
+                 dsl: Sequence[str] = (), packages: Sequence[str] = (), start_timeout_s: float = 120.0,
+                 python: str = sys.executable) -> None:
         self.dsl = [str(Path(p).resolve()) for p in dsl]
-        for path in self.dsl:
-            if not Path(path).is_file():
-                raise FileNotFoundError(f"DSL module {path} does not exist")
+        self.packages = list(packages)
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
         self.require = tuple(require)
+        self.start_timeout_s = start_timeout_s
+        self.python = python
         self.layers: dict[str, bool] = {}
+        self.why: dict[str, str] = {}  # why each unavailable layer is unavailable
         self.last_output = ""  # what the last run printed (captured, capped)
         self._proc: subprocess.Popen[str] | None = None
+        self._stderr: IO[bytes] | None = None
         self._lock = threading.Lock()
+
+    def _fail(self, reason: str) -> SandboxStartError:
+        tail = ""
+        if self._stderr is not None:
+            self._stderr.seek(0)
+            lines = [x for x in self._stderr.read()[-4096:].decode("utf-8", "replace").splitlines() if x.strip()]
+            tail = f"; its last words: {lines[-1].strip()[:300]}" if lines else ""
+        self.close()
+        return SandboxStartError(f"the sandbox helper {reason}{tail}")
+
+    def _hello(self, proc: subprocess.Popen[str]) -> dict:
+        assert proc.stdout
+        ready, _, _ = select.select([proc.stdout], [], [], self.start_timeout_s)
+        if not ready:
+            raise self._fail(f"did not start within {self.start_timeout_s:g} s (does a DSL module hang at import?)")
+        line = proc.stdout.readline()
+        if not line:
+            raise self._fail(f"exited with status {proc.wait()} before it was ready")
+        try:
+            hello = json.loads(line)
+            assert isinstance(hello, dict)
+        except (ValueError, AssertionError):
+            raise self._fail(f"said something unexpected: {line.strip()[:100]!r}") from None
+        if hello.get("error") == "dsl":
+            self.close()
+            raise DslImportError(str(hello.get("module")), str(hello.get("message")))
+        if "error" in hello or not isinstance(hello.get("layers"), dict):
+            raise self._fail(f"failed to start: {hello.get('message', line.strip()[:200])}")
+        return hello
 
     def _helper(self) -> subprocess.Popen[str]:
         if self._proc is None or self._proc.poll() is not None:
+            self.close()
+            missing = [p for p in self.dsl if not Path(p).is_file()]
+            if missing:
+                raise DslImportError(missing[0], "the file does not exist")
+            config = {"hide": paths_to_hide(), "dsl": self.dsl, "packages": self.packages}
+            self._stderr = tempfile.TemporaryFile()
             self._proc = subprocess.Popen(
-                [sys.executable, "-I", str(HELPER), json.dumps({"hide": paths_to_hide(), "dsl": self.dsl})],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
+                [self.python, "-I", str(HELPER), json.dumps(config)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
                 # No broker URL, passwords or tokens for untrusted code; one BLAS thread per run.
-                env={"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
-                cwd="/",
-                text=True,
-                preexec_fn=die_with_parent,
+                env=_HELPER_ENV, cwd="/", text=True, preexec_fn=die_with_parent,
             )
-            assert self._proc.stdout
-            hello = self._proc.stdout.readline()
-            self.layers = json.loads(hello)["layers"] if hello else {}
+            hello = self._hello(self._proc)
+            self.layers = {str(k): bool(v) for k, v in hello["layers"].items()}
+            why = hello.get("why")
+            self.why = {str(k): str(v) for k, v in why.items()} if isinstance(why, dict) else {}
             missing = [name for name in self.require if not self.layers.get(name)]
             if missing:
                 self.close()
                 raise IsolationUnavailable(
                     f"required isolation layers unavailable here: {', '.join(missing)} "
-                    f"(active: {', '.join(k for k, v in self.layers.items() if v) or 'none'})"
+                    f"(active: {', '.join(k for k, v in self.layers.items() if v) or 'none'}; "
+                    + "; ".join(f"{k}: {self.why[k]}" for k in missing if k in self.why) + ")"
                 )
         return self._proc
 
@@ -101,6 +198,7 @@ class Executor:
         return dict(self.layers)
 
     def run(self, code: str, inputs: Sequence[list[list[int]]]) -> tuple[list[InputResult], float]:
+        """One verdict per input and the run's seconds. Raises only when the helper cannot (re)start."""
         request = json.dumps({"code": code, "inputs": list(inputs), "timeout": self.timeout_s,
                               "memory_mb": self.memory_mb})
         with self._lock:
@@ -114,14 +212,14 @@ class Executor:
                 except (BrokenPipeError, OSError):
                     line = ""
                 if line:
-                    reply = json.loads(line)
-                    self.last_output = reply.get("output", "")
-                    results = [InputResult(**r) for r in reply["results"]][: len(inputs)]
-                    lost = InputResult(error="crashed", message="no result came back for this input")
-                    return results + [lost] * (len(inputs) - len(results)), reply["seconds"]
+                    parsed = parse_reply(line, len(inputs))
+                    if parsed is None:
+                        self.close()
+                        return [_crashed("the sandbox helper sent a malformed reply")] * len(inputs), 0.0
+                    results, seconds, self.last_output = parsed
+                    return results, seconds
                 self.close()
-        crashed = InputResult(error="crashed", message="the sandbox helper died")
-        return [crashed] * len(inputs), 0.0
+        return [_crashed("the sandbox helper died")] * len(inputs), 0.0
 
     def grade(self, task: Task, code: str, augmentation: Augmentation | None = None) -> ExecutionResult:
         """Run `code` on all train and test inputs; score it against the train outputs.
@@ -150,4 +248,10 @@ class Executor:
         if self._proc is not None:
             self._proc.kill()
             self._proc.wait(timeout=10)
+            for stream in (self._proc.stdin, self._proc.stdout):
+                if stream is not None:
+                    stream.close()
             self._proc = None
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None

@@ -1,0 +1,123 @@
+"""Put the helper (and so every run it forks) in its own namespaces, once, and say which layers hold.
+
+Layers, each true only where the OS allowed it:
+- `network_namespace`: a fresh network namespace; it has only a loopback device, and it is down.
+- `mount_namespace`: the helper's own mount namespace; the host never sees what runs write.
+- `minimal_root`: runs see only the minimal root of `sandbox_rootfs` (the interpreter, its standard
+  library, the offered packages, the DSL files, a few /dev nodes and a private /tmp). Without it,
+  the wider fallback view: the host's tree with /tmp, /var/tmp, /dev/shm and /run/lock replaced by
+  fresh tmpfs that only root may write, and the `hide` paths covered.
+- `unprivileged_user`: runs drop to uid/gid 65534 (needs the helper to be root).
+- `seccomp`: runs install the filter of `sandbox_seccomp` (x86_64).
+- `rlimits`: CPU, memory, file-size, open-file and process limits (always).
+A non-root helper gets its namespaces from a user namespace that maps only its own uid and gid,
+and gives up every capability in it once the root is built. Part of the helper: imports nothing
+from the project.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import sys
+from collections.abc import Iterable
+
+import sandbox_rootfs as rootfs
+import sandbox_seccomp as seccomp
+
+CLONE_NEWNS, CLONE_NEWNET, CLONE_NEWUSER = 0x00020000, 0x40000000, 0x10000000
+_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
+_CAPSET = {"x86_64": 126, "aarch64": 91}
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _user_namespace() -> bool:
+    """unshare a user, network and mount namespace mapping only our own ids; False if refused."""
+    uid, gid = os.getuid(), os.getgid()
+    if _libc.unshare(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS) != 0:
+        return False
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+        with open(f"/proc/self/{name}", "w") as f:
+            f.write(text)
+    return True
+
+
+def _drop_capabilities() -> None:
+    """Give up every capability (those a user namespace granted): runs then inherit none."""
+    nr = _CAPSET.get(platform.machine())
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+    data = (ctypes.c_uint32 * 6)()
+    if nr is None or _libc.syscall(nr, header, data) != 0:
+        raise OSError(ctypes.get_errno(), "capset refused")
+
+
+def _wide_view(hide: Iterable[str]) -> bool:
+    """The fallback view: fresh root-only tmpfs on the world-writable places, `hide` covered."""
+    ok = True
+    for d in _WRITABLE:
+        if os.path.isdir(d) and not os.path.islink(d):
+            try:
+                rootfs.mount("tmpfs", d, "tmpfs", rootfs.MS_NOSUID | rootfs.MS_NODEV, "mode=0755,size=256m")
+            except OSError:
+                ok = False
+    for path in hide:
+        try:
+            if os.path.isdir(path):
+                rootfs.mount("tmpfs", path, "tmpfs", rootfs.MS_RDONLY, "mode=0000,size=4k")
+            elif os.path.isfile(path):
+                rootfs.mount("/dev/null", path, None, rootfs.MS_BIND)
+        except OSError:
+            ok = False
+    return ok
+
+
+def isolate(packages: Iterable[str], files: Iterable[str], hide: Iterable[str]) -> tuple[dict[str, bool], dict[str, str]]:
+    """Isolate this process; return the layers (name -> active) and why each missing one is missing.
+
+    `packages` are the imported top-level modules runs may import beside the standard library,
+    `files` the other files they may read (the DSL modules), `hide` what the fallback view covers.
+    """
+    layers = {"network_namespace": False, "mount_namespace": False, "minimal_root": False,
+              "seccomp": seccomp.available(), "unprivileged_user": False, "rlimits": True}
+    why: dict[str, str] = {}
+    if not layers["seccomp"]:
+        why["seccomp"] = f"no filter for {platform.machine()}"
+    try:
+        plan = rootfs.plan(packages, files)
+    except OSError as exc:
+        plan, why["minimal_root"] = None, f"cannot plan it: {exc}"
+    root = os.geteuid() == 0
+    if root:
+        mountns = _libc.unshare(CLONE_NEWNET | CLONE_NEWNS) == 0
+        layers["network_namespace"] = mountns
+        layers["unprivileged_user"] = True
+    else:
+        mountns = _user_namespace()
+        layers["network_namespace"] = mountns or _libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) == 0
+        why["unprivileged_user"] = "the helper is not root, so runs keep its user"
+    if not mountns:
+        why.setdefault("minimal_root", "the OS refused a mount namespace")
+        why["mount_namespace"] = "the OS refused a mount namespace"
+        return layers, why
+    try:
+        rootfs.mount(None, "/", None, rootfs.MS_REC | rootfs.MS_PRIVATE)
+    except OSError as exc:
+        why["mount_namespace"] = why["minimal_root"] = str(exc)
+        return layers, why
+    if plan is not None:
+        try:
+            plan.build()
+            layers["minimal_root"] = layers["mount_namespace"] = True
+        except OSError as exc:
+            why["minimal_root"] = str(exc)
+    if not layers["minimal_root"]:
+        layers["mount_namespace"] = _wide_view(hide)
+        if not layers["mount_namespace"]:
+            why["mount_namespace"] = "the OS refused a mount"
+    if not root:
+        try:
+            _drop_capabilities()
+        except OSError as exc:
+            print(f"arcsynth sandbox: {exc}", file=sys.stderr, flush=True)
+    return layers, why

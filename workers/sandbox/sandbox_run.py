@@ -1,0 +1,208 @@
+"""One run: fork the warm helper, confine the child, run the program on every input, read its verdicts.
+
+The child holds exactly four descriptors when the program starts: 0 (/dev/null), 1 and 2 (its
+captured output file) and 3 (its result channel, see `sandbox_channel`); everything else the
+helper had open is closed. Whatever the program does to them, `run_one` returns one verdict per
+input and never raises for it. Part of the helper: imports nothing from the project.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import resource
+import select
+import shutil
+import signal
+import stat
+import sys
+import tempfile
+import time
+
+import numpy as np
+import sandbox_seccomp as seccomp
+from sandbox_channel import MAX_LINE, check_grid, clean_message, parse_results
+
+NOBODY = 65534
+CHANNEL = 3
+FAILED = 70  # the child's own exit status when it could not report (its channel was closed or replaced)
+MAX_CHANNEL = 4 << 20
+OUTPUT_CAP = 4096
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _describe(e: BaseException) -> str:
+    """`Type: message` of an exception raised by untrusted code, even when its __str__ raises."""
+    try:
+        return clean_message(f"{type(e).__name__}: {e}")
+    except BaseException:  # noqa: BLE001 - an exception's own __str__ or __name__ may raise
+        return "an exception that cannot be printed"
+
+
+def _emit(**kw: object) -> None:
+    data = (json.dumps(kw) + "\n").encode()
+    while data:
+        data = data[os.write(CHANNEL, data):]
+
+
+def _confine(memory_mb: int, cpu_s: int, workdir: str, wfd: int, layers: dict[str, bool]) -> None:
+    """Limits, descriptors, user and seccomp for the forked child, in that order."""
+    os.setpgid(0, 0)
+    _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the helper
+    mem = memory_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a too-large write fails instead of killing
+    os.chdir(workdir)
+    stdin = os.open(os.devnull, os.O_RDONLY)
+    captured = os.open(os.path.join(workdir, ".output"), os.O_WRONLY | os.O_CREAT, 0o600)
+    channel = os.dup(wfd)
+    for fd, new in ((stdin, 0), (captured, 1), (captured, 2), (channel, CHANNEL)):
+        os.dup2(fd, new)
+    os.closerange(CHANNEL + 1, 1 << 30)  # the helper's pipes, the read end, anything a DSL opened
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # line-buffered: kept even on os._exit
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
+    if layers.get("unprivileged_user"):
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+        resource.setrlimit(resource.RLIMIT_NPROC, (256, 256))
+    if layers.get("seccomp"):
+        seccomp.install(os.getpid())
+
+
+def _program(code: str, inputs: list) -> None:
+    """Run the program in the confined child and report one line per input (or one `load` line)."""
+    scope = {"__name__": "__candidate__", "__builtins__": __builtins__}
+    try:
+        exec(compile(code, "<candidate>", "exec"), scope)
+    except MemoryError:
+        return _emit(error="memory", message="MemoryError while loading the program", load=True)
+    except SyntaxError as e:
+        return _emit(error="syntax_error", message=clean_message(f"line {e.lineno}: {e.msg}"), load=True)
+    except BaseException as e:  # noqa: BLE001 - untrusted code may raise anything
+        return _emit(error="exception", message=_describe(e), load=True)
+    fn = scope.get("transform")
+    if not callable(fn):
+        return _emit(error="no_transform", message="the program defines no function transform", load=True)
+    for grid in inputs:
+        try:
+            result, reason = check_grid(fn(np.array(grid, dtype=np.int64)))
+            verdict = {"error": "invalid_output", "message": reason} if reason else {"output": result}
+        except MemoryError:
+            verdict = {"error": "memory", "message": "MemoryError"}
+        except RecursionError:
+            verdict = {"error": "exception", "message": "RecursionError: maximum recursion depth exceeded"}
+        except BaseException as e:  # noqa: BLE001
+            verdict = {"error": "exception", "message": _describe(e)}
+        _emit(**verdict)
+
+
+def _child(req: dict, workdir: str, wfd: int, layers: dict[str, bool]) -> None:
+    try:
+        _confine(int(req["memory_mb"]), int(float(req["timeout"])) + 1, workdir, wfd, layers)
+    except BaseException:  # noqa: BLE001 - a run that cannot be confined must not run
+        os._exit(FAILED)
+    try:
+        _program(req["code"], req["inputs"])
+    except BaseException:  # noqa: BLE001 - the channel was closed or replaced under us
+        os._exit(FAILED)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:  # noqa: BLE001 - the program may have replaced or closed them
+            pass
+    os._exit(0)
+
+
+def _read(rfd: int, timeout: float, start: float) -> tuple[bytes, str]:
+    """The channel's bytes until EOF, the deadline, or a flood; and how reading ended."""
+    buf = b""
+    while True:
+        left = timeout - (time.monotonic() - start)
+        if left <= 0:
+            return buf, "timeout"
+        ready, _, _ = select.select([rfd], [], [], left)
+        if not ready:
+            continue
+        chunk = os.read(rfd, 1 << 16)
+        if not chunk:
+            return buf, "eof"
+        buf += chunk
+        if len(buf) > MAX_CHANNEL or len(buf) - (buf.rfind(b"\n") + 1) > MAX_LINE:
+            return buf, "flood"
+
+
+def _missing(how: str, status: int, timeout: float) -> dict:
+    """The verdict of every input the run gave no result for, from how it ended."""
+    if how == "timeout":
+        return {"error": "timeout", "message": f"no result within {timeout:g} s"}
+    if how == "flood":
+        return {"error": "crashed", "message": "the run flooded its result channel"}
+    if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGXCPU:
+        return {"error": "timeout", "message": "CPU time limit exceeded"}
+    if os.WIFSIGNALED(status):
+        return {"error": "crashed", "message": f"killed by signal {os.WTERMSIG(status)}"}
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == FAILED:
+        return {"error": "crashed", "message": "the run could not report its results (its result channel was "
+                                               "closed or replaced)"}
+    return {"error": "crashed", "message": "the program ended the process"}
+
+
+def _captured(path: str) -> str:
+    """What the run printed, capped; empty when the program replaced its output file (by a link or FIFO)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return ""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        return os.read(fd, OUTPUT_CAP).decode("utf-8", "replace")
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+
+
+def run_one(req: dict, layers: dict[str, bool]) -> dict:
+    """Run `req` (code, inputs, timeout, memory_mb) in a fresh confined fork; one verdict per input.
+
+    Returns {"results": [verdict per input], "seconds": wall time, "output": what the run printed,
+    capped}. Each verdict is {"output": grid} or {"error": kind, "message": text}.
+    """
+    inputs = req["inputs"]
+    timeout = float(req["timeout"])
+    workdir = tempfile.mkdtemp(prefix="arcsynth-run-")
+    if layers.get("unprivileged_user"):
+        os.chown(workdir, NOBODY, NOBODY)
+    rfd, wfd = os.pipe()
+    start = time.monotonic()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _child(req, workdir, wfd, layers)
+        finally:
+            os._exit(FAILED)
+    os.close(wfd)
+    try:
+        buf, how = _read(rfd, timeout, start)
+    finally:
+        for target in (-pid, pid):
+            try:
+                os.kill(target, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _, status = os.waitpid(pid, 0)
+        os.close(rfd)
+    output = _captured(os.path.join(workdir, ".output"))
+    shutil.rmtree(workdir, ignore_errors=True)
+    results, corrupt = parse_results(buf, len(inputs), complete=how == "eof")
+    if len(results) < len(inputs):
+        fill = corrupt or _missing(how, status, timeout)
+        results += [fill] * (len(inputs) - len(results))
+    return {"results": results, "seconds": time.monotonic() - start, "output": output}
