@@ -137,6 +137,22 @@ def _read(rfd: int, timeout: float, start: float) -> tuple[bytes, str]:
             return buf, "flood"
 
 
+def _exited(pid: int, left: float) -> bool:
+    """Wait up to `left` seconds for `pid` to exit (without reaping it); whether it did.
+
+    Where pidfds are missing (Linux < 5.3) it does not wait, and says yes.
+    """
+    try:
+        fd = os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return True
+    try:
+        ready, _, _ = select.select([fd], [], [], max(left, 0.0))
+        return bool(ready)
+    finally:
+        os.close(fd)
+
+
 def _missing(how: str, status: int, timeout: float) -> dict:
     """The verdict of every input the run gave no result for, from how it ended."""
     if how == "timeout":
@@ -191,6 +207,8 @@ def run_one(req: dict, layers: dict[str, bool]) -> dict:
     os.close(wfd)
     try:
         buf, how = _read(rfd, timeout, start)
+        if how == "eof" and not _exited(pid, timeout - (time.monotonic() - start)):
+            how = "timeout"  # it closed its channel, then ran out of time
     finally:
         for target in (-pid, pid):
             try:
