@@ -1,0 +1,183 @@
+"""The filesystem a run sees: the minimal root (interpreter, standard library, numpy, a private /tmp).
+
+Every standard-library module that imports here imports in a run too, even where the interpreter
+lives under a directory the run's user cannot enter; nothing a run writes reaches the host; and no
+file outside the minimal root (run directories, artifact folders, the project, other packages)
+can be read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import site
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import numpy
+import pytest
+
+from arcsynth.common.models import Task
+from arcsynth.workers.sandbox.executor import Executor
+
+TASK = Task(id="t", train=[{"input": [[1, 2]], "output": [[2, 1]]}], test=[{"input": [[5, 6]]}])
+REPO = Path(__file__).resolve().parents[2]
+SKIP = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo"}  # open windows or print
+# What a program might reasonably import; each must import wherever the interpreter is installed.
+COMMON = ["collections", "itertools", "functools", "math", "colorsys", "difflib", "textwrap", "traceback",
+          "json", "fractions", "decimal", "dataclasses", "enum", "typing", "string", "re", "heapq", "bisect",
+          "statistics", "copy", "operator", "random", "array", "struct", "pprint", "numbers", "abc",
+          "contextlib", "datetime", "zoneinfo", "time", "hashlib", "base64", "io", "inspect", "unicodedata",
+          "weakref", "types", "csv", "zlib", "pickle", "secrets", "uuid", "graphlib", "warnings", "ast",
+          "cmath", "queue", "calendar", "fnmatch", "pathlib", "binascii", "codecs", "reprlib", "keyword",
+          "collections.abc", "itertools", "sqlite3", "lzma", "bz2", "gzip", "numpy.polynomial", "numpy.ma",
+          "numpy.lib.stride_tricks", "numpy.testing"]
+
+
+@pytest.fixture(scope="module")
+def ex():
+    e = Executor(timeout_s=30.0, memory_mb=1024)
+    e.start()
+    yield e
+    e.close()
+
+
+def run(ex: Executor, body: str) -> list:
+    """Run `body` (the inside of transform, which may `return value` as JSON text) and return the value."""
+    code = "import json, os\ndef transform(grid):\n    def body():\n" + \
+        "".join(f"        {line}\n" for line in body.splitlines()) + \
+        "    print(json.dumps(body()))\n    return [[0]]"
+    r = ex.grade(TASK, code)
+    assert r.test[0].output == [[0]], r.test[0].message
+    return json.loads(ex.last_output.splitlines()[-1])
+
+
+def importable_here(names: list[str]) -> list[str]:
+    """Which of `names` this interpreter imports, in a fresh isolated process with an empty environment."""
+    probe = ("import importlib, json, sys\nok = []\nfor n in json.loads(sys.argv[1]):\n    try:\n"
+             "        importlib.import_module(n)\n        ok.append(n)\n    except Exception:\n        pass\n"
+             "print(json.dumps(ok))")
+    out = subprocess.run([sys.executable, "-I", "-c", probe, json.dumps(names)], capture_output=True, text=True,
+                         env={}, cwd="/", check=True, timeout=300).stdout
+    return json.loads(out.splitlines()[-1])
+
+
+IMPORT_ALL = """import importlib
+failed = []
+for name in {names!r}:
+    try:
+        importlib.import_module(name)
+    except BaseException as e:
+        failed.append(name + ': ' + type(e).__name__)
+return failed"""
+
+
+def test_the_modules_a_program_might_use_all_import(ex):
+    names = importable_here(COMMON)
+    assert {"colorsys", "difflib", "textwrap", "traceback", "zoneinfo"} <= set(names)
+    assert run(ex, IMPORT_ALL.format(names=names)) == []
+
+
+def test_every_standard_library_module_that_imports_here_imports_in_a_run(ex):
+    names = importable_here([n for n in sorted(sys.stdlib_module_names) if not n.startswith("_") and n not in SKIP])
+    assert len(names) > 150
+    assert run(ex, IMPORT_ALL.format(names=names)) == []
+
+
+def test_the_standard_library_works_not_just_imports(ex):
+    body = ("import colorsys, difflib, hashlib, textwrap, decimal, zoneinfo, datetime, lzma\n"
+            "zone = zoneinfo.ZoneInfo('UTC') if zoneinfo.available_timezones() else datetime.timezone.utc\n"
+            "return [round(colorsys.rgb_to_hsv(1, 0, 0)[1]), difflib.SequenceMatcher(None, 'ab', 'ab').ratio(),\n"
+            "        hashlib.sha256(b'').hexdigest()[:4], textwrap.fill('a b', 1), str(decimal.Decimal(1) / 4),\n"
+            "        datetime.datetime(2020, 1, 1, tzinfo=zone).year, len(lzma.compress(b'x')) > 0]")
+    assert run(ex, body) == [1, 1.0, "e3b0", "a\nb", "0.25", 2020, True]
+
+
+def needs_minimal_root(ex: Executor) -> None:
+    if not ex.layers.get("minimal_root"):
+        pytest.skip(f"the minimal root cannot be set up here: {ex.why.get('minimal_root')}")
+
+
+def test_the_root_holds_only_the_minimal_root(ex):
+    needs_minimal_root(ex)
+    view = run(ex, "return {d: sorted(os.listdir(d)) for d in ('/', '/dev', '/etc', '/tmp')} | "
+                   "{'cwd': os.getcwd(), 'proc': os.path.exists('/proc/self')}")
+    shown = [os.__file__, numpy.__file__, sys.executable]
+    allowed = {Path(p).resolve().parts[1] for p in shown} | {"dev", "etc", "tmp", "usr", "lib", "lib32", "lib64", "libx32"}
+    assert set(view["/"]) <= allowed, view["/"]
+    assert view["/dev"] == ["full", "null", "random", "urandom", "zero"]
+    assert set(view["/etc"]) <= {"ld.so.cache"}
+    assert view["/tmp"] == [os.path.basename(view["cwd"])] and view["cwd"].startswith("/tmp/arcsynth-run-")
+    assert not view["proc"]
+
+
+def test_only_the_offered_packages_are_installed(ex):
+    needs_minimal_root(ex)
+    numpy_site = str(Path(numpy.__file__).resolve().parent.parent)
+    sites = [d for d in {*site.getsitepackages([sys.prefix, sys.base_prefix]), numpy_site} if os.path.isdir(d)]
+    others = ("celery", "redis", "pydantic", "arcsynth.common", "arcsynth.workers")  # all installed beside numpy
+    body = (f"import importlib\nmissing = []\nfor name in {others!r}:\n"
+            "    try:\n        importlib.import_module(name)\n    except ImportError:\n        missing.append(name)\n"
+            f"return [missing, {{d: sorted(os.listdir(d)) if os.path.isdir(d) else [] for d in {sites!r}}}]")
+    missing, listings = run(ex, body)
+    assert missing == list(others)
+    for d, entries in listings.items():
+        assert all(e.lower().startswith("numpy") for e in entries), (d, entries)
+    assert listings[numpy_site], "numpy's own folder is shown"
+
+
+def test_writes_outside_the_run_directory_fail_or_stay_in_the_sandbox(ex):
+    token = f"arcsynth-sandbox-test-{uuid.uuid4().hex}"
+    targets = [f"/run/lock/{token}", f"/var/tmp/{token}", f"/dev/shm/{token}", f"/tmp/{token}",
+               str(Path.home() / token), str(Path.cwd() / token), str(REPO / token), str(REPO.parent / token),
+               str(Path(numpy.__file__).parent / token), str(Path(os.__file__).parent / token), f"/{token}"]
+    body = (f"wrote = []\nfor path in {targets!r}:\n    try:\n        os.makedirs(os.path.dirname(path), exist_ok=True)\n"
+            "        with open(path, 'w') as f:\n            f.write('x')\n        wrote.append(path)\n"
+            "    except OSError:\n        pass\n"
+            f"with open({token!r}, 'w') as f:\n    f.write('x')\nreturn wrote")
+    run(ex, body)
+    for path in targets:
+        assert not os.path.exists(path), f"a run wrote {path} on the host"
+    assert not [p for p in Path("/tmp").glob(f"arcsynth-run-*/{token}")]
+
+
+@pytest.fixture
+def secrets(tmp_path):
+    """Fake run directories and artifact folders, each with the answers in inputs.jsonl, in the usual places."""
+    made, folders = [], []
+    for parent in (REPO / "runs", REPO / "artifacts", Path.home(), tmp_path, Path(numpy.__file__).resolve().parent.parent):
+        if not parent.exists():
+            parent.mkdir()
+            made.append(parent)
+        folder = Path(tempfile.mkdtemp(prefix="arcsynth-secret-", dir=parent))
+        (folder / "inputs.jsonl").write_text('{"test": [{"output": [[4, 2]]}]}\n')
+        os.chmod(folder, 0o755)
+        os.chmod(folder / "inputs.jsonl", 0o644)
+        folders.append(folder)
+    yield folders
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+    for parent in made:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def test_files_outside_the_minimal_root_cannot_be_read(ex, secrets):
+    paths = [str(f / "inputs.jsonl") for f in secrets]
+    body = (f"read = []\nfor path in {paths!r}:\n    try:\n        open(path).read()\n        read.append(path)\n"
+            "    except OSError:\n        pass\n"
+            f"    try:\n        os.listdir(os.path.dirname(path))\n        read.append(os.path.dirname(path))\n"
+            "    except OSError:\n        pass\nreturn read")
+    assert run(ex, body) == []
+
+
+def test_the_minimal_root_can_be_required(ex):
+    needs_minimal_root(ex)
+    e = Executor(require=["minimal_root", "mount_namespace", "network_namespace"])
+    try:
+        assert e.start()["minimal_root"]
+    finally:
+        e.close()
