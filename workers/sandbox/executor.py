@@ -184,10 +184,10 @@ class Executor:
             missing = [name for name in self.require if not self.layers.get(name)]
             if missing:
                 self.close()
+                details = [f"active: {', '.join(k for k, v in self.layers.items() if v) or 'none'}"]
+                details += [f"{k}: {self.why[k]}" for k in missing if k in self.why]
                 raise IsolationUnavailable(
-                    f"required isolation layers unavailable here: {', '.join(missing)} "
-                    f"(active: {', '.join(k for k, v in self.layers.items() if v) or 'none'}; "
-                    + "; ".join(f"{k}: {self.why[k]}" for k in missing if k in self.why) + ")"
+                    f"required isolation layers unavailable here: {', '.join(missing)} ({'; '.join(details)})"
                 )
         return self._proc
 

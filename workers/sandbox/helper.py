@@ -73,7 +73,7 @@ def _dsl_failure(path: str, exc: BaseException, later: dict[str, str]) -> dict:
             text = f"{type(exc).__name__}: {exc}"
         except BaseException:  # noqa: BLE001 - its __str__ may raise
             text = type(exc).__name__
-        lines = [f.lineno for f, _ in traceback.walk_tb(exc.__traceback__) if f.f_code.co_filename == path]
+        lines = [n for f, n in traceback.walk_tb(exc.__traceback__) if f.f_code.co_filename == path]
         if lines:
             text += f" (line {lines[-1]})"
     missing = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
