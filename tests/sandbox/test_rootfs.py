@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import site
 import subprocess
 import sys
 import tempfile
@@ -38,9 +37,41 @@ COMMON = ["collections", "itertools", "functools", "math", "colorsys", "difflib"
           "numpy.lib.stride_tricks", "numpy.testing"]
 
 
+PROBE = """import json, os, site, sys
+import numpy
+print(json.dumps({"os": os.__file__, "numpy": numpy.__file__, "executable": sys.executable,
+                  "sites": site.getsitepackages([sys.prefix, sys.base_prefix])}))"""
+
+
+def interpreters(tmp: Path) -> dict[str, str]:
+    """The interpreters to test the view with: this one (a venv over pyenv here), the system's python3
+    with its own numpy, and that one as an unprivileged user (user namespaces, no root)."""
+    found = {"this": sys.executable}
+    system = "/usr/bin/python3"
+    if os.path.exists(system) and subprocess.run([system, "-c", "import numpy"], capture_output=True).returncode == 0:
+        found["system"] = system
+        if shutil.which("setpriv") and os.geteuid() == 0:
+            wrapper = tmp / "python-as-nobody"
+            wrapper.write_text(f'#!/bin/sh\nexec setpriv --reuid 65534 --regid 65534 --clear-groups {system} "$@"\n')
+            wrapper.chmod(0o755)
+            found["system-as-nobody"] = str(wrapper)
+    return found
+
+
+@pytest.fixture(scope="module", params=["this", "system", "system-as-nobody"])
+def python(request, tmp_path_factory) -> tuple[str, dict]:
+    """(interpreter command, where its os, numpy, executable and site folders are)."""
+    found = interpreters(tmp_path_factory.mktemp("interpreters"))
+    if request.param not in found:
+        pytest.skip(f"no {request.param} interpreter with numpy here")
+    out = subprocess.run([found[request.param], "-I", "-c", PROBE], capture_output=True, text=True, env={},
+                         cwd="/", check=True, timeout=120).stdout
+    return found[request.param], json.loads(out)
+
+
 @pytest.fixture(scope="module")
-def ex():
-    e = Executor(timeout_s=30.0, memory_mb=1024)
+def ex(python):
+    e = Executor(timeout_s=30.0, memory_mb=1024, python=python[0])
     e.start()
     yield e
     e.close()
@@ -56,12 +87,12 @@ def run(ex: Executor, body: str) -> list:
     return json.loads(ex.last_output.splitlines()[-1])
 
 
-def importable_here(names: list[str]) -> list[str]:
-    """Which of `names` this interpreter imports, in a fresh isolated process with an empty environment."""
+def importable_here(python: str, names: list[str]) -> list[str]:
+    """Which of `names` `python` imports, in a fresh isolated process with an empty environment."""
     probe = ("import importlib, json, sys\nok = []\nfor n in json.loads(sys.argv[1]):\n    try:\n"
              "        importlib.import_module(n)\n        ok.append(n)\n    except Exception:\n        pass\n"
              "print(json.dumps(ok))")
-    out = subprocess.run([sys.executable, "-I", "-c", probe, json.dumps(names)], capture_output=True, text=True,
+    out = subprocess.run([python, "-I", "-c", probe, json.dumps(names)], capture_output=True, text=True,
                          env={}, cwd="/", check=True, timeout=300).stdout
     return json.loads(out.splitlines()[-1])
 
@@ -76,14 +107,14 @@ for name in {names!r}:
 return failed"""
 
 
-def test_the_modules_a_program_might_use_all_import(ex):
-    names = importable_here(COMMON)
+def test_the_modules_a_program_might_use_all_import(ex, python):
+    names = importable_here(python[0], COMMON)
     assert {"colorsys", "difflib", "textwrap", "traceback", "zoneinfo"} <= set(names)
     assert run(ex, IMPORT_ALL.format(names=names)) == []
 
 
-def test_every_standard_library_module_that_imports_here_imports_in_a_run(ex):
-    names = importable_here([n for n in sorted(sys.stdlib_module_names) if not n.startswith("_") and n not in SKIP])
+def test_every_standard_library_module_that_imports_here_imports_in_a_run(ex, python):
+    names = importable_here(python[0], [n for n in sorted(sys.stdlib_module_names) if not n.startswith("_") and n not in SKIP])
     assert len(names) > 150
     assert run(ex, IMPORT_ALL.format(names=names)) == []
 
@@ -102,23 +133,25 @@ def needs_minimal_root(ex: Executor) -> None:
         pytest.skip(f"the minimal root cannot be set up here: {ex.why.get('minimal_root')}")
 
 
-def test_the_root_holds_only_the_minimal_root(ex):
+def test_the_root_holds_only_the_minimal_root(ex, python):
     needs_minimal_root(ex)
     view = run(ex, "return {d: sorted(os.listdir(d)) for d in ('/', '/dev', '/etc', '/tmp')} | "
                    "{'cwd': os.getcwd(), 'proc': os.path.exists('/proc/self')}")
-    shown = [os.__file__, numpy.__file__, sys.executable]
+    shown = [python[1]["os"], python[1]["numpy"], python[1]["executable"]]
     allowed = {Path(p).resolve().parts[1] for p in shown} | {"dev", "etc", "tmp", "usr", "lib", "lib32", "lib64", "libx32"}
     assert set(view["/"]) <= allowed, view["/"]
     assert view["/dev"] == ["full", "null", "random", "urandom", "zero"]
     assert set(view["/etc"]) <= {"ld.so.cache"}
-    assert view["/tmp"] == [os.path.basename(view["cwd"])] and view["cwd"].startswith("/tmp/arcsynth-run-")
+    assert os.path.basename(view["cwd"]) in view["/tmp"] and view["cwd"].startswith("/tmp/arcsynth-run-")
+    if ex.layers["unprivileged_user"]:  # runs cannot write /tmp itself, so it holds only this run's folder
+        assert view["/tmp"] == [os.path.basename(view["cwd"])]
     assert not view["proc"]
 
 
-def test_only_the_offered_packages_are_installed(ex):
+def test_only_the_offered_packages_are_installed(ex, python):
     needs_minimal_root(ex)
-    numpy_site = str(Path(numpy.__file__).resolve().parent.parent)
-    sites = [d for d in {*site.getsitepackages([sys.prefix, sys.base_prefix]), numpy_site} if os.path.isdir(d)]
+    numpy_site = str(Path(python[1]["numpy"]).resolve().parent.parent)
+    sites = [d for d in {*python[1]["sites"], numpy_site} if os.path.isdir(d)]
     others = ("celery", "redis", "pydantic", "arcsynth.common", "arcsynth.workers")  # all installed beside numpy
     body = (f"import importlib\nmissing = []\nfor name in {others!r}:\n"
             "    try:\n        importlib.import_module(name)\n    except ImportError:\n        missing.append(name)\n"
@@ -181,3 +214,12 @@ def test_the_minimal_root_can_be_required(ex):
         assert e.start()["minimal_root"]
     finally:
         e.close()
+
+
+def test_a_run_holds_no_capabilities(ex):
+    """Not as root's child dropped to 65534, nor in a user namespace (where the helper gives its own up)."""
+    if os.uname().machine != "x86_64":
+        pytest.skip("capget's number here is x86_64's")
+    body = ("import ctypes\nheader = (ctypes.c_uint32 * 2)(0x20080522, 0)\ndata = (ctypes.c_uint32 * 6)()\n"
+            "assert ctypes.CDLL(None).syscall(125, header, data) == 0\nreturn list(data)")
+    assert run(ex, body) == [0] * 6
