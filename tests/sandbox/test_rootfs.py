@@ -21,7 +21,7 @@ import numpy
 import pytest
 
 from arcsynth.common.models import Task
-from arcsynth.workers.sandbox.executor import Executor
+from arcsynth.workers.sandbox.executor import Executor, IsolationUnavailable
 
 TASK = Task(id="t", train=[{"input": [[1, 2]], "output": [[2, 1]]}], test=[{"input": [[5, 6]]}])
 REPO = Path(__file__).resolve().parents[2]
@@ -223,3 +223,24 @@ def test_a_run_holds_no_capabilities(ex):
     body = ("import ctypes\nheader = (ctypes.c_uint32 * 2)(0x20080522, 0)\ndata = (ctypes.c_uint32 * 6)()\n"
             "assert ctypes.CDLL(None).syscall(125, header, data) == 0\nreturn list(data)")
     assert run(ex, body) == [0] * 6
+
+
+def test_the_fallback_view_still_keeps_writes_off_the_host_and_can_be_refused(ex, python):
+    needs_minimal_root(ex)  # only where it could be had, so that turning it off is what is tested
+    wide = Executor(timeout_s=5.0, python=python[0], minimal_root=False)
+    try:
+        layers = wide.start()
+        assert not layers["minimal_root"] and layers["mount_namespace"]
+        assert wide.why["minimal_root"] == "turned off by the executor"
+        token = f"arcsynth-sandbox-test-{uuid.uuid4().hex}"
+        targets = [f"/run/lock/{token}", f"/var/tmp/{token}", f"/dev/shm/{token}", f"/tmp/{token}"]
+        body = (f"for path in {targets!r}:\n    try:\n        open(path, 'w').write('x')\n    except OSError:\n"
+                "        pass\nreturn 0")
+        assert run(wide, body) == 0
+        assert not [p for p in targets if os.path.exists(p)]
+    finally:
+        wide.close()
+    refused = Executor(python=python[0], minimal_root=False, require=["minimal_root"])
+    with pytest.raises(IsolationUnavailable, match=r"unavailable here: minimal_root \(active: .*; "
+                                                   r"minimal_root: turned off by the executor\)"):
+        refused.start()

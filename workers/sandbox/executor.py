@@ -112,14 +112,16 @@ class Executor:
     `dsl`: DSL module files programs may import by file name; they load in the listed order, so a
     later one may import an earlier one, never the reverse. `packages`: top-level packages programs
     may import beside the standard library and numpy. `require`: isolation layers without which
-    `start()` raises `IsolationUnavailable`. `start()` raises a `SandboxStartError` (one line) when the
+    `start()` raises `IsolationUnavailable`. `minimal_root=False` gives runs the wider fallback view
+    (the host's tree, its writable places replaced and the project covered) even where the minimal
+    root could be built. `python`: the interpreter the helper runs on. `start()` raises a `SandboxStartError` (one line) when the
     helper cannot start, a `DslImportError` when a DSL module is missing or fails to import.
     `run()` and `grade()` never raise for anything a program does: it is that program's verdict.
     """
 
     def __init__(self, timeout_s: float = 5.0, memory_mb: int = 1024, require: Sequence[str] = (),
                  dsl: Sequence[str] = (), packages: Sequence[str] = (), start_timeout_s: float = 120.0,
-                 python: str = sys.executable) -> None:
+                 python: str = sys.executable, minimal_root: bool = True) -> None:
         self.dsl = [str(Path(p).resolve()) for p in dsl]
         self.packages = list(packages)
         self.timeout_s = timeout_s
@@ -127,6 +129,7 @@ class Executor:
         self.require = tuple(require)
         self.start_timeout_s = start_timeout_s
         self.python = python
+        self.minimal_root = minimal_root
         self.layers: dict[str, bool] = {}
         self.why: dict[str, str] = {}  # why each unavailable layer is unavailable
         self.last_output = ""  # what the last run printed (captured, capped)
@@ -169,7 +172,8 @@ class Executor:
             missing = [p for p in self.dsl if not Path(p).is_file()]
             if missing:
                 raise DslImportError(missing[0], "the file does not exist")
-            config = {"hide": paths_to_hide(), "dsl": self.dsl, "packages": self.packages}
+            config = {"hide": paths_to_hide(), "dsl": self.dsl, "packages": self.packages,
+                      "minimal_root": self.minimal_root}
             self._stderr = tempfile.TemporaryFile()
             self._proc = subprocess.Popen(
                 [self.python, "-I", str(HELPER), json.dumps(config)],

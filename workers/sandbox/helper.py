@@ -3,10 +3,11 @@
 Started by the executor as `python -I helper.py CONFIG` with an empty environment, so nothing it
 or its children hold in memory knows the broker, passwords or the project's code. CONFIG is a
 JSON object: `dsl` (paths of DSL module files), `packages` (top-level packages programs may
-import beside the standard library; numpy is always one) and `hide` (what the fallback view
-covers). It imports numpy, the usual standard-library modules and the DSL modules once, isolates
-itself once (`sandbox_isolation`: namespaces and the minimal root, inherited by every run at no
-cost per run), then serves: each request forks a confined child (`sandbox_run`).
+import beside the standard library; numpy is always one), `hide` (what the fallback view
+covers) and `minimal_root` (false: the fallback view even where the minimal root is possible).
+It imports numpy, the usual standard-library modules and the DSL modules once, isolates itself
+once (`sandbox_isolation`: namespaces and the minimal root, inherited by every run at no cost per
+run), then serves: each request forks a confined child (`sandbox_run`).
 
 DSL modules load in the listed order, each importable under its file name (BARC's
 `from common import *`): a later one may import an earlier one, never the reverse. A module that
@@ -165,7 +166,8 @@ def main() -> None:
         failure = load_dsl(list(config.get("dsl", [])))
         if failure is None:
             names = offered(packages, config.get("dsl", []), isolation.rootfs)
-            layers, why = isolation.isolate(names, config.get("dsl", []), config.get("hide", []))
+            layers, why = isolation.isolate(names, config.get("dsl", []), config.get("hide", []),
+                                            minimal=config.get("minimal_root", True))
     except BaseException as exc:  # noqa: BLE001 - say why, whatever it is
         traceback.print_exc()
         failure = {"error": "startup", "message": one_line(f"{type(exc).__name__}: {exc}")}

@@ -72,21 +72,27 @@ def _wide_view(hide: Iterable[str]) -> bool:
     return ok
 
 
-def isolate(packages: Iterable[str], files: Iterable[str], hide: Iterable[str]) -> tuple[dict[str, bool], dict[str, str]]:
+def isolate(packages: Iterable[str], files: Iterable[str], hide: Iterable[str],
+            minimal: bool = True) -> tuple[dict[str, bool], dict[str, str]]:
     """Isolate this process; return the layers (name -> active) and why each missing one is missing.
 
     `packages` are the imported top-level modules runs may import beside the standard library,
-    `files` the other files they may read (the DSL modules), `hide` what the fallback view covers.
+    `files` the other files they may read (the DSL modules), `hide` what the fallback view covers;
+    `minimal=False` asks for the fallback view even where the minimal root could be built.
     """
     layers = {"network_namespace": False, "mount_namespace": False, "minimal_root": False,
               "seccomp": seccomp.available(), "unprivileged_user": False, "rlimits": True}
     why: dict[str, str] = {}
     if not layers["seccomp"]:
         why["seccomp"] = f"no filter for {platform.machine()}"
-    try:
-        plan = rootfs.plan(packages, files)
-    except OSError as exc:
-        plan, why["minimal_root"] = None, f"cannot plan it: {exc}"
+    plan = None
+    if not minimal:
+        why["minimal_root"] = "turned off by the executor"
+    else:
+        try:
+            plan = rootfs.plan(packages, files)
+        except OSError as exc:
+            why["minimal_root"] = f"cannot plan it: {exc}"
     root = os.geteuid() == 0
     if root:
         mountns = _libc.unshare(CLONE_NEWNET | CLONE_NEWNS) == 0
