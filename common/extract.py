@@ -37,3 +37,8 @@ def extract_code(text: str) -> str:
         raise ExtractionError("no Python code block defines `transform`")
     raise ExtractionError("no Python code block in the completion")
 
+
+
+def normalise(code: str) -> str:
+    """Whitespace-insensitive identity of a program: identical programs run once and count once."""
+    return "\n".join(line.rstrip() for line in code.strip().splitlines() if line.strip())

@@ -64,6 +64,7 @@ class SamplingConfig(Frozen):
     n: int = Field(DEFAULT_SAMPLES, ge=1, le=4096)
     temperature: float = Field(1.0, ge=0.0, le=4.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
+    min_p: float = Field(0.0, ge=0.0, le=1.0)
     max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1, le=32768)
     seed: int | None = None
 
@@ -119,6 +120,7 @@ class Candidate(Frozen):
     epoch: int = 0
     adapter: str = ""
     parent: str = ""  # a refinement of the program with this output fingerprint; empty for a search
+    job: str = ""  # the id of the execute job that graded it: a job's candidates are recorded once
     execution: ExecutionResult | None = None
 
 
@@ -156,6 +158,8 @@ class FinetuneRequest(Frozen):
     lora: LoraConfig = LoraConfig()
     train: TrainConfig = TrainConfig()
     start_adapter: str = ""
+    # Where the examples came from: task id -> example count (one task, or a whole run's epoch).
+    sources: dict[str, int] = {}
     backend: Literal["auto", "peft", "unsloth"] = "auto"
     # auto: TRL's SFTTrainer with unsloth, arcsynth's own loop with peft (a quarter faster on CPU).
     trainer: Literal["auto", "loop", "trl"] = "auto"
@@ -171,21 +175,36 @@ class FinetuneResult(Frozen):
 
 
 class LearnConfig(Frozen):
-    """Search and learn: `epochs=0` is plain search."""
+    """Search and learn: `epochs=0` is plain search.
+
+    Two schools on one setup: the seed author's (`scope="task"`: one adapter per task per epoch,
+    the best programs relabelled) and SOAR's (`scope="run"`: one adapter per epoch trained on every
+    task's selected programs, refinement as search with `refine_strategy="rex"`, greedy-diverse
+    selection, refinement traces as training data)."""
 
     epochs: int = Field(0, ge=0)
     samples_per_epoch: int = Field(DEFAULT_SAMPLES, ge=1)
-    stop_when_solved: bool = True  # a program correct on every train pair ends the task's loop
+    # A task stops once this many distinct (by source) train-perfect programs exist; None: never.
+    stop_after: int | None = Field(1, ge=1)
+    scope: Literal["task", "run"] = "task"
     base_model: str = ""
     lora: LoraConfig = LoraConfig()
     train: TrainConfig = TrainConfig()
-    max_examples: int | None = 64
+    # Training data per task: `best` takes the top `select_k` programs by train accuracy, `diverse`
+    # the `select_k` best and the `select_k` worst; one per behaviour, hard-coded answers excluded.
+    select: Literal["best", "diverse"] = "best"
+    select_k: int = Field(25, ge=1)
     augment: bool = False  # each epoch's prompt shows a random rotation/reflection and colour map
     from_base: bool = False  # train each epoch's adapter from the base model, not the previous adapter
-    # Refinement: after each epoch's search, up to `refine_rounds` times, show the best unsolved
-    # program with its per-pair feedback and sample `refine_samples` corrections of it.
+    # Refinement: after each epoch's search, up to `refine_rounds` times, show a program with its
+    # per-pair feedback and sample `refine_samples` corrections of it. `best`: the best unrefined
+    # program of the epoch; `rex`: drawn by Thompson sampling over all the task's programs
+    # (Beta(1 + C·h, 1 + C·(1 − h) + N), h its train pixel accuracy, N the times it was refined).
     refine_rounds: int = Field(0, ge=0)
     refine_samples: int = Field(4, ge=1)
+    refine_strategy: Literal["best", "rex"] = "best"
+    rex_c: float = Field(20.0, gt=0)
+    learn_from_refinements: bool = False  # a correction better than its parent is a training example
 
 
 class RunConfig(Frozen):
@@ -199,6 +218,9 @@ class RunConfig(Frozen):
     adapter: str = ""
     max_model_len: int = 8192
     learn: LearnConfig = LearnConfig()
+    # How the two attempts are chosen: `train-correct` (train-perfect programs vote, then train
+    # accuracy) or `weighted` (every program votes with weight 1 + 1000 × its train-pair accuracy).
+    vote: Literal["train-correct", "weighted"] = "train-correct"
     # Tasks in flight at once: bounds the producer's memory and the queues' length, not the speed
     # (workers only need enough queued work to stay busy).
     max_active: int = Field(64, ge=1)
@@ -232,7 +254,8 @@ class TaskRecord(Frozen):
     attempts: list[Attempt] = []
 
 
-Step = Literal["search", "refine", "finetune"]
+# search, refine, finetune: the task's own jobs; learn: waiting for the run's adapter (scope "run").
+Step = Literal["search", "refine", "finetune", "learn"]
 
 
 class JobRecord(Frozen):
@@ -251,4 +274,6 @@ class JobRecord(Frozen):
 
     @property
     def stages(self) -> tuple[Literal["sample", "execute", "finetune"], ...]:
+        if self.step == "learn":
+            return ()
         return ("finetune",) if self.step == "finetune" else ("sample", "execute")

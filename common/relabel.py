@@ -1,16 +1,25 @@
-"""Hindsight relabelling: every program that ran cleanly is a correct program for *some* task.
+"""Training data from a task's programs: hindsight relabelling, data selection, refinement traces.
 
-From a task's executed candidates, build training examples whose prompt shows the task's inputs
-with the outputs the program really produced, and whose completion is that program. The
-original task is never altered; a new `Task` carries the relabelled pairs.
+Every program that ran cleanly is a correct program for *some* task: the task's inputs with the
+outputs the program really produced. `relabel` turns selected programs into such examples (the
+original task is never altered; a new `Task` carries the relabelled pairs). `select_programs`
+chooses them: one per behaviour (output fingerprint), hard-coded answers excluded, then the best
+by train accuracy (`best`) or the best and the worst (`diverse`, SOAR's greedy-diverse).
+`refinement_examples` turns corrections that beat their parent into (feedback prompt → program).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import ast
+import re
+from collections.abc import Iterable, Sequence
+from typing import Literal
 
 from arcsynth.common.models import Candidate, Pair, Task, TrainingExample
-from arcsynth.common.prompts import format_completion, task_messages
+from arcsynth.common.prompts import format_completion, refinement_messages, task_messages
+
+Selection = Literal["best", "diverse"]
+MIN_HARDCODED_CELLS = 4
 
 
 def _usable(task: Task, cand: Candidate) -> bool:
@@ -24,6 +33,75 @@ def _usable(task: Task, cand: Candidate) -> bool:
     return any(r.output != grid for r, grid in zip(results, inputs))  # not a no-op
 
 
+def _literal_grids(code: str) -> Iterable[object]:
+    """Every list/tuple literal in the program, as a value (nested tuples become lists)."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.List, ast.Tuple)):
+            try:
+                value = ast.literal_eval(node)
+            except (ValueError, TypeError, SyntaxError, RecursionError):
+                continue
+            yield _as_lists(value)
+
+
+def _as_lists(value: object) -> object:
+    return [_as_lists(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def _digit_rows(code: str) -> list[str]:
+    """The digits of every line (or `;`/`|`-separated part) of every string literal in the program."""
+    rows: list[str] = []
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return rows
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            rows.extend(re.sub(r"\D", "", part) for part in re.split(r"[\n;|]", node.value))
+            rows.append("")  # strings do not run into each other
+    return rows
+
+
+def is_hardcoded(code: str, task: Task) -> bool:
+    """Whether the program holds a train output grid of at least 4 cells as a literal: nested
+    lists/tuples, or its rows of digits, one per line, in a string."""
+    outputs = [p.output for p in task.train if p.output and len(p.output) * len(p.output[0]) >= MIN_HARDCODED_CELLS]
+    if not outputs:
+        return False
+    literals = list(_literal_grids(code))
+    if any(grid in literals for grid in outputs):
+        return True
+    rows = _digit_rows(code)
+    for grid in outputs:
+        want = ["".join(str(c) for c in row) for row in grid]
+        if any(rows[i:i + len(want)] == want for i in range(len(rows) - len(want) + 1)):
+            return True
+    return False
+
+
+def select_programs(task: Task, candidates: Iterable[Candidate], select: Selection = "best",
+                    k: int | None = None) -> list[Candidate]:
+    """The programs to learn from, best first: usable ones (ran cleanly everywhere, not a no-op),
+    one per output fingerprint (the best-scoring of each), hard-coded ones excluded; then the top
+    `k` by train pixel accuracy (`best`), or the top `k` and the bottom `k` (`diverse`)."""
+    usable = [c for c in candidates if _usable(task, c) and not is_hardcoded(c.code or "", task)]
+    usable.sort(key=lambda c: (-c.execution.train_pixel_accuracy, c.epoch, c.index))  # type: ignore[union-attr]
+    seen: set[str] = set()
+    unique = []
+    for cand in usable:
+        fp = cand.execution.fingerprint  # type: ignore[union-attr]
+        if fp not in seen:
+            seen.add(fp)
+            unique.append(cand)
+    if k is None or len(unique) <= (2 * k if select == "diverse" else k):
+        return unique
+    return unique[:k] + unique[-k:] if select == "diverse" else unique[:k]
+
+
 def relabelled_task(task: Task, cand: Candidate) -> Task:
     """The task this program solves: the same inputs, the program's own outputs."""
     assert cand.execution is not None
@@ -32,21 +110,28 @@ def relabelled_task(task: Task, cand: Candidate) -> Task:
                 test=[Pair(input=p.input) for p in task.test])
 
 
-def relabel(task: Task, candidates: Iterable[Candidate], by_accuracy: bool = True,
-            limit: int | None = None) -> list[TrainingExample]:
-    """Training examples from the usable candidates, one per distinct behaviour (fingerprint)."""
-    usable = [c for c in candidates if _usable(task, c)]
-    if by_accuracy:
-        usable.sort(key=lambda c: (-c.execution.train_pixel_accuracy, c.epoch, c.index))  # type: ignore[union-attr]
-    seen: set[str] = set()
-    examples = []
-    for cand in usable:
-        fp = cand.execution.fingerprint  # type: ignore[union-attr]
-        if fp in seen:
+def relabel(task: Task, candidates: Iterable[Candidate], select: Selection = "best",
+            k: int | None = None) -> list[TrainingExample]:
+    """Training examples from the selected programs (see `select_programs`)."""
+    return [TrainingExample(messages=task_messages(relabelled_task(task, c)), completion=format_completion(c.code or ""))
+            for c in select_programs(task, candidates, select, k)]
+
+
+def refinement_examples(task: Task, candidates: Sequence[Candidate]) -> list[TrainingExample]:
+    """Corrections that do better on the train pairs than their parent, in the refinement format:
+    the prompt that showed the parent and its feedback → the corrected program. One per parent
+    and behaviour."""
+    by_fp = {c.execution.fingerprint: c for c in candidates if c.execution and c.code}
+    out: list[TrainingExample] = []
+    seen: set[tuple[str, str]] = set()
+    for c in candidates:
+        parent = by_fp.get(c.parent) if c.parent else None
+        if parent is None or c.execution is None or not c.code or is_hardcoded(c.code, task):
             continue
-        seen.add(fp)
-        examples.append(TrainingExample(messages=task_messages(relabelled_task(task, cand)),
-                                        completion=format_completion(cand.code or "")))
-        if limit is not None and len(examples) >= limit:
-            break
-    return examples
+        key = (c.parent, c.execution.fingerprint)
+        if key in seen or c.execution.train_pixel_accuracy <= parent.execution.train_pixel_accuracy:  # type: ignore[union-attr]
+            continue
+        seen.add(key)
+        out.append(TrainingExample(messages=refinement_messages(task, parent.code or "", parent.execution),  # type: ignore[arg-type]
+                                   completion=format_completion(c.code)))
+    return out

@@ -2,13 +2,15 @@
 
 Selection follows common practice in program-synthesis ARC systems: programs correct on every
 train pair vote with their test outputs (identical outputs pool their votes); then the rest
-rank by train pixel accuracy; the two attempts differ whenever two distinct outputs exist.
+rank by train pixel accuracy; the two attempts differ whenever two distinct outputs exist. Or
+SOAR's weighted majority vote, where every program votes in proportion to its train accuracy.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import Literal
 
 from pydantic import BaseModel
 
@@ -31,25 +33,36 @@ def _key(grid: Grid) -> tuple[tuple[int, ...], ...]:
     return tuple(tuple(r) for r in grid)
 
 
-def select_attempts(task: Task, candidates: Iterable[Candidate]) -> list[Attempt]:
-    """Two attempts for each test input of `task` (placeholders where nothing ran)."""
-    ranked: list[tuple[tuple[int, float, int], Candidate]] = []
+Vote = Literal["train-correct", "weighted"]
+
+
+def select_attempts(task: Task, candidates: Iterable[Candidate], vote: Vote = "train-correct") -> list[Attempt]:
+    """Two attempts for each test input of `task` (placeholders where nothing ran).
+
+    Only programs with an output for every test input take part; identical outputs pool their
+    votes. `train-correct`: programs correct on every train pair vote (one each), the rest rank by
+    their best train pixel accuracy. `weighted` (SOAR): every program votes with weight
+    1 + 1000 × the fraction of train pairs it gets right. The two attempts differ whenever two
+    distinct outputs exist."""
+    ranked: list[tuple[tuple[int, float, int], float, Candidate]] = []
     for c in candidates:
         ex = c.execution
         if ex is None or len(ex.test) != len(task.test) or any(r.output is None for r in ex.test):
             continue
-        ranked.append(((1 if ex.all_train_correct else 0, ex.train_pixel_accuracy, -c.index), c))
+        weight = 1 + 1000 * ex.train_correct / max(1, ex.train_total) if vote == "weighted" else float(ex.all_train_correct)
+        ranked.append(((1 if ex.all_train_correct else 0, ex.train_pixel_accuracy, -c.index), weight, c))
     attempts: list[Attempt] = []
     for t in range(len(task.test)):
         votes: Counter[tuple] = Counter()
         best: dict[tuple, tuple[int, float, int]] = {}
-        for rank, c in ranked:
-            out = c.execution.test[t].output  # type: ignore[union-attr]
-            k = _key(out)  # type: ignore[arg-type]
-            # Only all-train-correct programs vote; others compete on their best accuracy.
-            votes[k] += rank[0]
+        for rank, weight, c in ranked:
+            k = _key(c.execution.test[t].output)  # type: ignore[union-attr,arg-type]
+            votes[k] += weight
             best[k] = max(best.get(k, rank), rank)
-        order = sorted(best, key=lambda k: (best[k][0], votes[k], best[k][1], best[k][2]), reverse=True)
+        if vote == "weighted":
+            order = sorted(best, key=lambda k: (votes[k], best[k]), reverse=True)
+        else:
+            order = sorted(best, key=lambda k: (best[k][0], votes[k], best[k][1], best[k][2]), reverse=True)
         grids = [[list(r) for r in k] for k in order[:2]]
         while len(grids) < 2:
             grids.append(grids[0] if grids else PLACEHOLDER)

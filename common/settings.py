@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     # Sampling defaults (the CLI's options override them per run).
     temperature: float = Field(1.0, ge=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
+    min_p: float = Field(0.0, ge=0.0, le=1.0)
     max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1)
 
     # Execution limits for one candidate run (all inputs of its task).

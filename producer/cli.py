@@ -26,7 +26,17 @@ from arcsynth.producer.runstate import RunState
 from arcsynth.workers.cli import OPERATOR_COMMANDS
 
 
-@click.group()
+class OneLineErrors(click.Group):
+    """A bad option value is a user error like any other: one line naming the option, exit 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise UserError(exc.format_message()) from None
+
+
+@click.group(cls=OneLineErrors)
 def main() -> None:
     """arcsynth: solve ARC-AGI tasks by LLM program synthesis."""
 
@@ -51,8 +61,9 @@ def _report_outcome(outcome: RunOutcome, total: int) -> None:
 def submit(wait_, **opts):
     """Enqueue a run on the configured broker; print its id at once (`--wait` follows it)."""
     task_list = load_run_tasks(opts["dataset"], opts["tasks"], opts["limit"])
-    s = need_broker(settings())
+    s = settings()
     config = run_config(s, task_list, s.model, **opts)
+    need_broker(s)
     run_dir = run_dir_for(s, config, opts["out"])
     _, r = connect(s)
     state = RunState(r, config.run_id)
@@ -75,12 +86,12 @@ def local(model, **opts):
     task_list = load_run_tasks(opts["dataset"], opts["tasks"], opts["limit"])
     s = settings()
     model = model or s.model
+    config = run_config(s, task_list, model, **opts)
     try:
         resolve_model(model)
     except ModelNotPrepared as exc:
         raise UserError(str(exc)) from None
     check_out(opts["out"])
-    config = run_config(s, task_list, model, **opts)
     click.echo(f"starting a local cluster for {len(task_list)} tasks with model {model} ...", err=True)
     try:
         with LocalCluster(model=model, settings=s) as cluster:

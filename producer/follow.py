@@ -33,7 +33,8 @@ def stage_counts(state: RunState, app: Celery) -> tuple[dict[str, str], dict[str
     finished = state.finished_tasks(info)
     if info.get("state") not in TERMINAL:
         out["sample"].pending += max(0, int(info.get("total", 0)) - finished - len(jobs))  # not yet sent
-    for job in jobs.values():
+    run_job = state.run_job()  # scope "run": the epoch's shared fine-tune
+    for job in [*jobs.values(), *([run_job] if run_job and run_job.ids else [])]:
         states = [AsyncResult(i, app=app).state for i in job.ids]
         for stage, st in zip(job.stages, states):
             if st in ("SUCCESS", "FAILURE", "REVOKED"):
@@ -69,6 +70,9 @@ def status_text(state: RunState, app: Celery) -> str:
     lines.append(f"{'stage':<10}{'pending':>9}{'running':>9}{'done':>9}{'failed':>9}")
     for stage, c in stages.items():
         lines.append(f"{stage:<10}{c.pending:>9}{c.running:>9}{c.done:>9}{c.failed:>9}")
+    waiting = sum(1 for job in state.jobs().values() if job.step == "learn")
+    if waiting:
+        lines.append(f"waiting for the run's adapter: {waiting} tasks")
     lines.append(f"candidates: {info.get('candidates', 0)}")
     if info.get("solutions_known") == "1":
         done = sum(finished.values())

@@ -6,21 +6,25 @@ workers take. Nothing here touches Redis, Celery or files, so every branch is te
 cluster (tests/unit/test_policy.py):
 
     first job ─ search(epoch 0, the run's adapter)
-    search done ─┬ prompt too long (not a refinement) ........... Finish(skipped)
-                 ├ unsolved and a refinement round is left ...... refine(best unsolved program)
-                 ├ epochs used up, or solved and stop-when-solved  Finish(done)
-                 ├ no program ran cleanly (nothing to relabel) .. Finish(done, "nothing to learn from")
-                 └ otherwise ................................... finetune(relabelled programs)
-    finetune done ─ search(epoch + 1, the new adapter)
+    search done ─┬ prompt too long (not a refinement) ............. Finish(skipped)
+                 ├ fewer than stop_after train-perfect programs
+                 │   and a refinement round is left ............... refine(best, or drawn by REx)
+                 ├ epochs used up, or stop_after reached .......... Finish(done)
+                 ├ scope "run" ................................... learn(wait for the run's adapter)
+                 ├ nothing to learn from (no program ran cleanly) . Finish(done, "nothing to learn from")
+                 └ otherwise ..................................... finetune(selected programs)
+    finetune done (its own, or the run's) ─ search(epoch + 1, the new adapter)
     job failed ─ Finish(failed, "<stage>: <error>");  run stopped ─ Finish(cancelled or failed, reason)
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from arcsynth.common.augment import Augmentation, random_augmentation
+from arcsynth.common.extract import normalise
 from arcsynth.common.jobs import ExecuteRequest, FinetuneRequest, RefineSource, SampleRequest
 from arcsynth.common.models import (
     Candidate,
@@ -33,8 +37,8 @@ from arcsynth.common.models import (
     TaskStatus,
     TrainingExample,
 )
-from arcsynth.common.relabel import relabel
-from arcsynth.common.scoring import select_attempts
+from arcsynth.common.relabel import refinement_examples, relabel
+from arcsynth.common.scoring import Vote, select_attempts
 
 
 @dataclass
@@ -44,7 +48,7 @@ class TaskState:
     task: Task
     job: JobRecord
     candidates: list[Candidate] = field(default_factory=list)
-    refined: set[tuple[int, str]] = field(default_factory=set)  # (epoch, fingerprint) of programs refined
+    refined: list[tuple[int, str]] = field(default_factory=list)  # (epoch, fingerprint) of each refinement sent
 
     @property
     def epoch(self) -> int:
@@ -56,8 +60,10 @@ class TaskState:
         return self.job.adapter
 
     @property
-    def solved(self) -> bool:
-        return any(c.execution is not None and c.execution.all_train_correct for c in self.candidates)
+    def perfect_programs(self) -> int:
+        """Distinct (by source, whitespace aside) programs correct on every train pair."""
+        return len({normalise(c.code) for c in self.candidates
+                    if c.code and c.execution is not None and c.execution.all_train_correct})
 
 
 # --- what a job came to ---------------------------------------------------------------------------
@@ -121,37 +127,80 @@ def decide(state: TaskState, event: Event, config: RunConfig) -> Decision:
         return search_job(state.task.id, state.epoch + 1, event.adapter, learn)
     if event.skipped and state.job.step != "refine":  # a refinement too long to prompt: go on
         return Finish(TaskStatus.SKIPPED, event.skipped)
-    if not state.solved:
+    enough = learn.stop_after is not None and state.perfect_programs >= learn.stop_after
+    if not enough:
         parent = refinement_parent(state, learn)
         if parent is not None:
             return JobRecord(step="refine", epoch=state.epoch, adapter=state.adapter, ids=[], parent=parent)
-    if state.epoch >= learn.epochs or (state.solved and learn.stop_when_solved):
+    if state.epoch >= learn.epochs or enough:
         return Finish(TaskStatus.DONE)
+    if learn.scope == "run":
+        return JobRecord(step="learn", epoch=state.epoch, adapter=state.adapter, ids=[])
     if not training_examples(state, learn):
-        return Finish(TaskStatus.DONE, "nothing to learn from: no program ran cleanly")
+        return Finish(TaskStatus.DONE, NOTHING_TO_LEARN)
     return JobRecord(step="finetune", epoch=state.epoch, adapter=state.adapter, ids=[])
+
+
+NOTHING_TO_LEARN = "nothing to learn from: no program ran cleanly"
 
 
 def refinement_parent(state: TaskState, learn: LearnConfig) -> str | None:
     """The fingerprint of the program to refine next in this epoch, or None when no round is left
-    or no program is worth fixing: the best by train pixel accuracy among this epoch's programs
-    that ran, produced some output, are not train-correct and were not refined yet."""
-    if sum(1 for epoch, _ in state.refined if epoch == state.epoch) >= learn.refine_rounds:
+    or no program is worth fixing (one that ran, produced some output and is not train-perfect).
+    `best`: the best by train pixel accuracy among this epoch's programs not refined yet. `rex`:
+    drawn by Thompson sampling among all the task's programs (see `rex_pick`), seeded by the
+    task, the epoch and the round, so a restarted producer draws the same."""
+    rounds = sum(1 for epoch, _ in state.refined if epoch == state.epoch)
+    if rounds >= learn.refine_rounds:
         return None
-    worth = [c for c in state.candidates if c.epoch == state.epoch and c.code and c.execution
-             and (state.epoch, c.execution.fingerprint) not in state.refined and not c.execution.all_train_correct
-             and any(r.output is not None for r in c.execution.train)]
-    if not worth:
+    worth: dict[str, Candidate] = {}
+    for c in state.candidates:
+        ex = c.execution
+        if (c.code and ex and not ex.all_train_correct and any(r.output is not None for r in ex.train)
+                and (learn.refine_strategy == "rex" or c.epoch == state.epoch) and ex.fingerprint not in worth):
+            worth[ex.fingerprint] = c
+    if learn.refine_strategy == "rex":
+        times = {fp: sum(1 for _, f in state.refined if f == fp) for fp in worth}
+        options = [(fp, c.execution.train_pixel_accuracy, times[fp]) for fp, c in worth.items()]  # type: ignore[union-attr]
+        rng = random.Random(f"{state.task.id}:{state.epoch}:{rounds}")
+        return rex_pick(options, learn.rex_c, rng) if options else None
+    fresh = [c for fp, c in worth.items() if (state.epoch, fp) not in state.refined]
+    if not fresh:
         return None
-    best = max(worth, key=lambda c: (c.execution.train_pixel_accuracy, -c.index))  # type: ignore[union-attr]
+    best = max(fresh, key=lambda c: (c.execution.train_pixel_accuracy, -c.index))  # type: ignore[union-attr]
     return best.execution.fingerprint  # type: ignore[union-attr]
 
 
+def rex_pick(options: Sequence[tuple[str, float, int]], c: float, rng: random.Random) -> str:
+    """REx: for each (program, h = train accuracy, N = times refined) draw θ ~ Beta(1 + c·h,
+    1 + c·(1 − h) + N) and return the program with the largest θ."""
+    draws = [(rng.betavariate(1 + c * h, 1 + c * (1 - h) + n), fp) for fp, h, n in options]
+    return max(draws)[1]
+
+
 def training_examples(state: TaskState, learn: LearnConfig) -> list[TrainingExample]:
-    return relabel(state.task, state.candidates, limit=learn.max_examples)
+    """The task's selected, relabelled programs, then (with learn_from_refinements) the corrections
+    that beat their parent, in the refinement format."""
+    examples = relabel(state.task, state.candidates, learn.select, learn.select_k)
+    if learn.learn_from_refinements:
+        examples += refinement_examples(state.task, state.candidates)
+    return examples
 
 
-def task_record(state: TaskState, end: Finish) -> TaskRecord:
+def run_finetune_request(examples: dict[str, list[TrainingExample]], config: RunConfig,
+                         adapter: str) -> FinetuneRequest | None:
+    """Scope "run": one request for every task's examples of this epoch, in the run's task order;
+    None when no task has any. `adapter`: the adapter the tasks sampled through."""
+    learn = config.learn
+    order = [tid for tid in config.task_ids if examples.get(tid)]
+    if not order:
+        return None
+    return FinetuneRequest(base_model=learn.base_model or config.model, examples=[e for t in order for e in examples[t]],
+                           lora=learn.lora, train=learn.train, start_adapter="" if learn.from_base else adapter,
+                           sources={t: len(examples[t]) for t in order})
+
+
+def task_record(state: TaskState, end: Finish, vote: Vote = "train-correct") -> TaskRecord:
     """The finished task's line in tasks.jsonl: its end, per-epoch counts and its two attempts."""
     per_epoch: dict[int, EpochCounts] = {}
     for c in state.candidates:
@@ -160,7 +209,8 @@ def task_record(state: TaskState, end: Finish) -> TaskRecord:
         e.valid += int(c.execution is not None and all(r.error == "none" for r in c.execution.train))
         e.train_correct += int(bool(c.execution and c.execution.all_train_correct))
     return TaskRecord(task_id=state.task.id, status=end.status, reason=end.reason, epochs=state.epoch,
-                      adapter=state.adapter, per_epoch=per_epoch, attempts=select_attempts(state.task, state.candidates))
+                      adapter=state.adapter, per_epoch=per_epoch,
+                      attempts=select_attempts(state.task, state.candidates, vote))
 
 
 # --- messages -------------------------------------------------------------------------------------
@@ -172,12 +222,15 @@ def sampling_for(job: JobRecord, config: RunConfig):
 
 
 def requests(state: TaskState, config: RunConfig) -> tuple[SampleRequest, ExecuteRequest] | FinetuneRequest:
-    """The messages for the task's current job: sample + execute for a search or refinement,
-    one fine-tune request otherwise. Deterministic, so a job re-sent after a restart is the same."""
+    """The messages for the task's current job (not `learn`): sample + execute for a search or
+    refinement, one fine-tune request otherwise. Deterministic, so a job re-sent after a restart
+    is the same."""
     job, task, learn = state.job, state.task, config.learn
     if job.step == "finetune":
-        return FinetuneRequest(base_model=learn.base_model or config.model, examples=training_examples(state, learn),
-                               lora=learn.lora, train=learn.train, start_adapter="" if learn.from_base else job.adapter)
+        examples = training_examples(state, learn)
+        return FinetuneRequest(base_model=learn.base_model or config.model, examples=examples, lora=learn.lora,
+                               train=learn.train, start_adapter="" if learn.from_base else job.adapter,
+                               sources={task.id: len(examples)})
     aug = Augmentation.model_validate(job.augmentation) if job.augmentation else None
     refine = None
     if job.step == "refine":

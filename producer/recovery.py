@@ -2,7 +2,8 @@
 
 A producer killed at any point is replaced by a new one on the same run directory. Finished
 tasks (in tasks.jsonl) are not touched; a task whose job is recorded in Redis re-attaches to that
-job by id, with the candidates of its earlier jobs read back from candidates.jsonl.
+job by id, with the candidates of its earlier jobs read back from candidates.jsonl. A task that
+waits for the run's adapter (scope "run") stays waiting, its candidates on disk.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from arcsynth.producer.runstate import RunState
 class Recovered:
     finished: dict[str, TaskStatus] = field(default_factory=dict)
     active: dict[str, TaskState] = field(default_factory=dict)
-    # (task, epoch, parent) whose candidates are already on disk; parent "" for a search
-    recorded: set[tuple[str, int, str]] = field(default_factory=set)
+    waiting: dict[str, TaskState] = field(default_factory=dict)  # for the run's adapter (scope "run")
+    recorded: set[str] = field(default_factory=set)  # execute jobs whose candidates are already on disk
 
 
 def recover(rundir: RunDir, state: RunState) -> Recovered:
@@ -33,14 +34,25 @@ def recover(rundir: RunDir, state: RunState) -> Recovered:
     waiting = {tid: job for tid, job in jobs.items() if tid not in out.finished}
     if not waiting:
         return out
-    out.active = {t.id: TaskState(t, waiting[t.id]) for t in rundir.iter_tasks() if t.id in waiting}
-    for c in rundir.candidates(set(out.active)):
-        st = out.active[c.task_id]
-        st.candidates.append(c)
-        out.recorded.add((c.task_id, c.epoch, c.parent))
-        if c.parent:
-            st.refined.add((c.epoch, c.parent))
-    for st in out.active.values():
-        if st.job.step == "refine":
-            st.refined.add((st.job.epoch, st.job.parent))
+    for t in rundir.iter_tasks():
+        if t.id in waiting:
+            job = waiting[t.id]
+            (out.waiting if job.step == "learn" else out.active)[t.id] = TaskState(t, job)
+    out.recorded = load_candidates(rundir, out.active)
     return out
+
+
+def load_candidates(rundir: RunDir, states: dict[str, TaskState]) -> set[str]:
+    """Fill each state's candidates and refinements from disk (one pass over candidates.jsonl);
+    return the ids of the execute jobs they came from. A refinement counts once per job."""
+    jobs: set[str] = set()
+    for c in rundir.candidates(set(states)):
+        st = states[c.task_id]
+        st.candidates.append(c)
+        if c.parent and c.job not in jobs:
+            st.refined.append((c.epoch, c.parent))
+        jobs.add(c.job)
+    for st in states.values():
+        if st.job.step == "refine" and st.job.ids and st.job.ids[-1] not in jobs:
+            st.refined.append((st.job.epoch, st.job.parent))  # sent, not yet recorded
+    return jobs

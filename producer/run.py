@@ -18,17 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from celery import Celery
-from celery.result import AsyncResult
 from tqdm import tqdm
 
-from arcsynth.common import payloads
-from arcsynth.common.attempts import forget_jobs, job_attempts
-from arcsynth.common.jobs import FinetuneRequest, FinetuneResult, read_result, send_finetune, send_search
-from arcsynth.common.models import Candidate, JobRecord, RunConfig, Task, TaskStatus
+from arcsynth.common.jobs import FinetuneRequest, send_finetune, send_search
+from arcsynth.common.models import Candidate, JobRecord, RunConfig, Task, TaskRecord, TaskStatus
 from arcsynth.common.scoring import score_task
-from arcsynth.producer import policy
-from arcsynth.producer.policy import Event, Failed, Finetuned, Finish, Searched, Stopped, TaskState
+from arcsynth.producer import outcomes, policy
+from arcsynth.producer.policy import Event, Finetuned, Finish, Searched, Stopped, TaskState
 from arcsynth.producer.recovery import recover
+from arcsynth.producer.run_learning import RunLearning
 from arcsynth.producer.rundir import RunDir
 from arcsynth.producer.runstate import RunState
 from arcsynth.producer.telemetry import Telemetry, peak_rss_mb
@@ -45,6 +43,14 @@ class RunOutcome:
     candidates: int = 0
     adapters: dict[str, list[str]] = field(default_factory=dict)
 
+    def note_ends(self, records: dict[str, TaskRecord]) -> None:
+        """Why each task that did not end `done` ended as it did."""
+        for tid, rec in records.items():
+            if rec.status == TaskStatus.SKIPPED:
+                self.skipped[tid] = rec.reason
+            elif rec.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+                self.failed[tid] = rec.reason
+
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
@@ -58,7 +64,10 @@ class Producer:
         self.config: RunConfig = rundir.config()
         got = recover(rundir, state)
         self.finished, self.active, self.recorded = got.finished, got.active, got.recorded
-        self.pending = (t for t in rundir.iter_tasks() if t.id not in self.finished and t.id not in self.active)
+        self.learning = RunLearning(app, rundir, state, self.config, got.waiting)
+        held = {st.task.id for st in self.learning.held}
+        self.pending = (t for t in rundir.iter_tasks()
+                        if t.id not in self.finished and t.id not in self.active and t.id not in held)
         self.outcome = RunOutcome(run_dir=rundir.path, submission=rundir.path / "submission.json", score=None)
         self.telemetry = Telemetry(state, len(self.config.task_ids))
         self.bar = tqdm(total=len(self.config.task_ids), initial=len(self.finished), unit="task",
@@ -83,9 +92,13 @@ class Producer:
                 if deadline is not None and time.monotonic() > deadline:
                     self._stop_all(Stopped(TaskStatus.FAILED, "timed out"))
                     break
+                for st, event in self.learning.take_ready(self.config.max_active - len(self.active)):
+                    self._resume(st, event)
                 while len(self.active) < self.config.max_active and (task := next(self.pending, None)):
                     self._start(task)
-                if not self.active:
+                for st, event in self.learning.poll(nothing_in_flight=not self.active):
+                    self._resume(st, event)
+                if not self.active and not self.learning.held and self.learning.job is None:
                     break
                 if not self._poll():
                     time.sleep(0.1)  # polling the result backend; not a test synchronisation
@@ -104,6 +117,13 @@ class Producer:
         st = self.active[task.id] = TaskState(task, policy.first_job(task.id, self.config))
         self._send(st)
 
+    def _resume(self, st: TaskState, event: Event) -> None:
+        """A task back from waiting for the run's adapter (scope "run")."""
+        self.active[st.task.id] = st
+        if isinstance(event, Finetuned):
+            self.outcome.adapters.setdefault(st.task.id, []).append(event.adapter)
+        self._apply(st, policy.decide(st, event, self.config))
+
     def _send(self, st: TaskState) -> None:
         """Record the job under fresh ids, send it, then mark it sent (see the module docstring)."""
         if not st.job.ids:
@@ -121,42 +141,20 @@ class Producer:
         """Hand every finished job's result to the policy; False when none had finished."""
         progressed = False
         for st in list(self.active.values()):
-            if not AsyncResult(st.job.ids[-1], app=self.app).ready():
+            if not outcomes.finished(self.app, st.job):
                 continue
-            progressed = True
-            done_ids = st.job.ids
-            event, payload_ref = self._event(st)
-            self._note_attempts(done_ids)
-            self._apply(st, policy.decide(st, event, self.config))
-            for job_id in done_ids:  # the task's next job (or its record) is stored: drop the results
-                AsyncResult(job_id, app=self.app).forget()
-            if payload_ref:
-                payloads.drop(payload_ref)
+            progressed, job = True, st.job
+            out = outcomes.collect(self.app, self.state, job)
+            if out.adapter:
+                self.outcome.adapters.setdefault(st.task.id, []).append(out.adapter)
+            if isinstance(out.event, Searched):
+                self._record(st, out.candidates)
+            self._apply(st, policy.decide(st, out.event, self.config))
+            outcomes.release(self.app, self.state, job, out)
         return progressed
 
-    def _event(self, st: TaskState) -> tuple[Event, str]:
-        """What the task's finished job came to (its candidates recorded), and its payload's address."""
-        stages, ids = st.job.stages, st.job.ids
-        last = AsyncResult(ids[-1], app=self.app)
-        if not last.successful():
-            failed_at = stages[0]
-            if len(stages) == 2 and AsyncResult(ids[0], app=self.app).successful():
-                self.state.count("sample", "done")
-                failed_at = stages[1]
-            self.state.count(failed_at, "failed")
-            return Failed(failed_at, f"{type(last.result).__name__}: {last.result}"), ""
-        result = read_result(self.app, ids[-1], stages[-1])
-        for stage in stages:
-            self.state.count(stage, "done")
-        if isinstance(result, FinetuneResult):
-            self.outcome.adapters.setdefault(st.task.id, []).append(result.adapter)
-            return Finetuned(result.adapter), ""
-        ref = result.candidates_ref
-        self._record(st, payloads.load_candidates(ref) if ref else [])
-        return Searched(result.skipped), ref
-
     def _record(self, st: TaskState, candidates: list[Candidate]) -> None:
-        key = (st.task.id, st.epoch, st.job.parent)
+        key = st.job.ids[-1]
         if key not in self.recorded:  # a job re-read after a restart is recorded once
             self.rundir.append_candidates(candidates)
             self.recorded.add(key)
@@ -169,12 +167,15 @@ class Producer:
         if isinstance(decision, Finish):
             return self._finish(st, decision)
         if decision.step == "refine":
-            st.refined.add((decision.epoch, decision.parent))
+            st.refined.append((decision.epoch, decision.parent))
         st.job = decision
+        if decision.step == "learn":  # waits for the run's adapter, out of the window
+            del self.active[st.task.id]
+            return self.learning.wait(st)
         self._send(st)
 
     def _finish(self, st: TaskState, end: Finish) -> None:
-        record = policy.task_record(st, end)
+        record = policy.task_record(st, end, self.config.vote)
         self.rundir.append_record(record)
         self.finished[st.task.id] = end.status
         self.state.finish_task(st.task.id, end.status.value,
@@ -183,19 +184,13 @@ class Producer:
         self.bar.update(1)
         self.telemetry.progress(len(self.finished))
 
-    def _note_attempts(self, job_ids: list[str]) -> None:
-        """Count jobs that a lost worker left behind (they ran again elsewhere), then drop their records."""
-        attempts = job_attempts(self.state.r, job_ids)
-        lost = [w for n, workers in attempts.values() if n > 1 for w in workers[:-1]]
-        if lost:
-            self.state.note_redelivered(sum(1 for n, _ in attempts.values() if n > 1), lost)
-        forget_jobs(self.state.r, job_ids)
-
     # --- the end ---------------------------------------------------------------------------------------
     def _stop_all(self, event: Stopped) -> None:
-        ids = [i for st in self.active.values() for i in st.job.ids]
+        ids = [i for st in self.active.values() for i in st.job.ids] + self.learning.revoke()
         if ids:
             self.app.control.revoke(ids)
+        for st in self.learning.release_all():
+            self.active[st.task.id] = st
         for st in list(self.active.values()):
             self._apply(st, policy.decide(st, event, self.config))
         for task in self.pending:
@@ -206,11 +201,7 @@ class Producer:
         _, scores = self.rundir.write_results()
         out = self.outcome
         out.state, out.score = final, (scores.score if scores else None)
-        for tid, rec in self.rundir.records().items():
-            if rec.status == TaskStatus.SKIPPED:
-                out.skipped[tid] = rec.reason
-            elif rec.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
-                out.failed[tid] = rec.reason
+        out.note_ends(self.rundir.records())
         self.state.set(state=final, score="" if out.score is None else out.score, finished=time.time(),
                        rss_peak_mb=peak_rss_mb())
         return out

@@ -50,6 +50,25 @@ RUN_OPTIONS = [
                       "feedback and sample corrections of it."),
     click.option("--refine-samples", type=click.IntRange(min=1), default=4, show_default=True,
                  help="Corrections sampled per refinement round."),
+    click.option("--refine-strategy", type=click.Choice(["best", "rex"]), default="best", show_default=True,
+                 help="Which program a round refines: the epoch's best unsolved one, or one drawn by REx "
+                      "(Thompson sampling on train accuracy and times refined)."),
+    click.option("--rex-c", type=click.FloatRange(min=0, min_open=True), default=20.0, show_default=True,
+                 help="REx's exploration constant C in Beta(1 + C·h, 1 + C·(1 - h) + N)."),
+    click.option("--learn-scope", type=click.Choice(["task", "run"]), default="task", show_default=True,
+                 help="One adapter per task per epoch, or one adapter per epoch trained on every task."),
+    click.option("--select", type=click.Choice(["best", "diverse"]), default="best", show_default=True,
+                 help="Training programs per task: the best K by train accuracy, or the best K and the worst K."),
+    click.option("--select-k", type=click.IntRange(min=1), default=25, show_default=True,
+                 help="K for --select (programs per task)."),
+    click.option("--learn-from-refinements", is_flag=True,
+                 help="Train on corrections that beat their parent too (refinement format); needs --refine."),
+    click.option("--vote", type=click.Choice(["train-correct", "weighted"]), default="train-correct", show_default=True,
+                 help="Attempt selection: train-perfect programs vote, or every program votes with weight "
+                      "1 + 1000 × its train-pair accuracy."),
+    click.option("--stop-after", type=click.IntRange(min=1), default=1, show_default=True,
+                 help="A task stops once this many distinct train-perfect programs exist (--keep-searching: never)."),
+    click.option("--min-p", type=click.FloatRange(0, 1), help="min-p sampling threshold (0 turns it off)."),
 ]
 
 
@@ -68,30 +87,52 @@ def load_run_tasks(dataset: str, tasks: str | None, limit: int | None) -> list[T
 
 
 def sampling_config(s: Settings, samples: int, temperature: float | None, max_tokens: int | None, seed: int | None,
-                    top_p: float | None) -> SamplingConfig:
+                    top_p: float | None, min_p: float | None = None) -> SamplingConfig:
     try:
         return SamplingConfig(n=samples, temperature=s.temperature if temperature is None else temperature,
-                              top_p=s.top_p if top_p is None else top_p, max_tokens=max_tokens or s.max_tokens, seed=seed)
+                              top_p=s.top_p if top_p is None else top_p, min_p=s.min_p if min_p is None else min_p,
+                              max_tokens=max_tokens or s.max_tokens, seed=seed)
     except ValidationError as exc:
         err = exc.errors()[0]
         option = {"n": "samples"}.get(str(err["loc"][0]), str(err["loc"][0])).replace("_", "-")
         raise UserError(f"option --{option}: {err['msg']}") from None
 
 
-def run_config(s: Settings, task_list: Sequence[Task], model: str, *, dataset, samples, temperature, top_p,
-               max_tokens, seed, adapter, timeout, epochs, samples_per_epoch, finetune_steps, finetune_from,
-               keep_searching, augment, max_active, refine_rounds, refine_samples, **_) -> RunConfig:
-    """The run the options describe; a combination that makes no sense is a user error."""
-    sampling = sampling_config(s, samples, temperature, max_tokens, seed, top_p)
-    if refine_rounds and augment:
+def check_combination(o: dict) -> None:
+    """Options that make no sense together: one line naming the first offending option."""
+    src = click.get_current_context().get_parameter_source
+    given = {name for name in o if src(name) not in (None, click.core.ParameterSource.DEFAULT)}
+    if o["refine_rounds"] and o["augment"]:
         raise UserError("option --refine: cannot be combined with --augment (a refinement shows the task as it is)")
-    learn = LearnConfig(epochs=epochs, samples_per_epoch=samples_per_epoch or samples,
-                        refine_rounds=refine_rounds, refine_samples=refine_samples,
-                        stop_when_solved=not keep_searching, base_model=model, augment=augment,
-                        from_base=finetune_from == "base", train=TrainConfig(steps=finetune_steps))
-    return RunConfig(run_id=new_run_id(), dataset=dataset, task_ids=[t.id for t in task_list], model=model,
-                     sampling=sampling, adapter=adapter, max_model_len=s.max_model_len, learn=learn,
-                     max_active=max_active or s.max_active_tasks, timeout_s=timeout)
+    if o["learn_from_refinements"] and not o["refine_rounds"]:
+        raise UserError("option --learn-from-refinements: needs --refine N (there are no refinements to learn from)")
+    if o["keep_searching"] and "stop_after" in given:
+        raise UserError("option --stop-after: cannot be combined with --keep-searching (which never stops early)")
+    learning_only = [n for n in ("learn_scope", "select", "select_k", "learn_from_refinements", "finetune_steps",
+                                 "finetune_from", "samples_per_epoch") if n in given]
+    if learning_only and not o["epochs"]:
+        raise UserError(f"option --{learning_only[0].replace('_', '-')}: only applies with --epochs N (N >= 1)")
+    refine_only = [n for n in ("refine_strategy", "rex_c", "refine_samples") if n in given]
+    if refine_only and not o["refine_rounds"]:
+        raise UserError(f"option --{refine_only[0].replace('_', '-')}: only applies with --refine N (N >= 1)")
+    if "rex_c" in given and o["refine_strategy"] != "rex":
+        raise UserError("option --rex-c: only applies with --refine-strategy rex")
+
+
+def run_config(s: Settings, task_list: Sequence[Task], model: str, **o) -> RunConfig:
+    """The run the options describe; a combination that makes no sense is a user error."""
+    check_combination(o)
+    sampling = sampling_config(s, o["samples"], o["temperature"], o["max_tokens"], o["seed"], o["top_p"], o["min_p"])
+    learn = LearnConfig(epochs=o["epochs"], samples_per_epoch=o["samples_per_epoch"] or o["samples"],
+                        refine_rounds=o["refine_rounds"], refine_samples=o["refine_samples"],
+                        refine_strategy=o["refine_strategy"], rex_c=o["rex_c"],
+                        stop_after=None if o["keep_searching"] else o["stop_after"], scope=o["learn_scope"],
+                        select=o["select"], select_k=o["select_k"], learn_from_refinements=o["learn_from_refinements"],
+                        base_model=model, augment=o["augment"], from_base=o["finetune_from"] == "base",
+                        train=TrainConfig(steps=o["finetune_steps"]))
+    return RunConfig(run_id=new_run_id(), dataset=o["dataset"], task_ids=[t.id for t in task_list], model=model,
+                     sampling=sampling, adapter=o["adapter"], max_model_len=s.max_model_len, learn=learn,
+                     vote=o["vote"], max_active=o["max_active"] or s.max_active_tasks, timeout_s=o["timeout"])
 
 
 def run_dir_for(s: Settings, config: RunConfig, out: Path | None) -> Path:

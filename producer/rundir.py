@@ -5,6 +5,8 @@ Files, all written through `RunDir` (the only writer of its folder):
   its dataset; both written before the run is registered anywhere.
 - `candidates.jsonl`: one line per candidate, appended as results arrive.
 - `tasks.jsonl`: one TaskRecord per finished task (status, per-epoch counts, the two attempts).
+- `learning.jsonl` (scope "run"): per task and epoch, the training examples it gives the run's
+  adapter, written when the task waits for it; the last line of a (task, epoch) wins.
 - `submission.json`, `score.json`, `report.html`: derived, rewritten at will.
 
 Append-only files may end in a torn line when the producer is killed mid-write; readers drop
@@ -22,15 +24,21 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from arcsynth.common.models import Attempt, Candidate, RunConfig, Task, TaskRecord
+from arcsynth.common.models import Attempt, Candidate, Frozen, RunConfig, Task, TaskRecord, TrainingExample
 from arcsynth.common.scoring import RunScore, score_run
 from arcsynth.common.submission import build_submission, validate_submission_shape
 
-APPEND_ONLY = ("candidates.jsonl", "tasks.jsonl")
+APPEND_ONLY = ("candidates.jsonl", "tasks.jsonl", "learning.jsonl")
 
 
 class RunDirError(RuntimeError):
     pass
+
+
+class LearningRecord(Frozen):
+    epoch: int
+    task_id: str
+    examples: list[TrainingExample]
 
 
 def ensure_empty(path: Path, what: str = "run directory") -> None:
@@ -123,6 +131,20 @@ class RunDir:
     def append_candidates(self, candidates: Iterable[Candidate]) -> None:
         with open(self.candidates_file, "a") as f:
             f.writelines(c.model_dump_json() + "\n" for c in candidates)
+
+    def append_learning(self, epoch: int, task_id: str, examples: list[TrainingExample]) -> None:
+        line = LearningRecord(epoch=epoch, task_id=task_id, examples=examples).model_dump_json()
+        with open(self.path / "learning.jsonl", "a") as f:
+            f.write(line + "\n")
+
+    def learning(self, epoch: int) -> dict[str, list[TrainingExample]]:
+        """Each task's examples for the run's adapter of `epoch` (the last record of a task wins)."""
+        out: dict[str, list[TrainingExample]] = {}
+        for line in _lines(self.path / "learning.jsonl"):
+            rec = LearningRecord.model_validate_json(line)
+            if rec.epoch == epoch:
+                out[rec.task_id] = rec.examples
+        return out
 
     def append_record(self, record: TaskRecord) -> None:
         with open(self.tasks_file, "a") as f:

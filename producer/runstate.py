@@ -7,6 +7,8 @@ Keys (all under `arcsynth:`):
 - `run:<id>:jobs`: hash task id -> JobRecord (the job each unfinished task waits on).
 - `run:<id>:counts`: hash `<stage>:<done|failed>` -> count, stage in sample/execute/finetune.
 - `run:<id>:lost`: set of workers that died in the middle of one of the run's jobs.
+- `run:<id>:learning`: scope "run" only: the run's own fine-tune job (`job`) and the adapter
+  each epoch trained (`adapter:<epoch>`).
 Nothing large goes here: candidates stay in the run directory.
 """
 
@@ -99,6 +101,32 @@ class RunState:
             self._flush_counts(p)
             p.hset(self.jobs_key, task_id, job.model_dump_json())
             p.execute()
+
+    # --- scope "run": the run's own fine-tune job and the adapter of each epoch --------------------
+    @property
+    def learning_key(self) -> str:
+        return self.key + ":learning"
+
+    def put_run_job(self, job: JobRecord) -> None:
+        with self.r.pipeline() as p:
+            self._flush_counts(p)
+            p.hset(self.learning_key, "job", job.model_dump_json())
+            p.execute()
+
+    def run_job(self) -> JobRecord | None:
+        raw = self.r.hget(self.learning_key, "job")
+        return JobRecord.model_validate_json(raw) if raw else None
+
+    def finish_run_job(self, epoch: int, adapter: str) -> None:
+        """The epoch's adapter is trained: record it and drop the job, in one transaction."""
+        with self.r.pipeline() as p:
+            self._flush_counts(p)
+            p.hset(self.learning_key, f"adapter:{epoch}", adapter)
+            p.hdel(self.learning_key, "job")
+            p.execute()
+
+    def run_adapter(self, epoch: int) -> str | None:
+        return self.r.hget(self.learning_key, f"adapter:{epoch}")
 
     def drop_job(self, task_id: str) -> None:
         self.r.hdel(self.jobs_key, task_id)

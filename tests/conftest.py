@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from arcsynth.common.model_store import prepare_smollm2
-from tests.support import FLIP, SLOW, SLOW_DATASET, TRANSPOSE, fenced, teach_request
+from tests.support import FLIP, FLIP_AGAIN, SLOW, SLOW_DATASET, TRANSPOSE, fenced, teach_request
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +39,8 @@ def taught(cluster) -> dict:
 
 @pytest.fixture(scope="session")
 def replay_cluster(tmp_path_factory):
-    """Redis + an execute worker + an inference worker serving fixed programs (the `replay` backend)."""
+    """Redis + an execute worker, an inference worker serving fixed programs (the `replay` backend)
+    and a fine-tune worker."""
     import json
 
     from arcsynth.common.data import load_tasks
@@ -53,12 +54,15 @@ def replay_cluster(tmp_path_factory):
                 f.write(json.dumps({"task_id": t.id, "text": fenced(code)}) + "\n")
         for t in load_tasks(SLOW_DATASET, limit=40):
             f.write(json.dumps({"task_id": t.id, "text": fenced(SLOW)}) + "\n")
-        # Asked to correct its program for 74dd1130 (a transpose), the model answers with a transpose.
+        # Asked to correct its program for 74dd1130 (a transpose), the model answers with a transpose;
+        # for 6150a2bd (a flip), with another way of writing the flip.
         f.write(json.dumps({"task_id": "74dd1130", "text": fenced(TRANSPOSE), "refine": True}) + "\n")
+        f.write(json.dumps({"task_id": "6150a2bd", "text": fenced(FLIP_AGAIN), "refine": True}) + "\n")
     env = {"ARCSYNTH_BACKEND": "replay", "ARCSYNTH_REPLAY_FILE": str(replay), "ARCSYNTH_EXEC_TIMEOUT_S": "10",
            "ARCSYNTH_RUN_ROOT": str(root / "runs"), "ARCSYNTH_ARTIFACT_ROOT": str(root / "artifacts")}
-    with LocalCluster(model="replay", kinds=("execute", "inference"), env=env, log_dir=root / "logs",
-                      ready_timeout=120) as c:
+    # The fine-tune worker trains real (tiny) adapters on SmolLM2 for the learning-scope tests.
+    with LocalCluster(model="replay", kinds=("execute", "inference", "finetune"), env=env, log_dir=root / "logs",
+                      ready_timeout=180) as c:
         yield c
 
 

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def grade_completions(executor: Executor, task: Task, sampled: SampleResult, epoch: int = 0,
-                      augmentation: Augmentation | None = None) -> list[Candidate]:
+                      augmentation: Augmentation | None = None, job: str = "") -> list[Candidate]:
     """One candidate per completion, in order; identical programs run once."""
     seen: dict[str, ExecutionResult] = {}
     out = []
@@ -43,7 +43,7 @@ def grade_completions(executor: Executor, task: Task, sampled: SampleResult, epo
             execution = seen[key]
         out.append(Candidate(task_id=task.id, index=i, code=code, extraction_error=reason,
                              completion=comp, epoch=epoch, adapter=sampled.adapter, parent=sampled.parent,
-                             execution=execution))
+                             job=job, execution=execution))
     return out
 
 
@@ -87,7 +87,7 @@ def register(app: Celery, settings: Settings) -> None:
         same file); the result names it."""
         req = ExecuteRequest.model_validate(request)
         s = SampleResult.model_validate(sampled)
-        candidates = grade_completions(executor(), req.task, s, req.epoch, req.augmentation)
+        candidates = grade_completions(executor(), req.task, s, req.epoch, req.augmentation, self.request.id or "")
         ref = ""
         if candidates:
             ref = payload_url(settings.artifact_root, self.request.id)

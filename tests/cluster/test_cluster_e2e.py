@@ -99,7 +99,7 @@ def test_search_and_learn_loop_is_closed(cluster, taught, tmp_path):
     from arcsynth.common.relabel import relabel
     task = load_tasks("arc-agi-1/training", task_ids=["67a3c6ac"])[0]  # flip: the start adapter can't
     sampling = SamplingConfig(n=8, temperature=0.7, max_tokens=64)
-    learn = LearnConfig(epochs=1, samples_per_epoch=4, stop_when_solved=False, base_model="smollm2",
+    learn = LearnConfig(epochs=1, samples_per_epoch=4, stop_after=None, base_model="smollm2",
                         lora=LoraConfig(rank=8, alpha=16), train=TrainConfig(steps=10, batch_size=1))
     config = RunConfig(run_id="loop", dataset="test", task_ids=[task.id], model="smollm2", sampling=sampling,
                        adapter=taught["adapter"], learn=learn, timeout_s=900)
@@ -114,7 +114,7 @@ def test_search_and_learn_loop_is_closed(cluster, taught, tmp_path):
 
     manifest = json.loads((Path(new_adapter) / "arcsynth_manifest.json").read_text())
     assert manifest["start_adapter"] == taught["adapter"]
-    examples = relabel(task, epoch0, limit=64)
+    examples = relabel(task, epoch0, k=25)
     expected = hashlib.sha256(json.dumps([e.model_dump() for e in examples], sort_keys=True).encode()).hexdigest()
     assert examples and manifest["data_sha256"] == expected
     (record,) = [json.loads(line) for line in (tmp_path / "loop" / "tasks.jsonl").open()]
@@ -155,7 +155,7 @@ def test_learning_from_relabelled_programs_solves_a_task_the_base_model_does_not
 
     # Relabelled examples are ordered by train accuracy; keeping the best one makes the training
     # data exactly "the task's own program, found at epoch 0".
-    learn = LearnConfig(epochs=1, samples_per_epoch=8, stop_when_solved=False, from_base=True, max_examples=1,
+    learn = LearnConfig(epochs=1, samples_per_epoch=8, stop_after=None, from_base=True, select_k=1,
                         base_model="smollm2", lora=LoraConfig(rank=8, alpha=16),
                         train=TrainConfig(steps=40, batch_size=1, learning_rate=2e-3))
     config = RunConfig(run_id="learn", dataset="test", task_ids=[task.id], model="smollm2",

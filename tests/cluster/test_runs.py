@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -22,16 +20,7 @@ from arcsynth.common.data import load_tasks
 from arcsynth.common.models import Candidate
 from arcsynth.common.submission import validate_submission
 from arcsynth.producer.runstate import RunState
-from tests.support import SLOW_DATASET, wait_until
-
-ARCSYNTH = [sys.executable, "-m", "arcsynth.producer"]
-
-
-def cli(cluster, *args, timeout=300, check=True):
-    r = subprocess.run([*ARCSYNTH, *args], capture_output=True, text=True, env=cluster.env, timeout=timeout)
-    if check:
-        assert r.returncode == 0, f"arcsynth {' '.join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr[-3000:]}"
-    return r
+from tests.support import SLOW_DATASET, cli, wait_until
 
 
 def state_of(cluster, run_id: str) -> RunState:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+ARCSYNTH = [sys.executable, "-m", "arcsynth.producer"]
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
@@ -46,6 +50,7 @@ def teach_request():
 # The replay cluster's fixed programs (no model, no GPU).
 FLIP = "def transform(grid):\n    return grid[::-1, ::-1]"  # solves 6150a2bd
 TRANSPOSE = "def transform(grid):\n    return grid.T"  # solves 74dd1130
+FLIP_AGAIN = "def transform(grid):\n    return grid[::-1][:, ::-1]"  # the same flip, written otherwise
 # Sleeps once per run (a run is one process over all of a task's inputs), then answers unchanged.
 SLOW = ("import time\n_slept = []\n\ndef transform(grid):\n    if not _slept:\n"
         "        _slept.append(time.sleep(1.0))\n    return grid")
@@ -64,3 +69,12 @@ def run_in_process(app, tasks, config, run_dir: Path):
 
     state = RunState(redis_client(app.conf.broker_url), config.run_id)
     return Producer(app, start_run(run_dir, config, tasks, state), state).run()
+
+
+def cli(cluster, *args, timeout=300, check=True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`arcsynth ARGS` against `cluster` (its broker in the environment); asserts success unless `check=False`."""
+    r = subprocess.run([*ARCSYNTH, *args], capture_output=True, text=True, env={**cluster.env, **(env or {})},
+                       timeout=timeout)
+    if check:
+        assert r.returncode == 0, f"arcsynth {' '.join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr[-3000:]}"
+    return r

@@ -104,3 +104,28 @@ def test_bad_settings_values(tmp_path, env, fragment):
     r = subprocess.run([sys.executable, "-m", "arcsynth.producer", "submit", str(path)], capture_output=True, text=True,
                        timeout=120, env={"PATH": "/usr/bin:/bin", "HOME": "/tmp", **env})
     assert_user_error(r, ["setting " + fragment])
+
+
+@pytest.mark.parametrize("options, fragment", [
+    (["--learn-from-refinements", "--epochs", "1"], "option --learn-from-refinements: needs --refine"),
+    (["--select-k", "0", "--epochs", "1"], "'--select-k': 0 is not in the range"),
+    (["--select", "worst", "--epochs", "1"], "'--select': 'worst' is not one of"),
+    (["--learn-scope", "run"], "option --learn-scope: only applies with --epochs"),
+    (["--select", "diverse"], "option --select: only applies with --epochs"),
+    (["--refine-strategy", "rex"], "option --refine-strategy: only applies with --refine"),
+    (["--refine", "2", "--rex-c", "5"], "option --rex-c: only applies with --refine-strategy rex"),
+    (["--refine", "1", "--augment"], "option --refine: cannot be combined with --augment"),
+    (["--stop-after", "3", "--keep-searching"], "option --stop-after: cannot be combined with --keep-searching"),
+    (["--stop-after", "0"], "'--stop-after': 0 is not in the range"),
+    (["--min-p", "1.5"], "'--min-p': 1.5 is not in the range"),
+    (["--vote", "plurality"], "'--vote': 'plurality' is not one of"),
+])
+def test_options_that_make_no_sense_exit_2_with_one_line_before_anything_starts(tmp_path, options, fragment):
+    """`submit` checks its options before it looks for a broker (none is set here) or enqueues anything."""
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(task()))
+    r = subprocess.run([sys.executable, "-m", "arcsynth.producer", "submit", str(path), "--out", str(tmp_path / "run"),
+                        *options], capture_output=True, text=True, timeout=120,
+                       env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert_user_error(r, [fragment])
+    assert not (tmp_path / "run").exists()

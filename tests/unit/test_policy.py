@@ -25,7 +25,10 @@ from arcsynth.producer.policy import (
     decide,
     first_job,
     requests,
+    rex_pick,
+    run_finetune_request,
     task_record,
+    training_examples,
 )
 
 # Swap the two cells of a row: [[1, 2]] -> [[2, 1]].
@@ -61,7 +64,7 @@ NOOP = [[1, 2]], [[3, 4]]
 def state(cands: list[Candidate], step: str = "search", epoch: int = 0, adapter: str = "", parent: str = "",
           refined: set | None = None) -> TaskState:
     job = JobRecord(step=step, epoch=epoch, adapter=adapter, ids=["a", "b"], parent=parent)
-    return TaskState(TASK, job, list(cands), set(refined or ()))
+    return TaskState(TASK, job, list(cands), list(refined or ()))
 
 
 def test_first_job_is_a_search_at_epoch_0_through_the_runs_adapter():
@@ -69,12 +72,12 @@ def test_first_job_is_a_search_at_epoch_0_through_the_runs_adapter():
     assert (job.step, job.epoch, job.adapter, job.ids, job.augmentation) == ("search", 0, "start", [], None)
 
 
-def test_solved_task_stops_when_stop_when_solved():
+def test_solved_task_stops_at_stop_after_1():
     assert decide(state([cand(0, list(SOLVED))]), Searched(), config(epochs=3)) == Finish(TaskStatus.DONE)
 
 
 def test_solved_task_keeps_learning_with_keep_searching():
-    job = decide(state([cand(0, list(SOLVED))]), Searched(), config(epochs=3, stop_when_solved=False))
+    job = decide(state([cand(0, list(SOLVED))]), Searched(), config(epochs=3, stop_after=None))
     assert isinstance(job, JobRecord) and (job.step, job.epoch) == ("finetune", 0)
 
 
@@ -83,18 +86,18 @@ def test_unsolved_task_is_refined_while_rounds_are_left_best_program_first():
     job = decide(state(cands), Searched(), config(refine_rounds=2))
     assert isinstance(job, JobRecord) and job.step == "refine" and job.parent == "fp1-0"
     # One round used on fp1: the next best unrefined program is the no-op (it produced output).
-    job = decide(state(cands, refined={(0, "fp1-0")}), Searched(), config(refine_rounds=2))
+    job = decide(state(cands, refined=[(0, "fp1-0")]), Searched(), config(refine_rounds=2))
     assert isinstance(job, JobRecord) and job.parent == "fp0-0"
 
 
 def test_no_refinement_when_rounds_are_used_up_or_nothing_is_worth_fixing():
     cands = [cand(0, list(NOOP)), cand(1, list(HALF))]
-    used = state(cands, refined={(0, "fp1-0")})
+    used = state(cands, refined=[(0, "fp1-0")])
     assert decide(used, Searched(), config(refine_rounds=1)) == Finish(TaskStatus.DONE)  # epochs=0: search only
     crashed = state([cand(0, [None, None])])
     assert decide(crashed, Searched(), config(refine_rounds=3)) == Finish(TaskStatus.DONE)
     # Rounds of an earlier epoch do not count against this one.
-    later = state([cand(0, list(HALF), epoch=1)], epoch=1, refined={(0, "fp0-1"), (0, "x")})
+    later = state([cand(0, list(HALF), epoch=1)], epoch=1, refined=[(0, "fp0-1"), (0, "x")])
     job = decide(later, Searched(), config(refine_rounds=1, epochs=1))
     assert isinstance(job, JobRecord) and job.step == "refine" and job.epoch == 1
 
@@ -123,7 +126,7 @@ def test_finetuned_task_searches_the_next_epoch_through_the_new_adapter():
 
 def test_skipped_prompt_ends_a_search_but_not_a_refinement():
     assert decide(state([]), Searched(skipped="too long"), config()) == Finish(TaskStatus.SKIPPED, "too long")
-    refining = state([cand(0, list(HALF))], step="refine", parent="fp0-0", refined={(0, "fp0-0")})
+    refining = state([cand(0, list(HALF))], step="refine", parent="fp0-0", refined=[(0, "fp0-0")])
     assert decide(refining, Searched(skipped="too long"), config(refine_rounds=1)) == Finish(TaskStatus.DONE)
 
 
@@ -163,3 +166,78 @@ def test_task_record_counts_per_epoch_and_picks_attempts():
     assert rec.status == TaskStatus.DONE and rec.epochs == 1 and rec.adapter == "a1"
     assert {e: (c.candidates, c.valid, c.train_correct) for e, c in rec.per_epoch.items()} == {0: (2, 1, 1), 1: (1, 1, 0)}
     assert rec.attempts[0].attempt_1 == [[6, 5]]  # the train-correct program's test output comes first
+
+
+def test_stop_after_counts_distinct_train_perfect_programs():
+    one = cand(0, list(SOLVED), code=SWAP)
+    same = cand(1, list(SOLVED), code=SWAP.replace("\n", "  \n\n"))  # the same program, other whitespace
+    other = cand(2, list(SOLVED), code="def transform(grid):\n    return [row[::-1] for row in grid]")
+    half = cand(3, list(HALF))
+    cfg = config(stop_after=2, refine_rounds=2, epochs=1)
+    job = decide(state([one, same, half]), Searched(), cfg)  # one distinct perfect program: keep refining
+    assert isinstance(job, JobRecord) and job.step == "refine" and job.parent == "fp3-0"
+    assert decide(state([one, same, other, half]), Searched(), cfg) == Finish(TaskStatus.DONE)
+    # With no rounds left it learns on, instead of stopping at the first perfect program.
+    job = decide(state([one, half], refined=[(0, "fp3-0")] * 2), Searched(), cfg)
+    assert isinstance(job, JobRecord) and job.step == "finetune"
+
+
+def test_run_scope_waits_for_the_runs_adapter_even_with_nothing_of_its_own_to_learn():
+    job = decide(state([cand(0, [None, None])], adapter="a0"), Searched(), config(epochs=1, scope="run"))
+    assert isinstance(job, JobRecord) and (job.step, job.epoch, job.adapter, job.stages) == ("learn", 0, "a0", ())
+    nxt = decide(state([], step="learn", adapter="a0"), Finetuned("run-a1"), config(epochs=2, scope="run"))
+    assert isinstance(nxt, JobRecord) and (nxt.step, nxt.epoch, nxt.adapter) == ("search", 1, "run-a1")
+
+
+def test_run_finetune_request_pools_every_tasks_examples_in_run_order():
+    cfg = config(epochs=1, scope="run").model_copy(update={"task_ids": ["b", "a", "c"]})
+    ex = training_examples(state([cand(0, list(HALF))]), cfg.learn)
+    req = run_finetune_request({"a": ex, "b": ex + ex, "c": []}, cfg, "prev")
+    assert req is not None and req.sources == {"b": 2, "a": 1} and len(req.examples) == 3 and req.start_adapter == "prev"
+    assert run_finetune_request({"a": [], "c": []}, cfg, "prev") is None
+
+
+def test_rex_draws_any_program_and_counts_its_refinements():
+    cands = [cand(0, list(HALF)), cand(1, list(NOOP))]
+    cfg = config(refine_rounds=50, refine_strategy="rex")
+    picks = {decide(state(cands, refined=[(0, "x")] * r), Searched(), cfg).parent for r in range(40)}
+    assert picks == {"fp0-0", "fp1-0"}  # not always the best: the worse one is drawn too
+    # Deterministic: the same state draws the same program.
+    assert decide(state(cands), Searched(), cfg) == decide(state(cands), Searched(), cfg)
+
+
+def _beta_pdf(x, a, b):
+    import math
+
+    import numpy as np
+
+    return np.exp((a - 1) * np.log(x) + (b - 1) * np.log1p(-x) + math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b))
+
+
+def test_rex_picks_a_worse_program_at_the_rate_the_beta_draws_predict():
+    """P(θ_worse > θ_best) from the two Beta densities, against 20,000 seeded draws."""
+    import random
+
+    import numpy as np
+
+    c, options = 20.0, [("best", 0.9, 0), ("worse", 0.7, 1)]
+    (a1, b1), (a2, b2) = [(1 + c * h, 1 + c * (1 - h) + n) for _, h, n in options]
+    x = np.linspace(1e-6, 1 - 1e-6, 200001)
+    dx = x[1] - x[0]
+    cdf_best = np.cumsum(_beta_pdf(x, a1, b1)) * dx
+    expected = float(np.sum(_beta_pdf(x, a2, b2) * cdf_best) * dx)  # P(θ_best < θ_worse)
+    draws = 20000
+    rate = sum(rex_pick(options, c, random.Random(i)) == "worse" for i in range(draws)) / draws
+    sigma = (expected * (1 - expected) / draws) ** 0.5
+    assert 0.02 < expected < 0.5 and abs(rate - expected) < 4 * sigma, (rate, expected)
+
+
+def test_learning_from_refinements_adds_corrections_that_beat_their_parent():
+    parent = cand(0, list(HALF), code="def transform(grid):\n    return grid", fingerprint="p")
+    better = cand(1, list(SOLVED), code=SWAP, parent="p")
+    worse = cand(2, list(NOOP), code="def transform(grid):\n    return grid + 0", parent="p")
+    st = state([parent, better, worse])
+    plain = training_examples(st, config(epochs=1).learn)
+    both = training_examples(st, config(epochs=1, learn_from_refinements=True).learn)
+    assert len(both) == len(plain) + 1
+    assert both[-1].messages[-2]["role"] == "assistant" and both[-1].completion.endswith(f"{SWAP}\n```")

@@ -1,8 +1,8 @@
 """Hindsight relabelling, including every skip rule, on a fixed set of executed candidates."""
 
 from arcsynth.common.models import Candidate, Completion, ExecutionResult, InputResult, Task
-from arcsynth.common.prompts import format_completion, task_messages
-from arcsynth.common.relabel import relabel
+from arcsynth.common.prompts import format_completion, refinement_messages, task_messages
+from arcsynth.common.relabel import is_hardcoded, refinement_examples, relabel, select_programs
 
 TASK = Task(id="t", train=[{"input": [[1, 2]], "output": [[2, 1]]}, {"input": [[3, 4]], "output": [[4, 3]]}],
             test=[{"input": [[5, 6]]}])
@@ -36,4 +36,65 @@ def test_relabelled_examples_and_skip_rules():
                       test=[{"input": [[5, 6]]}])
     assert examples[1].messages == task_messages(relabelled)
     assert TASK.train[0].output == [[2, 1]]  # the original task is untouched
-    assert len(relabel(TASK, candidates, limit=1)) == 1
+    assert len(relabel(TASK, candidates, k=1)) == 1
+
+
+def _ranked(n):
+    """n usable programs with distinct behaviour and train accuracy n-1, …, 0 (over n)."""
+    return [cand(i, [[[i, 0]], [[i, 1]], [[i, 2]]], code=f"def transform(grid):\n    return grid * 0 + {i}",
+                 acc=(n - 1 - i) / n) for i in range(n)]
+
+
+def test_best_selection_takes_the_top_k_by_train_accuracy():
+    picked = select_programs(TASK, _ranked(6), "best", k=2)
+    assert [c.index for c in picked] == [0, 1]
+
+
+def test_diverse_selection_takes_the_k_best_and_the_k_worst_once_each():
+    picked = select_programs(TASK, _ranked(7), "diverse", k=2)
+    assert [c.index for c in picked] == [0, 1, 5, 6]
+    # Fewer programs than 2k: all of them, once.
+    assert [c.index for c in select_programs(TASK, _ranked(3), "diverse", k=2)] == [0, 1, 2]
+
+
+def test_duplicates_by_fingerprint_keep_the_best_one():
+    a = cand(0, [[[2, 1]], [[9, 9]], [[1]]], code="def transform(grid):\n    return 1", acc=0.5, fp="same")
+    b = cand(1, [[[2, 1]], [[9, 9]], [[1]]], code="def transform(grid):\n    return 2", acc=0.75, fp="same")
+    assert [c.index for c in select_programs(TASK, [a, b], "diverse", k=5)] == [1]
+
+
+BIG = Task(id="big", train=[{"input": [[1, 2], [3, 4]], "output": [[4, 3], [2, 1]]}], test=[{"input": [[5, 6], [7, 8]]}])
+
+
+def test_hard_coded_train_outputs_are_recognised_in_every_literal_form():
+    assert is_hardcoded("def transform(grid):\n    return [[4, 3], [2, 1]]", BIG)
+    assert is_hardcoded("def transform(grid):\n    return ((4, 3), (2, 1))", BIG)
+    assert is_hardcoded("import numpy as np\nANSWER = np.array([[4, 3],\n   [2, 1]])\ndef transform(grid):\n"
+                        "    return ANSWER", BIG)
+    assert is_hardcoded('def transform(grid):\n    s = """43\n21"""\n    return [[int(c) for c in r] for r in s.split()]',
+                        BIG)
+    assert is_hardcoded('def transform(grid):\n    s = "4 3;2 1"\n    return s', BIG)
+    # Not hard-coded: the rule itself, a different grid, a grid under 4 cells, or code that does not parse.
+    assert not is_hardcoded("def transform(grid):\n    return grid[::-1, ::-1]", BIG)
+    assert not is_hardcoded("def transform(grid):\n    return [[4, 3], [2, 2]]", BIG)
+    assert not is_hardcoded("def transform(grid):\n    return [[2, 1]]", TASK)
+    assert not is_hardcoded("def transform(grid:\n    return [[4, 3], [2, 1]]", BIG)
+
+
+def test_hard_coded_programs_are_not_selected():
+    honest = cand(0, [[[2, 1]], [[4, 3]], [[6, 5]]], code="def transform(grid):\n    return grid[:, ::-1]", acc=1.0)
+    cheat = cand(1, [[[4, 3], [2, 1]], [[4, 3], [2, 1]], [[4, 3], [2, 1]]], acc=0.1,
+                 code="def transform(grid):\n    return [[4, 3], [2, 1]]")
+    assert [c.index for c in select_programs(BIG.model_copy(update={"train": BIG.train + TASK.train}),
+                                             [honest, cheat])] == [0]
+
+
+def test_refinements_that_beat_their_parent_become_examples_in_the_refinement_format():
+    parent = cand(0, [[[2, 1]], [[3, 4]], [[5, 6]]], code="def transform(grid):\n    return grid", acc=0.5, fp="p")
+    better = cand(1, [[[2, 1]], [[4, 3]], [[6, 5]]], code="def transform(grid):\n    return grid[:, ::-1]", acc=1.0, fp="b")
+    worse = cand(2, [[[0, 0]], [[0, 0]], [[0, 0]]], code="def transform(grid):\n    return grid * 0", acc=0.0, fp="w")
+    better = better.model_copy(update={"parent": "p"})
+    worse = worse.model_copy(update={"parent": "p"})
+    (example,) = refinement_examples(TASK, [parent, better, worse])
+    assert example.messages == refinement_messages(TASK, parent.code, parent.execution)
+    assert example.completion == format_completion(better.code)

@@ -86,3 +86,22 @@ def test_validator_names_the_problem(mutate, message):
     mutate(data)
     with pytest.raises(SubmissionError, match=message):
         validate_submission(data, [TASK])
+
+
+def test_weighted_vote_pools_half_right_programs_where_train_correct_does_not():
+    """One train-perfect program says 7; two programs right on one train pair of two say 8
+    (1 + 500 each: 1002 > 1001); three wrong programs say 9 (weight 1 each)."""
+    cands = [
+        cand(0, (2, 4), [[[7]], [[7]]], 2),
+        cand(1, (2, 0), [[[8]], [[8]]], 1),
+        cand(2, (0, 4), [[[8]], [[8]]], 1),
+        *(cand(3 + i, (0, 0), [[[9]], [[9]]], 0) for i in range(3)),
+    ]
+    plain = select_attempts(TASK, cands)
+    weighted = select_attempts(TASK, cands, vote="weighted")
+    assert (plain[0].attempt_1, plain[0].attempt_2) == ([[7]], [[8]])
+    assert (weighted[0].attempt_1, weighted[0].attempt_2) == ([[8]], [[7]])
+    # Many wrong programs outvote one half-right program only past its weight (501): 502 of them do.
+    crowd = [cand(1, (2, 0), [[[8]], [[8]]], 1), *(cand(10 + i, (0, 0), [[[9]], [[9]]], 0) for i in range(502))]
+    assert select_attempts(TASK, crowd, vote="weighted")[0].attempt_1 == [[9]]
+    assert select_attempts(TASK, crowd[:-2], vote="weighted")[0].attempt_1 == [[8]]

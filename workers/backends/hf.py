@@ -65,6 +65,7 @@ class TransformersBackend:
             out = self.model.generate(
                 ids, attention_mask=torch.ones_like(ids), do_sample=not greedy,
                 temperature=None if greedy else sampling.temperature, top_p=None if greedy else sampling.top_p,
+                min_p=None if greedy or not sampling.min_p else sampling.min_p,
                 top_k=None, max_new_tokens=min(sampling.max_tokens, self.max_model_len - ids.shape[1]),
                 num_return_sequences=sampling.n, pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
             )

@@ -45,6 +45,7 @@ class OpenAIBackend:
         resp = self.client.chat.completions.create(
             model=model, messages=messages, n=sampling.n, temperature=sampling.temperature,
             top_p=sampling.top_p, max_tokens=sampling.max_tokens, seed=sampling.seed,
+            extra_body={"min_p": sampling.min_p} if sampling.min_p else None,
         )
         usage = resp.usage
         per = (usage.completion_tokens // max(1, len(resp.choices))) if usage else 0

@@ -100,7 +100,7 @@ class Engine:
         # seeded request's prefill is chunked; there the engine-wide seed is all we can offer.
         seed = sampling.seed if self.on_gpu else None
         params = SamplingParams(
-            n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
+            n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p, min_p=sampling.min_p,
             max_tokens=max_tokens, seed=seed,
             output_kind=RequestOutputKind.FINAL_ONLY,  # with n>1, streamed items can hold fewer than n
         )
