@@ -20,6 +20,7 @@ from arcsynth.common.celery_app import make_app
 from arcsynth.common.cli_base import UserError, need_broker, settings
 from arcsynth.common.redis_client import redis_client
 from arcsynth.common.settings import Settings
+from arcsynth.producer.run_options import notable_settings
 from arcsynth.producer.rundir import RunDir, RunDirError
 from arcsynth.producer.runstate import RunState, list_runs
 
@@ -92,7 +93,7 @@ def follow_to_end(state: RunState, rundir: RunDir) -> None:
 def runs(limit):
     """List recent runs with their state and progress."""
     _, r = connect(settings())
-    click.echo(f"{'run':<24}{'state':<11}{'created':<20}{'finished':>12}{'score':>8}  directory")
+    click.echo(f"{'run':<24}{'state':<11}{'created':<20}{'finished':>12}{'score':>8}  settings  (directory)")
     for run_id, info in list_runs(r, limit):
         state = RunState(r, run_id)
         status = info.get("state", "?")
@@ -101,7 +102,12 @@ def runs(limit):
         created = datetime.datetime.fromtimestamp(float(info.get("created", 0))).strftime("%Y-%m-%d %H:%M:%S")
         score = f"{float(info['score']):.3f}" if info.get("score") else "-"
         finished = f"{state.finished_tasks(info)}/{info.get('total', '?')}"
-        click.echo(f"{run_id:<24}{status:<11}{created:<20}{finished:>12}{score:>8}  {info.get('run_dir', '')}")
+        rundir = RunDir(Path(info.get("run_dir", "")))
+        try:
+            notes = notable_settings(rundir.config())
+        except RunDirError:
+            notes = "(run.json unreadable)"
+        click.echo(f"{run_id:<24}{status:<11}{created:<20}{finished:>12}{score:>8}  {notes}  ({rundir.path})")
 
 
 @click.command()

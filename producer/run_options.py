@@ -135,6 +135,32 @@ def run_config(s: Settings, task_list: Sequence[Task], model: str, **o) -> RunCo
                      vote=o["vote"], max_active=o["max_active"] or s.max_active_tasks, timeout_s=o["timeout"])
 
 
+# What `arcsynth runs` always shows, then every other setting that differs from its default.
+_SHOWN = {"model": "model", "sampling.n": "samples", "learn.epochs": "epochs", "learn.scope": "scope"}
+_HIDDEN = {"run_id", "dataset", "task_ids", "learn.base_model", "learn.samples_per_epoch"}
+
+
+def _flat(data: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for k, v in data.items():
+        if isinstance(v, dict) and v and all(isinstance(key, str) for key in v):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def notable_settings(config: RunConfig) -> str:
+    """A run's settings as a lab notebook line: model, samples, epochs and scope, then every other
+    setting that differs from its default (`learn.select=diverse vote=weighted …`)."""
+    have = _flat(config.model_dump(mode="json"))
+    defaults = _flat(RunConfig(run_id="", dataset="", task_ids=[], model="", sampling=SamplingConfig()).model_dump(mode="json"))
+    parts = [f"{label}={have[key]}" for key, label in _SHOWN.items()]
+    parts += [f"{key.removeprefix('learn.').removeprefix('sampling.')}={have[key]}" for key in have
+              if key not in _SHOWN and key not in _HIDDEN and have[key] != defaults.get(key)]
+    return " ".join(parts)
+
+
 def run_dir_for(s: Settings, config: RunConfig, out: Path | None) -> Path:
     """`--out`, or a fresh folder under the run root; refused when it already holds something."""
     path = out or Path(s.run_root) / config.run_id

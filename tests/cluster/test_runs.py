@@ -74,7 +74,8 @@ def test_submit_returns_at_once_then_wait_status_runs_and_results(replay_cluster
     assert cli(replay_cluster, "status", str(out)).stdout == status  # a run directory names the run too
 
     listing = cli(replay_cluster, "runs").stdout
-    assert any(line.startswith(run_id) and " done " in line and "3/3" in line for line in listing.splitlines())
+    (row,) = [line for line in listing.splitlines() if line.startswith(run_id)]
+    assert " done " in row and "3/3" in row and "model=replay samples=2 epochs=0 scope=task" in row
 
     (out / "submission.json").unlink()
     r = cli(replay_cluster, "results", run_id)
