@@ -154,3 +154,8 @@ def test_an_interpreter_without_numpy_is_a_clear_start_error(tmp_path):
     venv.create(tmp_path / "bare", with_pip=False, symlinks=True)  # this interpreter, no packages at all
     message = start_error([], python=str(tmp_path / "bare" / "bin" / "python"))
     assert message.startswith("the sandbox helper failed to start: ModuleNotFoundError: No module named 'numpy'")
+
+
+def test_an_interpreter_that_does_not_exist_is_a_clear_start_error(tmp_path):
+    message = start_error([], python=str(tmp_path / "no-python"))
+    assert message.startswith(f"the sandbox helper could not be started with {tmp_path / 'no-python'}: ")

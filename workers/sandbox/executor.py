@@ -114,8 +114,9 @@ class Executor:
     may import beside the standard library and numpy. `require`: isolation layers without which
     `start()` raises `IsolationUnavailable`. `minimal_root=False` gives runs the wider fallback view
     (the host's tree, its writable places replaced and the project covered) even where the minimal
-    root could be built. `python`: the interpreter the helper runs on. `start()` raises a `SandboxStartError` (one line) when the
-    helper cannot start, a `DslImportError` when a DSL module is missing or fails to import.
+    root could be built. `python`: the interpreter the helper runs on. `start()` raises a
+    `SandboxStartError` (one line) when the helper cannot start, a `DslImportError` when a DSL module
+    is missing or fails to import.
     `run()` and `grade()` never raise for anything a program does: it is that program's verdict.
     """
 
@@ -140,8 +141,8 @@ class Executor:
     def _fail(self, reason: str) -> SandboxStartError:
         tail = ""
         if self._stderr is not None:
-            self._stderr.seek(0)
-            lines = [x for x in self._stderr.read()[-4096:].decode("utf-8", "replace").splitlines() if x.strip()]
+            self._stderr.seek(max(0, self._stderr.seek(0, 2) - 4096))
+            lines = [x for x in self._stderr.read().decode("utf-8", "replace").splitlines() if x.strip()]
             tail = f"; its last words: {lines[-1].strip()[:300]}" if lines else ""
         self.close()
         return SandboxStartError(f"the sandbox helper {reason}{tail}")
@@ -175,12 +176,15 @@ class Executor:
             config = {"hide": paths_to_hide(), "dsl": self.dsl, "packages": self.packages,
                       "minimal_root": self.minimal_root}
             self._stderr = tempfile.TemporaryFile()
-            self._proc = subprocess.Popen(
-                [self.python, "-I", str(HELPER), json.dumps(config)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-                # No broker URL, passwords or tokens for untrusted code; one BLAS thread per run.
-                env=_HELPER_ENV, cwd="/", text=True, preexec_fn=die_with_parent,
-            )
+            try:
+                self._proc = subprocess.Popen(
+                    [self.python, "-I", str(HELPER), json.dumps(config)],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+                    # No broker URL, passwords or tokens for untrusted code; one BLAS thread per run.
+                    env=_HELPER_ENV, cwd="/", text=True, preexec_fn=die_with_parent,
+                )
+            except OSError as exc:
+                raise self._fail(f"could not be started with {self.python}: {exc.strerror or exc}") from None
             hello = self._hello(self._proc)
             self.layers = {str(k): bool(v) for k, v in hello["layers"].items()}
             why = hello.get("why")

@@ -27,6 +27,19 @@ def clean_message(text: str) -> str:
     return text[:MAX_MESSAGE].encode("utf-8", "replace").decode("utf-8")
 
 
+_COLOURS = frozenset(range(10))
+
+
+def _plain_grid(value: object) -> bool:
+    """The fast path: a list of 1..30 equally long lists of 1..30 plain ints (not bools) in 0..9."""
+    if type(value) is not list or not 1 <= len(value) <= MAX_SIDE or type(value[0]) is not list:
+        return False
+    width = len(value[0])
+    return 1 <= width <= MAX_SIDE and all(
+        type(row) is list and len(row) == width and set(map(type, row)) == {int} and _COLOURS.issuperset(row)
+        for row in value)
+
+
 def check_grid(value: object) -> tuple[list[list[int]] | None, str]:
     """Validate a value as an ARC grid: 1..30 rows of 1..30 ints in 0..9, all rows equally long.
 
@@ -41,6 +54,8 @@ def check_grid(value: object) -> tuple[list[list[int]] | None, str]:
         if value.size > MAX_SIDE * MAX_SIDE:
             return None, f"array of shape {value.shape} is larger than 30x30"
         value = value.tolist()
+    if _plain_grid(value):
+        return value, ""  # type: ignore[return-value]
     if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= MAX_SIDE:
         return None, "not a list of 1..30 rows"
     rows = []

@@ -29,6 +29,7 @@ CHANNEL = 3
 FAILED = 70  # the child's own exit status when it could not report (its channel was closed or replaced)
 MAX_CHANNEL = 4 << 20
 OUTPUT_CAP = 4096
+_CLOSE_RANGE = 436  # the same number on every Linux architecture
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -44,6 +45,12 @@ def _emit(**kw: object) -> None:
     data = (json.dumps(kw) + "\n").encode()
     while data:
         data = data[os.write(CHANNEL, data):]
+
+
+def _close_from(first: int) -> None:
+    """Close every descriptor from `first` up: close_range(2) where the kernel has it (5.9+)."""
+    if _libc.syscall(_CLOSE_RANGE, first, 0xFFFFFFFF, 0) != 0:
+        os.closerange(first, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 
 
 def _confine(memory_mb: int, cpu_s: int, workdir: str, wfd: int, layers: dict[str, bool]) -> None:
@@ -62,7 +69,7 @@ def _confine(memory_mb: int, cpu_s: int, workdir: str, wfd: int, layers: dict[st
     channel = os.dup(wfd)
     for fd, new in ((stdin, 0), (captured, 1), (captured, 2), (channel, CHANNEL)):
         os.dup2(fd, new)
-    os.closerange(CHANNEL + 1, 1 << 30)  # the helper's pipes, the read end, anything a DSL opened
+    _close_from(CHANNEL + 1)  # the helper's pipes, the read end, anything a DSL opened
     resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # line-buffered: kept even on os._exit
     sys.stderr = open(2, "w", buffering=1, closefd=False)
