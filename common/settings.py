@@ -1,7 +1,8 @@
 """Settings from the environment (`ARCSYNTH_…`) and `.env`; nothing about hosts is hard-coded.
 
 Read once per process — by the CLI at its entry, by a worker at its start — and passed down;
-nothing else constructs `Settings` or reads `ARCSYNTH_…` variables."""
+nothing else constructs `Settings` or reads `ARCSYNTH_…` variables, except `ARCSYNTH_MODEL_CACHE`:
+where prepared models live, read where a model name is resolved (like `HF_HOME`)."""
 
 from __future__ import annotations
 
@@ -81,6 +82,9 @@ class Settings(BaseSettings):
     # Flower: `user:password` (several separated by commas); `arcsynth flower` refuses to start without it.
     flower_basic_auth: SecretStr | None = None
     flower_port: int = Field(5555, ge=1, le=65535)
+
+    # Show a progress bar in `arcsynth local` even when stderr is not a terminal.
+    progress: bool = False
 
     # Where adapters and run directories go.
     artifact_root: str = "artifacts"

@@ -9,7 +9,6 @@ before anything is enqueued; tracebacks are for bugs only.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -97,7 +96,7 @@ def local(model, **opts):
         with LocalCluster(model=model, settings=s) as cluster:
             state = RunState(redis_client(cluster.app.conf.broker_url), config.run_id)
             rundir = start_run(run_dir_for(s, config, opts["out"]), config, task_list, state)
-            progress = sys.stderr.isatty() or bool(os.environ.get("ARCSYNTH_PROGRESS"))
+            progress = sys.stderr.isatty() or s.progress
             _report_outcome(Producer(cluster.app, rundir, state, progress=progress).run(), len(task_list))
     except ClusterError as exc:
         raise click.ClickException(str(exc)) from None
