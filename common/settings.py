@@ -34,8 +34,10 @@ class Settings(BaseSettings):
     gpu_memory_utilization: float | None = Field(None, gt=0.0, le=1.0)  # None: 0.9 GPU, 0.2 CPU
     enable_lora: bool = True
     max_lora_rank: int = Field(16, ge=1, le=512)
-    max_loras: int = Field(4, ge=1)
-    max_cpu_loras: int | None = Field(None, ge=1)
+    # Adapters that share one batch on the device; None: 16 on a GPU, 4 on CPU. Each slot holds one
+    # adapter of rank max_lora_rank (rank 16 on all linear layers of a 7B model: about 80 MB in bf16).
+    max_loras: int | None = Field(None, ge=1)
+    max_cpu_loras: int | None = Field(None, ge=1)  # None: 4 x max_loras kept in host memory
     dtype: str = "auto"
 
     # Sampling defaults (the CLI's options override them per run).

@@ -28,7 +28,7 @@ class EngineConfig:
     max_model_len: int = 8192
     enable_lora: bool = True
     max_lora_rank: int = 16
-    max_loras: int = 4
+    max_loras: int | None = None  # None: 16 on a GPU, 4 on CPU
     max_cpu_loras: int | None = None
     dtype: str = "auto"
     gpu_memory_utilization: float | None = None
@@ -66,11 +66,12 @@ class Engine:
         c = self.config
         self.on_gpu = _on_gpu()
         util = c.gpu_memory_utilization or (0.9 if self.on_gpu else 0.2)
+        max_loras = c.max_loras or (16 if self.on_gpu else 4)
         args = AsyncEngineArgs(
             model=c.model, max_model_len=c.max_model_len, enable_lora=c.enable_lora,
-            max_lora_rank=c.max_lora_rank, max_loras=c.max_loras, dtype=c.dtype,
+            max_lora_rank=c.max_lora_rank, max_loras=max_loras, dtype=c.dtype,
             # vLLM keeps adapters in an LRU: max_loras on the device per batch, max_cpu_loras in memory.
-            max_cpu_loras=c.max_cpu_loras or 4 * c.max_loras,
+            max_cpu_loras=c.max_cpu_loras or 4 * max_loras,
             gpu_memory_utilization=util, seed=c.seed,
         )
         self.tokenizer = AutoTokenizer.from_pretrained(c.model)
