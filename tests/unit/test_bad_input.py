@@ -4,6 +4,7 @@ where there is one), exit code 2, and no traceback."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -14,6 +15,11 @@ OK_PAIR = {"input": [[1]], "output": [[1]]}
 
 def task(**over):
     return {"train": [OK_PAIR], "test": [{"input": [[1]]}], **over}
+
+
+def with_cell(text):
+    """A valid task's JSON with its first train input's only cell replaced by `text`."""
+    return json.dumps(task()).replace("[[1]]", f"[[{text}]]", 1)
 
 
 # name -> (file name, content (str/bytes/obj), expected fragments)
@@ -41,6 +47,38 @@ CASES = {
     "duplicate_task_ids": ("x_challenges.json", f'{{"t1": {json.dumps(task())}, "t1": {json.dumps(task())}}}',
                            ["x_challenges.json", "task t1", "duplicate"]),
     "kaggle_not_an_object": ("x_challenges.json", [1], ["x_challenges.json", "expected an object"]),
+    # Issue 17: each of these raised a traceback or passed.
+    "train_nested_200000_deep": ("a.json", '{"train": ' + "[" * 200_000 + "]" * 200_000 + ', "test": []}',
+                                 ["task a", "field train[0][0][0]", "nested more than 100 levels deep"]),
+    "objects_nested_2000_deep_in_a_cell": ("a.json", with_cell('{"k": ' * 2000 + "1" + "}" * 2000),
+                                           ["task a", "field train[0].input[0][0].k.k", "nested more than 100 levels"]),
+    "nested_in_a_kaggle_task": ("x_challenges.json", '{"t1": {"train": 1, "test": [' + "[" * 5000 + "]" * 5000 + "]}}",
+                                ["task t1", "field test[0][0]", "nested more than 100"]),
+    "integer_of_5000_digits": ("a.json", json.dumps(task(train=[OK_PAIR, {"input": [[1, 7]], "output": [[1]]}]))
+                               .replace("7]]", "7" * 5000 + "]]"),
+                               ["task a", "field train[1].input[0][1]", "a number with more than 4300 digits"]),
+    "negative_integer_of_9000_digits": ("a.json", with_cell("-" + "9" * 9000),
+                                        ["field train[0].input[0][0]", "more than 4300 digits"]),
+    "integer_of_4000_digits_is_a_short_line": ("a.json", with_cell("3" * 4000),
+                                               ["field train[0].input", "colour 33333333…(4000 digits) at row 0"]),
+    "float_1e999": ("a.json", with_cell("1e999"), ["train[0].input[0][0]", "valid integer"]),
+    "nan": ("a.json", with_cell("NaN"), ["train[0].input[0][0]", "valid integer"]),
+    "kaggle_empty_object": ("x_challenges.json", {}, ["x_challenges.json", "no tasks"]),
+    "duplicate_field_train": ("a.json", '{"train": [], "train": [], "test": []}',
+                              ["task a", "field train: duplicate key 'train'"]),
+    "duplicate_key_in_a_pair": ("a.json", '{"train": [{"input": [[1]], "output": [[1]], "input": [[2]]}], "test": []}',
+                                ["task a", "field train[0].input: duplicate key 'input'"]),
+    "duplicate_key_in_a_kaggle_task": ("x_challenges.json", '{"t1": {"train": [], "test": [], "test": []}}',
+                                       ["task t1", "field test: duplicate key 'test'"]),
+    "escaped_duplicate_task_id": ("x_challenges.json", f'{{"t1": {json.dumps(task())}, "\\u00741": {json.dumps(task())}}}',
+                                  ["task t1", "duplicate task id"]),
+    "unknown_field_named_by_100k_characters": ("a.json", task(**{"k" * 100_000: 1}),
+                                               ["field kkkkkkkk", "(100000 characters): Extra inputs"]),
+    "unknown_field_with_a_newline": ("a.json", task(**{"a\nb": 1}), ["field a\\nb: Extra inputs"]),
+    "kaggle_task_id_with_a_newline": ("x_challenges.json", {"t\n1": {"train": 1}}, ["task t\\n1: field train"]),
+    "a_million_unknown_keys": ("a.json", task(**{f"k{i}": 0 for i in range(1_000_000)}), ["field k0: Extra inputs"]),
+    "200000_tiny_pairs": ("a.json", task(train=[OK_PAIR] * 200_000), ["JSON arrays and objects", "MiB to validate"]),
+    "a_million_empty_lists": ("a.json", task(x=[[]] * 1_000_000), ["JSON arrays and objects", "more than the"]),
 }
 
 
@@ -51,6 +89,7 @@ def arcsynth(*args):
 
 def assert_user_error(r, fragments):
     lines = r.stderr.strip().splitlines()
+    assert len(r.stderr) < 1000, r.stderr[:1000]
     assert r.returncode == 2, r.stderr
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
     assert "Traceback" not in r.stderr
@@ -129,3 +168,99 @@ def test_options_that_make_no_sense_exit_2_with_one_line_before_anything_starts(
                        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert_user_error(r, [fragment])
     assert not (tmp_path / "run").exists()
+
+
+def _folder(tmp_path, kind):
+    """Folders that hold no task file one could run, each a neighbour of an empty dataset."""
+    folder = tmp_path / kind
+    folder.mkdir()
+    if kind == "not_json":
+        (folder / "notes.txt").write_text("hello")
+        (folder / "a.json.bak").write_text(json.dumps(task()))
+    elif kind == "only_solutions":
+        (folder / "x_solutions.json").write_text("{}")
+    elif kind == "kaggle_files":
+        (folder / "arc-agi_training_challenges.json").write_text(json.dumps({"t1": task()}))
+        (folder / "sample_submission.json").write_text("{}")
+    elif kind == "folder_named_json":
+        (folder / "a.json").mkdir()
+    elif kind == "fifo":
+        os.mkfifo(folder / "a.json")  # reading it would block for ever
+    elif kind == "device":
+        (folder / "a.json").symlink_to("/dev/zero")  # reading it would never end
+    elif kind == "broken_link":
+        (folder / "a.json").symlink_to(folder / "gone.json")
+    return folder
+
+
+@pytest.mark.parametrize("kind, fragments", [
+    ("empty", ["no *.json task files"]),
+    ("not_json", ["no *.json task files"]),
+    ("only_solutions", ["no *.json task files"]),
+    ("kaggle_files", ["a folder of Kaggle files", "arc-agi_training_challenges.json"]),
+    ("folder_named_json", ["a.json: not a regular file"]),
+    ("fifo", ["a.json: not a regular file"]),
+    ("device", ["a.json: not a regular file"]),
+    ("broken_link", ["a.json: cannot read: No such file"]),
+])
+def test_folders_without_a_task_to_run(tmp_path, kind, fragments):
+    folder = _folder(tmp_path, kind)
+    assert_user_error(arcsynth("tasks", "validate", str(folder)), [str(folder), *fragments])
+
+
+def test_a_name_too_long_for_the_filesystem():
+    name = "a" * 5000 + ".json"
+    assert_user_error(arcsynth("tasks", "validate", name), ["aaaa", "cannot read: File name too long"])
+
+
+MEASURE = """
+import resource, sys
+from pathlib import Path
+from arcsynth.common.data import TaskLoadError, load_tasks
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    print("ok", len(load_tasks(sys.argv[1])))
+except TaskLoadError as exc:
+    print("error", str(exc)[:200])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+def _grid_file(path):
+    """The largest well-formed task file under the cap: as many 30x30 pairs as fit."""
+    from arcsynth.common.task_json import MAX_FILE_BYTES
+
+    grid = [[1] * 30 for _ in range(30)]
+    pair = json.dumps({"input": grid, "output": grid}, separators=(",", ":"))
+    n = (MAX_FILE_BYTES - 100) // (len(pair) + 1)
+    path.write_text('{"train":[' + ",".join([pair] * n) + '],"test":[{"input":[[1]]}]}')
+
+
+def _short_strings_file(path):
+    """Short strings cost the most per byte among values the estimate does not count by brackets."""
+    from arcsynth.common.task_json import MAX_FILE_BYTES
+
+    path.write_text("[" + ",".join(['"ab"'] * ((MAX_FILE_BYTES - 10) // 5)) + "]")
+
+
+def _many_keys_file(path):
+    from arcsynth.common.task_json import MAX_FILE_BYTES
+
+    keys = ",".join(f'"k{i}":0' for i in range((MAX_FILE_BYTES - 100) // 14))
+    path.write_text('{"train":[{"input":[[1]],"output":[[1]],' + keys + '}],"test":[]}')
+
+
+@pytest.mark.parametrize("make, outcome", [(_grid_file, "ok 1"), (_short_strings_file, "error"),
+                                           (_many_keys_file, "error")])
+def test_validating_a_file_at_the_cap_stays_within_its_memory_budget(tmp_path, make, outcome):
+    """A file just under `MAX_FILE_BYTES` of the shapes that cost the most memory per byte (a 99 MB
+    file took 4.5 GB before the cap was lowered and pairs were validated one at a time)."""
+    from arcsynth.common.task_json import memory_budget
+
+    path = tmp_path / "big.json"
+    make(path)
+    r = subprocess.run([sys.executable, "-c", MEASURE, str(path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    result, grown_kib = r.stdout.splitlines()
+    assert result.startswith(outcome), result
+    assert int(grown_kib) * 1024 <= memory_budget(path.stat().st_size), (result, int(grown_kib) >> 10)

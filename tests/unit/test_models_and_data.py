@@ -87,3 +87,29 @@ def test_non_utf8_and_unknown_dataset(tmp_path):
 def test_unknown_task_id():
     with pytest.raises(TaskLoadError, match="task nope: not found"):
         load_tasks("arc-agi-1/training", task_ids=["nope"])
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path):
+    p = tmp_path / "bom.json"
+    p.write_bytes(b"\xef\xbb\xbf" + json.dumps(GOOD).encode())
+    assert load_tasks(str(p))[0].id == "bom"
+
+
+@pytest.mark.parametrize("text, expected", [
+    # List indices count commas at the list's own level: not those inside strings or earlier siblings.
+    ('{"a": ["x,y", [1, 2, 3], {"k": [4, 5]}, [' + "[" * 200 + "]" * 200 + "]]}", (("a", 3) + (0,) * 98, "deep")),
+    ('[[1, 2], [3, {"b": 1, "c": 2, "b": 3}]]', ((1, 1, "b"), "duplicate")),
+    ('{"k\\u0065y": 1, "key": 2}', (("key",), "duplicate")),
+    ('{"t": [1, "9999", 2, ' + "7" * 4301 + "]}", (("t", 3), "digits")),
+    ('{"t": [1, ' + "7" * 4300 + "]}", None),
+])
+def test_locate_names_the_first_problem(text, expected):
+    from arcsynth.common.task_json import locate
+
+    assert locate(text) == expected
+
+
+def test_a_kaggle_file_drops_each_task_once_validated(tmp_path):
+    """Tasks keep the file's order (the raw JSON is released task by task)."""
+    ch = write(tmp_path, "z_challenges.json", {f"t{i}": GOOD for i in (3, 1, 2)})
+    assert [t.id for t in load_tasks(str(ch))] == ["t3", "t1", "t2"]
