@@ -60,8 +60,9 @@ def register(app: Celery, settings: Settings) -> None:
         try:
             _engine = make_backend(settings)
         except Exception as exc:  # noqa: BLE001 - any load failure ends the worker
-            print(f"arcsynth inference worker: cannot load model {settings.model!r} ({settings.backend}): {exc}",
-                  file=sys.stderr, flush=True)
+            what = (f"cannot load the replay file {settings.replay_file!r}" if settings.backend == "replay"
+                    else f"cannot load model {settings.model!r} ({settings.backend})")
+            print(f"arcsynth inference worker: {what}: {exc}", file=sys.stderr, flush=True)
             os._exit(3)
         log.info("%s backend ready: %s", settings.backend, settings.model)
 

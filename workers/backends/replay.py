@@ -1,32 +1,68 @@
-"""Replay: serve completions saved earlier (a run's `candidates.jsonl`, or any JSONL with
-`task_id` and `text`, and `refine: true` for answers to refinement prompts), to re-score
-generations or benchmark everything after sampling."""
+"""Replay: serve completions saved earlier, to re-score generations or benchmark everything after sampling.
+
+The file is JSONL, one record per line, each with a `task_id` and its completion in any of the
+forms in use: `text` (a string), `completion` as a string, or `completion: {"text": ...}` (a run's
+`candidates.jsonl`). Records with `refine: true`, or a `parent` (as a run's candidates.jsonl has
+them), answer refinement prompts. A file that cannot be read, or a record without these, is a
+`ReplayFileError` naming the file and the line: never a model.
+"""
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from pathlib import Path
+from typing import Any
 
 from arcsynth.common.models import Completion, SamplingConfig
 
 
+class ReplayFileError(ValueError):
+    """The replay file is missing, unreadable, or holds a record that is not a completion."""
+
+
+def record_text(rec: Any) -> str:
+    """The completion text of one replay record, in any of its accepted forms; ValueError otherwise."""
+    if not isinstance(rec, dict):
+        raise ValueError("expected a JSON object")
+    if not isinstance(rec.get("task_id"), str):
+        raise ValueError("needs a task_id (a string)")
+    if "completion" in rec:
+        completion = rec["completion"]
+        text = completion.get("text") if isinstance(completion, dict) else completion
+        where = "completion.text" if isinstance(completion, dict) else "completion"
+    else:
+        text, where = rec.get("text"), "text"
+    if not isinstance(text, str):
+        raise ValueError(f"needs text, completion or completion.text (a string); {where} is {type(text).__name__}")
+    return text
+
+
 class ReplayBackend:
     def __init__(self, path: str) -> None:
+        """Read every record of `path` now: a bad file stops the worker at start, not at its first job."""
         self.path = path
         self.by_task: dict[str, list[Completion]] = defaultdict(list)
         self.refinements: dict[str, list[Completion]] = defaultdict(list)
-        with open(path) as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                    text = rec["completion"]["text"] if "completion" in rec else rec["text"]
-                    refined = bool(rec.get("refine") or rec.get("parent"))
-                    (self.refinements if refined else self.by_task)[rec["task_id"]].append(Completion(text=text))
-                except (ValueError, KeyError, TypeError) as exc:
-                    raise ValueError(f"{Path(path)}: line {lineno}: needs task_id and text ({exc})") from None
+        try:
+            f = open(path, "rb")
+        except OSError as exc:
+            raise ReplayFileError(f"replay file {path}: cannot read: {exc.strerror}") from None
+        lineno = 0
+        with f:
+            try:
+                for line in f:
+                    lineno += 1
+                    if line.strip():
+                        self._add(json.loads(line.decode("utf-8")))
+            except UnicodeDecodeError:
+                raise ReplayFileError(f"replay file {path}: line {lineno}: not UTF-8 text") from None
+            except (ValueError, RecursionError) as exc:
+                raise ReplayFileError(f"replay file {path}: line {lineno}: {str(exc)[:200]}") from None
+
+    def _add(self, rec: Any) -> None:
+        text = record_text(rec)
+        refined = bool(rec.get("refine") or rec.get("parent"))
+        (self.refinements if refined else self.by_task)[rec["task_id"]].append(Completion(text=text))
 
     def generate(self, messages: list[dict[str, str]], sampling: SamplingConfig, adapter: str = "",
                  task_id: str = "") -> tuple[list[Completion], float]:
