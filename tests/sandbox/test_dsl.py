@@ -159,3 +159,10 @@ def test_an_interpreter_without_numpy_is_a_clear_start_error(tmp_path):
 def test_an_interpreter_that_does_not_exist_is_a_clear_start_error(tmp_path):
     message = start_error([], python=str(tmp_path / "no-python"))
     assert message.startswith(f"the sandbox helper could not be started with {tmp_path / 'no-python'}: ")
+
+
+def test_an_offered_package_that_does_not_import_is_a_clear_start_error():
+    e = Executor(packages=["no_such_package_for_arcsynth"])
+    with pytest.raises(SandboxStartError, match="the package no_such_package_for_arcsynth offered to programs does not "
+                                                "import: ModuleNotFoundError"):
+        e.start()

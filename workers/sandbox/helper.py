@@ -31,6 +31,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 import json  # noqa: E402
 import signal  # noqa: E402
 import traceback  # noqa: E402
+from types import ModuleType  # noqa: E402
+from typing import IO  # noqa: E402
 
 # What generated programs import, loaded once here so every forked run starts warm.
 PRELOAD = ("collections", "itertools", "functools", "math", "copy", "re", "heapq", "random",
@@ -45,7 +47,7 @@ def one_line(text: str, cap: int = 300) -> str:
     return " ".join(text.split())[:cap].encode("utf-8", "replace").decode("utf-8")
 
 
-def _siblings() -> tuple:
+def _siblings() -> tuple[ModuleType, ModuleType]:
     sys.path.insert(0, HERE)
     try:
         import sandbox_isolation
@@ -63,6 +65,19 @@ def preload(names: tuple[str, ...]) -> None:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - a missing optional module only makes runs slower
             pass
+
+
+def load_packages(names: list[str]) -> dict | None:
+    """Import the packages offered to programs; None, or the report of the first that does not import."""
+    import importlib
+
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except BaseException as exc:  # noqa: BLE001 - a package's import may raise anything
+            return {"error": "startup", "message": one_line(f"the package {name} offered to programs does not "
+                                                            f"import: {type(exc).__name__}: {exc}")}
+    return None
 
 
 def _dsl_failure(path: str, exc: BaseException, later: dict[str, str]) -> dict:
@@ -118,19 +133,19 @@ def load_dsl(paths: list[str]) -> dict | None:
     return None
 
 
-def offered(packages: list[str], dsl: list[str], rootfs) -> list[str]:
+def offered(packages: list[str], dsl: list[str], rootfs: ModuleType) -> list[str]:
     """Top-level packages runs may import: `packages`, and what the helper and DSL modules loaded
     from outside the standard library (so their lazy imports still work in the minimal root)."""
     std = rootfs.stdlib_paths()
     sites = rootfs.site_dirs()
     skip = {os.path.realpath(p) for p in dsl}
+    inside = rootfs.inside
     names = set(packages)
     for name, mod in list(sys.modules.items()):
         file = getattr(mod, "__file__", None)
         if name in STARTUP_MODULES or not isinstance(file, str):
             continue
         real = os.path.realpath(file)
-        inside = rootfs.inside
         if real in skip or inside(real, HERE):
             continue
         if any(inside(real, s) for s in sites) or not any(inside(real, s) for s in std):
@@ -138,12 +153,12 @@ def offered(packages: list[str], dsl: list[str], rootfs) -> list[str]:
     return sorted(n for n in names if n in sys.modules)
 
 
-def _say(proto, message: dict) -> None:
+def _say(proto: IO[str], message: dict) -> None:
     proto.write(json.dumps(message) + "\n")
     proto.flush()
 
 
-def serve(proto, run, layers: dict[str, bool]) -> None:
+def serve(proto: IO[str], run: ModuleType, layers: dict[str, bool]) -> None:
     """Answer requests until stdin closes; a request that cannot be run gets an empty reply."""
     for line in sys.stdin:
         try:
@@ -154,6 +169,7 @@ def serve(proto, run, layers: dict[str, bool]) -> None:
 
 
 def main() -> None:
+    """Start (load, isolate, say hello or why not on the first line), then serve until stdin closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.umask(0o022)
     proto = os.fdopen(os.dup(1), "w")
@@ -162,8 +178,8 @@ def main() -> None:
         config = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
         isolation, run = _siblings()
         packages = ["numpy", *config.get("packages", [])]
-        preload(PRELOAD + tuple(packages))
-        failure = load_dsl(list(config.get("dsl", [])))
+        preload(PRELOAD)
+        failure = load_packages(packages) or load_dsl(list(config.get("dsl", [])))
         if failure is None:
             names = offered(packages, config.get("dsl", []), isolation.rootfs)
             layers, why = isolation.isolate(names, config.get("dsl", []), config.get("hide", []),
