@@ -71,6 +71,7 @@ def _manifest(req: FinetuneRequest, backend: str, trained: Trained, seconds: flo
         "train": req.train.model_dump(), "steps": total_steps(req), "final_loss": trained.loss,
         "data_sha256": data_hash, "seconds": seconds, "train_seconds": trained.train_s,
         "load_seconds": trained.load_s, "start_adapter": req.start_adapter,
+        "sources": req.sources, "examples": len(req.examples),
     }, indent=2)
 
 
