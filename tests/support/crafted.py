@@ -82,3 +82,21 @@ def write_run(path: Path, tasks: Sequence[Task], cands: dict[str, list[Candidate
             elif t.id in done:
                 f.write(record(t, cands.get(t.id, [])).model_dump_json() + "\n")
     return rundir
+
+
+# A task whose programs leave learning data of both kinds: relabelled examples and a refinement pair.
+SWAP = Task(id="swap", train=[{"input": [[1, 2]], "output": [[2, 1]]}, {"input": [[3, 4]], "output": [[4, 3]]}],
+            test=[{"input": [[5, 6]], "output": [[6, 5]]}])
+NINES = "def transform(grid):\n    return [[9]]"
+MIRROR = "def transform(grid):\n    return grid[:, ::-1]"
+
+
+def learning_candidates() -> list[Candidate]:
+    """No-op (not relabelled), [[9]] twice (one example), the mirror (solves it), and the mirror as a
+    refinement of the [[9]] program."""
+    t = SWAP
+    return [candidate(t, 0, [[[1, 2]], [[3, 4]]], [[[5, 6]]], fingerprint="noop"),
+            candidate(t, 1, [[[9]], [[9]]], [[[9]]], code=NINES, fingerprint="nines"),
+            candidate(t, 2, [[[2, 1]], [[4, 3]]], [[[6, 5]]], code=MIRROR, fingerprint="mirror"),
+            candidate(t, 3, [[[9]], [[9]]], [[[9]]], code=NINES + " ", fingerprint="nines"),
+            candidate(t, 0, [[[2, 1]], [[4, 3]]], [[[6, 5]]], code=MIRROR, fingerprint="mirror", parent="nines")]

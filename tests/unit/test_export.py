@@ -1,0 +1,68 @@
+"""`export`: relabelled examples and refinement pairs as chat conversations, as JSONL and as a `datasets` folder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from arcsynth.common.models import Pair, Task
+from arcsynth.common.prompts import format_completion, refinement_messages, task_messages
+from arcsynth.producer.export import ExportError, export_run
+from arcsynth.producer.lab_cli import export
+from tests.support.crafted import MIRROR, NINES, SWAP, learning_candidates, write_run
+
+
+@pytest.fixture
+def run(tmp_path):
+    return write_run(tmp_path / "run", [SWAP], {"swap": learning_candidates()}, model="smollm2").path
+
+
+def test_jsonl_holds_relabelled_examples_and_refinement_pairs(run, tmp_path):
+    result = export_run(run, tmp_path / "out")
+    assert (result.relabelled, result.refinements, result.format) == (2, 1, "jsonl")
+    records = [json.loads(line) for line in (tmp_path / "out" / "examples.jsonl").read_text().splitlines()]
+    assert [(r["kind"], r["task_id"], r["epoch"], r["model"], r["train_accuracy"], r["parent_train_accuracy"])
+            for r in records] == [("relabelled", "swap", 0, "smollm2", 1.0, None),
+                                  ("relabelled", "swap", 0, "smollm2", 0.0, None),
+                                  ("refinement", "swap", 0, "smollm2", 1.0, 0.0)]
+    mirror, nines, fix = records
+    assert mirror["prompt"] == task_messages(SWAP.model_copy(update={"test": [Pair(input=[[5, 6]])]}))
+    assert mirror["completion"] == [{"role": "assistant", "content": format_completion(MIRROR)}]
+    relabelled = Task(id="x", train=[{"input": [[1, 2]], "output": [[9]]}, {"input": [[3, 4]], "output": [[9]]}],
+                      test=[{"input": [[5, 6]]}])
+    assert nines["prompt"] == task_messages(relabelled)
+    parent = learning_candidates()[1]
+    assert fix["prompt"] == refinement_messages(SWAP, NINES, parent.execution)
+    assert fix["completion"] == [{"role": "assistant", "content": format_completion(MIRROR)}]
+
+
+def test_hf_folder_loads_back_with_its_schema(run, tmp_path):
+    from datasets import load_from_disk
+
+    result = CliRunner().invoke(export, [str(run), "--out", str(tmp_path / "hf"), "--format", "hf"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"2 relabelled examples and 1 refinement pairs in {tmp_path / 'hf'}"
+    ds = load_from_disk(str(tmp_path / "hf"))
+    assert ds.num_rows == 3 and ds["kind"] == ["relabelled", "relabelled", "refinement"]
+    assert ds[2]["parent_train_accuracy"] == 0.0 and ds[0]["parent_train_accuracy"] is None
+    assert ds[2]["completion"] == [{"role": "assistant", "content": format_completion(MIRROR)}]
+    assert ds[2]["prompt"][-1]["role"] == "user" and "Example 1: wrong" in ds[2]["prompt"][-1]["content"]
+
+    empty = write_run(tmp_path / "empty", [SWAP], {"swap": learning_candidates()[:1]}, run_id="empty").path
+    assert export_run(empty, tmp_path / "hf-empty", "hf").relabelled == 0
+    assert load_from_disk(str(tmp_path / "hf-empty")).column_names[:2] == ["kind", "task_id"]
+
+
+def test_bad_input_is_one_line(run, tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    with pytest.raises(ExportError, match="option --out: .* exists and is not empty"):
+        export_run(run, tmp_path / "full")
+    with pytest.raises(ExportError, match="option --format: 'csv'"):
+        export_run(run, tmp_path / "new", "csv")
+    result = CliRunner().invoke(export, [str(tmp_path / "full"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: {tmp_path / 'full' / 'run.json'}: missing (not a run directory)"
+    assert not (tmp_path / "o").exists()
