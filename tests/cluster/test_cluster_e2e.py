@@ -143,22 +143,26 @@ def test_adapter_with_too_large_a_rank_is_rejected_clearly(cluster, smollm2, tmp
     assert len(ok.get(timeout=120)["completions"]) == 1
 
 
-def test_learning_from_relabelled_programs_solves_a_task_the_base_model_does_not(cluster, taught, tmp_path):
+@pytest.mark.parametrize("scope", ["task", "run"])
+def test_learning_from_relabelled_programs_solves_a_task_the_base_model_does_not(cluster, taught, tmp_path, scope):
     """3c9b0459 is a 180° rotation. The base model never writes that; epoch 0 samples through a
     start adapter that sometimes does (about 1 sample in 14 here: 128 samples miss it with
-    probability under 1e-4, where 16 missed it about once in three). Epoch 1's adapter is trained *from the base model* on the
-    relabelled epoch-0 programs alone, and its samples solve the task."""
+    probability under 1e-4, where 16 missed it about once in three). Epoch 1's adapter is trained
+    *from the base model* on the relabelled epoch-0 programs alone, and its samples solve the task:
+    through the task's own adapter (scope "task") or through the run's (scope "run", here a run of
+    one task, so the same data; a run whose epoch 0 found the same program reuses that adapter)."""
     task = load_tasks("arc-agi-1/training", task_ids=["3c9b0459"])[0]
     sampling = SamplingConfig(n=8, temperature=0.7, max_tokens=64)
-    base = _run(cluster, [task], sampling, tmp_path / "base")
-    assert base.score is not None and base.score < 1.0
+    if scope == "task":
+        base = _run(cluster, [task], sampling, tmp_path / "base")
+        assert base.score is not None and base.score < 1.0
 
     # Relabelled examples are ordered by train accuracy; keeping the best one makes the training
     # data exactly "the task's own program, found at epoch 0".
-    learn = LearnConfig(epochs=1, samples_per_epoch=8, stop_after=None, from_base=True, select_k=1,
+    learn = LearnConfig(epochs=1, samples_per_epoch=8, stop_after=None, from_base=True, select_k=1, scope=scope,
                         base_model="smollm2", lora=LoraConfig(rank=8, alpha=16),
                         train=TrainConfig(steps=40, batch_size=1, learning_rate=2e-3))
-    config = RunConfig(run_id="learn", dataset="test", task_ids=[task.id], model="smollm2",
+    config = RunConfig(run_id=f"learn-{scope}", dataset="test", task_ids=[task.id], model="smollm2",
                        sampling=sampling.model_copy(update={"n": 128}), adapter=taught["adapter"], learn=learn,
                        timeout_s=900)
     outcome = run_in_process(cluster.app, [task], config, tmp_path / "learn")
