@@ -13,13 +13,13 @@ import sys
 from celery import Celery, signals
 
 from arcsynth.common.augment import Augmentation
-from arcsynth.common.extract import ExtractionError, extract_code
+from arcsynth.common.extract import ExtractionError, extract_code, normalise
 from arcsynth.common.jobs import EXECUTE, ExecuteRequest, ExecuteResult, SampleResult
 from arcsynth.common.models import Candidate, ExecutionResult, Task
 from arcsynth.common.payloads import payload_url, store_candidates
 from arcsynth.common.settings import Settings
 from arcsynth.workers.guard import GuardedTask
-from arcsynth.workers.sandbox.executor import Executor, IsolationUnavailable, normalise
+from arcsynth.workers.sandbox.executor import Executor, IsolationUnavailable
 
 log = logging.getLogger(__name__)
 

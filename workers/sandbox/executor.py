@@ -64,11 +64,6 @@ def paths_to_hide() -> list[str]:
     return hide
 
 
-def normalise(code: str) -> str:
-    """Whitespace-insensitive identity of a program, for running identical code once."""
-    return "\n".join(line.rstrip() for line in code.strip().splitlines() if line.strip())
-
-
 def fingerprint(results: Sequence[InputResult]) -> str:
     payload = json.dumps([r.output if r.output is not None else r.error for r in results])
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
