@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     exec_timeout_s: float = Field(5.0, gt=0)
     exec_memory_mb: int = Field(1024, ge=64)
     # Comma-separated isolation layers an execute worker must have, or it refuses to start:
-    # network_namespace, mount_namespace, seccomp, unprivileged_user, rlimits.
+    # network_namespace, mount_namespace, minimal_root, seccomp, unprivileged_user, rlimits.
     exec_require: str = ""
     # Comma-separated paths of DSL modules programs may import by file name (`from common import *`).
     exec_dsl: str = ""

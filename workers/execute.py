@@ -75,7 +75,8 @@ def register(app: Celery, settings: Settings) -> None:
         finally:
             probe.close()
         active = ", ".join(k for k, v in layers.items() if v) or "none"
-        inactive = ", ".join(k for k, v in layers.items() if not v) or "none"
+        inactive = ", ".join(f"{k} ({probe.why[k]})" if k in probe.why else k
+                             for k, v in layers.items() if not v) or "none"
         print(f"arcsynth execute worker: isolation active: {active}; unavailable: {inactive}",
               file=sys.stderr, flush=True)
 
