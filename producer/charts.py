@@ -86,7 +86,7 @@ def curves_svg(curves: Sequence[Curve], names: Sequence[str] | None = None, char
              *_axes(max_n, top)]
     for i, (c, name) in enumerate(drawn):
         colour = COLOURS[i % len(COLOURS)]
-        under = c.epoch is None and len(drawn) > 1  # all epochs together: wide and faint, under the epochs' lines
+        under = c.epoch is None and any(d.epoch is not None for d, _ in drawn)  # all epochs: faint, under the epochs' lines
         parts.append(_polyline(c, c.pass_at_n, "pass-at-n", colour, max_n, top, name, under))
         parts.append(_polyline(c, c.score_at_n, "score-at-n", colour, max_n, top, name, under))
         y = HEIGHT + 14 + 18 * i

@@ -14,8 +14,11 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from arcsynth.common.models import RunConfig, SamplingConfig
 from arcsynth.producer.charts import curves_svg
-from arcsynth.producer.summary import RunReadError, RunSummary, open_run, summarise
+from arcsynth.producer.summary import RunReadError, RunSummary, flat_settings, open_run, summarise
+
+IDENTITY = ("run_id", "dataset", "tasks", "model")  # what a run is, not how it was run
 
 
 class CompareError(RunReadError):
@@ -36,6 +39,22 @@ class Comparison(BaseModel):
     common: list[str]  # the task ids every run has, in the first run's order
     runs: list[RunSummary]  # each over the common tasks only
     only_solved: list[OnlySolved]  # every ordered pair of runs; empty when test outputs are unknown
+    settings: dict[str, list[str]] = {}  # flattened settings whose values differ between the runs (one value per run)
+
+
+def differing_settings(configs: Sequence[RunConfig]) -> dict[str, list[str]]:
+    """The flattened settings (`flat_settings`) whose values are not the same in every config, run id aside."""
+    flats = [flat_settings(c) for c in configs]
+    keys = sorted(set().union(*flats) - {"run_id"})
+    return {k: [f.get(k, "-") for f in flats] for k in keys if len({f.get(k, "-") for f in flats}) > 1}
+
+
+def notable_settings(config: RunConfig) -> dict[str, str]:
+    """The model and every flattened setting that differs from a default run's, so a list of runs reads like a
+    lab notebook (`arcsynth runs`): e.g. {"model": "smollm2", "sampling.n": "64", "learn.epochs": "2"}."""
+    default = flat_settings(RunConfig(run_id="", dataset="", task_ids=[], model="", sampling=SamplingConfig()))
+    mine = flat_settings(config)
+    return {"model": config.model} | {k: v for k, v in mine.items() if k not in IDENTITY and default.get(k) != v}
 
 
 def _names(runs: Sequence[RunSummary]) -> list[str]:
@@ -61,7 +80,8 @@ def compare_runs(paths: Sequence[Path | str]) -> Comparison:
             for i, si in enumerate(solved) for j, sj in enumerate(solved)
             if i != j and si is not None and sj is not None]
     return Comparison(names=names, totals=[len(t) for t in task_lists],
-                      common=[t for t in task_lists[0] if t in shared], runs=runs, only_solved=only)
+                      common=[t for t in task_lists[0] if t in shared], runs=runs, only_solved=only,
+                      settings=differing_settings([rd.config() for rd in rundirs]))
 
 
 def _seconds(s: float | None) -> str:
@@ -92,6 +112,8 @@ def comparison_text(c: Comparison) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     for row in rows:
         lines.append("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths))))
+    if c.settings:
+        lines.append("settings that differ: " + "; ".join(f"{k} {' / '.join(v)}" for k, v in c.settings.items()))
     if not c.only_solved:
         lines.append("tasks solved: unknown (some test outputs are not known)")
     for o in c.only_solved:
@@ -107,6 +129,9 @@ def write_compare_html(c: Comparison, path: Path) -> Path:
     only = "".join(f'<li class="only" data-solved-by="{html.escape(o.solved_by)}" data-not-by="{html.escape(o.not_by)}">'
                    f"solved by <b>{html.escape(o.solved_by)}</b> but not {html.escape(o.not_by)} ({len(o.tasks)}): "
                    f'<span class="tasks">{html.escape(" ".join(o.tasks))}</span></li>' for o in c.only_solved)
+    settings = "".join(f'<tr class="setting"><td>{html.escape(k)}</td>' + "".join(f"<td>{html.escape(x)}</td>" for x in v)
+                       + "</tr>" for k, v in c.settings.items())
+    names = "".join(f"<th>{html.escape(n)}</th>" for n in c.names)
     chart = curves_svg([r.overall for r in c.runs], names=c.names, chart_id="curves")
     page = (
         '<!doctype html><html><head><meta charset="utf-8"><title>arcsynth compare</title><style>'
@@ -116,6 +141,7 @@ def write_compare_html(c: Comparison, path: Path) -> Path:
         f'<h1>arcsynth compare</h1><p>Compared on <b id="common">{len(c.common)}</b> common tasks '
         f"({html.escape(', '.join(f'{n} has {t}' for n, t in zip(c.names, c.totals)))}).</p>"
         f'<table id="runs"><tr>{head}</tr>{body}</table><ul>{only}</ul>'
+        f'<h3>Settings that differ</h3><table id="settings"><tr><th>setting</th>{names}</tr>{settings}</table>'
         f"<h3>pass@n and two-attempt score against n, over the common tasks</h3>{chart}</body></html>")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

@@ -8,8 +8,8 @@ import re
 import pytest
 from click.testing import CliRunner
 
-from arcsynth.common.models import Task
-from arcsynth.producer.compare import CompareError, compare_runs, comparison_text
+from arcsynth.common.models import LearnConfig, LoraConfig, RunConfig, SamplingConfig, Task
+from arcsynth.producer.compare import CompareError, compare_runs, comparison_text, notable_settings
 from arcsynth.producer.lab_cli import compare
 from tests.support.crafted import candidate, write_run
 
@@ -61,7 +61,17 @@ def test_compare_on_common_tasks_names_the_count_and_the_tasks_one_run_solved(ru
                                 "solved/1k", "samples"]
     assert lines[2].split()[:4] == ["search", "0.500", "1", "2.0"] and lines[2].split()[-3:] == ["0", "s", "250.00"]
     assert lines[3].split()[:4] == ["learn", "0.500", "1", "3.0"] and lines[3].split()[-3:] == ["30", "s", "166.67"]
-    assert lines[4:] == ["solved by search but not learn (1): b", "solved by learn but not search (1): c"]
+    assert lines[4:] == ["settings that differ: learn.epochs 0 / 1",
+                         "solved by search but not learn (1): b", "solved by learn but not search (1): c"]
+    assert c.settings == {"learn.epochs": ["0", "1"]}
+
+
+def test_notable_settings_are_the_model_and_what_differs_from_the_defaults():
+    config = RunConfig(run_id="x", dataset="arc-agi-1/evaluation", task_ids=["a"], model="smollm2",
+                       sampling=SamplingConfig(n=64, temperature=0.7),
+                       learn=LearnConfig(epochs=2, refine_rounds=1, lora=LoraConfig(rank=8)))
+    assert notable_settings(config) == {"model": "smollm2", "sampling.n": "64", "sampling.temperature": "0.7",
+                                        "learn.epochs": "2", "learn.refine_rounds": "1", "learn.lora.rank": "8"}
 
 
 def test_compare_command_prints_the_table_and_writes_one_chart(runs, tmp_path):
