@@ -100,3 +100,24 @@ def learning_candidates() -> list[Candidate]:
             candidate(t, 2, [[[2, 1]], [[4, 3]]], [[[6, 5]]], code=MIRROR, fingerprint="mirror"),
             candidate(t, 3, [[[9]], [[9]]], [[[9]]], code=NINES + " ", fingerprint="nines"),
             candidate(t, 0, [[[2, 1]], [[4, 3]]], [[[6, 5]]], code=MIRROR, fingerprint="mirror", parent="nines")]
+
+
+# A: one test input. B: two test inputs. C: never sampled (its prompt was too long).
+A = Task(id="a", train=[{"input": [[1]], "output": [[2]]}], test=[{"input": [[3]], "output": [[4]]}])
+B = Task(id="b", train=[{"input": [[1]], "output": [[2]]}],
+         test=[{"input": [[3]], "output": [[4]]}, {"input": [[5]], "output": [[6]]}])
+C = Task(id="c", train=[{"input": [[1]], "output": [[2]]}], test=[{"input": [[3]], "output": [[4]]}])
+
+
+def crafted() -> dict[str, list[Candidate]]:
+    """Hand-checked pass@n data: a has 4 samples in epoch 0 (2 correct) and 1 in epoch 1 (correct);
+    b has 2 samples, right on one of its two test inputs at best; c has none."""
+    return {
+        "a": [candidate(A, 0, [[[0]]], [[[9]]]),                # wrong everywhere
+              candidate(A, 1, [[[2]]], [[[4]]]),                # correct (and fits train)
+              candidate(A, 2, [[[0]]], [[[8]]]),                # wrong
+              candidate(A, 3, [[[2]]], [[[4]]]),                # correct
+              candidate(A, 0, [[[2]]], [[[4]]], epoch=1)],      # epoch 1: correct
+        "b": [candidate(B, 0, [[[2]]], [[[4]], [[7]]]),         # right on test 0 only: not correct
+              candidate(B, 1, [[[0]]], [[[5]], [[8]]])],        # wrong on both
+    }

@@ -7,28 +7,9 @@ import math
 
 import pytest
 
-from arcsynth.common.models import Task
 from arcsynth.common.passk import CurveBuilder, is_correct, ns_up_to, pass_at_k, run_curves, sampling_order
 from arcsynth.producer.summary import summarise
-from tests.support.crafted import candidate, write_run
-
-# A: one test input. B: two test inputs. C: never sampled (its prompt was too long).
-A = Task(id="a", train=[{"input": [[1]], "output": [[2]]}], test=[{"input": [[3]], "output": [[4]]}])
-B = Task(id="b", train=[{"input": [[1]], "output": [[2]]}],
-         test=[{"input": [[3]], "output": [[4]]}, {"input": [[5]], "output": [[6]]}])
-C = Task(id="c", train=[{"input": [[1]], "output": [[2]]}], test=[{"input": [[3]], "output": [[4]]}])
-
-
-def crafted() -> dict[str, list]:
-    return {
-        "a": [candidate(A, 0, [[[0]]], [[[9]]]),                # wrong everywhere
-              candidate(A, 1, [[[2]]], [[[4]]]),                # correct (and fits train)
-              candidate(A, 2, [[[0]]], [[[8]]]),                # wrong
-              candidate(A, 3, [[[2]]], [[[4]]]),                # correct
-              candidate(A, 0, [[[2]]], [[[4]]], epoch=1)],      # epoch 1: correct
-        "b": [candidate(B, 0, [[[2]]], [[[4]], [[7]]]),         # right on test 0 only: not correct
-              candidate(B, 1, [[[0]]], [[[5]], [[8]]])],        # wrong on both
-    }
+from tests.support.crafted import A, B, C, candidate, crafted, write_run
 
 
 def brute_force(total: int, correct: int, k: int) -> float:
