@@ -36,6 +36,14 @@ class TrackingUnavailable(RunReadError):
     """MLflow is not installed."""
 
 
+def ensure_available() -> None:
+    """Raise TrackingUnavailable unless MLflow can be imported: check this before a run starts (`--track mlflow`)."""
+    try:
+        import mlflow.tracking  # noqa: F401
+    except ImportError:
+        raise TrackingUnavailable(f"experiment tracking needs MLflow: {INSTALL_HINT}") from None
+
+
 def default_tracking_uri() -> str:
     """MLFLOW_TRACKING_URI, else `mlruns/` in the working directory (as a file URI)."""
     return os.environ.get("MLFLOW_TRACKING_URI") or Path("mlruns").resolve().as_uri()
@@ -87,11 +95,10 @@ def track_run(run: Path | str | RunDir, tracking_uri: str | None = None, experim
     """Log a run directory to MLflow (see the module docstring); return the MLflow run id.
 
     Raises TrackingUnavailable without MLflow, RunReadError for an unreadable run directory."""
-    try:
-        from mlflow.entities import Metric, Param, RunTag
-        from mlflow.tracking import MlflowClient
-    except ImportError:
-        raise TrackingUnavailable(f"experiment tracking needs MLflow: {INSTALL_HINT}") from None
+    ensure_available()
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
     rundir = run if isinstance(run, RunDir) else open_run(run)
     summary = summarise(rundir)
     report = _fresh_report(rundir)

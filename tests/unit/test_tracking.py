@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from arcsynth.producer.tracking import TrackingUnavailable, track_run
+from arcsynth.producer.tracking import TrackingUnavailable, ensure_available, track_run
 from tests.support.crafted import write_run
 from tests.unit.test_passk import A, B, C, crafted
 
@@ -60,7 +60,9 @@ def test_without_mlflow_the_error_says_what_to_install(run, monkeypatch):
     monkeypatch.setitem(sys.modules, "mlflow", None)  # what `import mlflow` meets where it is not installed
     monkeypatch.setitem(sys.modules, "mlflow.entities", None)
     monkeypatch.setitem(sys.modules, "mlflow.tracking", None)
-    with pytest.raises(TrackingUnavailable) as err:
-        track_run(run.path)
-    assert str(err.value) == "experiment tracking needs MLflow: pip install 'arcsynth[track]'"
-    assert isinstance(err.value, ValueError)
+    for call in (lambda: track_run(run.path), ensure_available):
+        with pytest.raises(TrackingUnavailable) as err:
+            call()
+        assert str(err.value) == "experiment tracking needs MLflow: pip install 'arcsynth[track]'"
+        assert isinstance(err.value, ValueError)
+    assert not (run.path / "report.html").exists()  # nothing was done
