@@ -225,6 +225,7 @@ class RunConfig(Frozen):
     # (workers only need enough queued work to stay busy).
     max_active: int = Field(64, ge=1)
     timeout_s: float | None = Field(None, gt=0)
+    track: Literal["none", "mlflow"] = "none"  # where the finished run is logged (MLFLOW_TRACKING_URI)
 
 
 class TaskStatus(str, Enum):

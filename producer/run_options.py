@@ -15,8 +15,11 @@ from arcsynth.common.cli_base import UserError
 from arcsynth.common.data import TaskLoadError, load_tasks
 from arcsynth.common.models import DEFAULT_SAMPLES, LearnConfig, RunConfig, SamplingConfig, Task, TrainConfig
 from arcsynth.common.settings import Settings
+from arcsynth.producer.compare import notable_settings as changed_settings
 from arcsynth.producer.run import new_run_id
 from arcsynth.producer.rundir import RunDirError, ensure_empty
+from arcsynth.producer.summary import flat_settings
+from arcsynth.producer.tracking import TrackingUnavailable, ensure_available
 
 _TRAIN = TrainConfig()
 
@@ -69,6 +72,9 @@ RUN_OPTIONS = [
     click.option("--stop-after", type=click.IntRange(min=1), default=1, show_default=True,
                  help="A task stops once this many distinct train-perfect programs exist (--keep-searching: never)."),
     click.option("--min-p", type=click.FloatRange(0, 1), help="min-p sampling threshold (0 turns it off)."),
+    click.option("--track", type=click.Choice(["none", "mlflow"]), default="none", show_default=True,
+                 help="Log the finished run (settings, per-epoch counts, score, report.html) to MLflow at "
+                      "MLFLOW_TRACKING_URI (default ./mlruns); needs `pip install 'arcsynth[track]'`."),
 ]
 
 
@@ -122,6 +128,11 @@ def check_combination(o: dict) -> None:
 def run_config(s: Settings, task_list: Sequence[Task], model: str, **o) -> RunConfig:
     """The run the options describe; a combination that makes no sense is a user error."""
     check_combination(o)
+    if o["track"] == "mlflow":
+        try:
+            ensure_available()
+        except TrackingUnavailable as exc:
+            raise UserError(f"option --track: {exc}") from None
     sampling = sampling_config(s, o["samples"], o["temperature"], o["max_tokens"], o["seed"], o["top_p"], o["min_p"])
     learn = LearnConfig(epochs=o["epochs"], samples_per_epoch=o["samples_per_epoch"] or o["samples"],
                         refine_rounds=o["refine_rounds"], refine_samples=o["refine_samples"],
@@ -132,32 +143,22 @@ def run_config(s: Settings, task_list: Sequence[Task], model: str, **o) -> RunCo
                         train=TrainConfig(steps=o["finetune_steps"]))
     return RunConfig(run_id=new_run_id(), dataset=o["dataset"], task_ids=[t.id for t in task_list], model=model,
                      sampling=sampling, adapter=o["adapter"], max_model_len=s.max_model_len, learn=learn,
-                     vote=o["vote"], max_active=o["max_active"] or s.max_active_tasks, timeout_s=o["timeout"])
+                     vote=o["vote"], max_active=o["max_active"] or s.max_active_tasks, timeout_s=o["timeout"],
+                     track=o["track"])
 
 
 # What `arcsynth runs` always shows, then every other setting that differs from its default.
 _SHOWN = {"model": "model", "sampling.n": "samples", "learn.epochs": "epochs", "learn.scope": "scope"}
-_HIDDEN = {"run_id", "dataset", "task_ids", "learn.base_model", "learn.samples_per_epoch"}
-
-
-def _flat(data: dict, prefix: str = "") -> dict[str, object]:
-    out: dict[str, object] = {}
-    for k, v in data.items():
-        if isinstance(v, dict) and v and all(isinstance(key, str) for key in v):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+_HIDDEN = {"learn.base_model", "learn.samples_per_epoch"}
 
 
 def notable_settings(config: RunConfig) -> str:
     """A run's settings as a lab notebook line: model, samples, epochs and scope, then every other
-    setting that differs from its default (`learn.select=diverse vote=weighted …`)."""
-    have = _flat(config.model_dump(mode="json"))
-    defaults = _flat(RunConfig(run_id="", dataset="", task_ids=[], model="", sampling=SamplingConfig()).model_dump(mode="json"))
-    parts = [f"{label}={have[key]}" for key, label in _SHOWN.items()]
-    parts += [f"{key.removeprefix('learn.').removeprefix('sampling.')}={have[key]}" for key in have
-              if key not in _SHOWN and key not in _HIDDEN and have[key] != defaults.get(key)]
+    setting that differs from its default (`select=diverse vote=weighted …`)."""
+    flat = flat_settings(config)
+    parts = [f"{label}={flat[key]}" for key, label in _SHOWN.items()]
+    parts += [f"{key.removeprefix('learn.').removeprefix('sampling.')}={value}"
+              for key, value in changed_settings(config).items() if key not in _SHOWN and key not in _HIDDEN]
     return " ".join(parts)
 
 
