@@ -245,3 +245,26 @@ def test_refinement_and_augmentation_together_are_refused(replay_cluster, tmp_pa
             "--out", str(tmp_path / "x"), check=False)
     assert r.returncode == 2 and "option --refine: cannot be combined with --augment" in r.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_track_mlflow_logs_the_finished_runs_settings_and_score(replay_cluster, producers, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 reads a local folder store only so
+    from mlflow.tracking import MlflowClient
+
+    store = tmp_path / "mlruns"
+    out = tmp_path / "tracked"
+    env = {"MLFLOW_TRACKING_URI": f"file:{store}"}
+    r = cli(replay_cluster, "submit", "arc-agi-1/training", "--tasks", "6150a2bd,007bbfb7", "--samples", "2",
+            "--track", "mlflow", "--out", str(out), env=env)
+    producers.append(r.stdout.strip().splitlines()[-1])
+    client = MlflowClient(tracking_uri=f"file:{store}")
+
+    def logged():
+        exps = [e for e in client.search_experiments() if e.name == "arcsynth"]
+        return bool(exps) and bool(client.search_runs([exps[0].experiment_id]))
+
+    wait_until(logged, 120, "the producer to log the run to MLflow")
+    (exp,) = [e for e in client.search_experiments() if e.name == "arcsynth"]
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.data.params["model"] == "replay" and run.data.params["sampling.n"] == "2"
+    assert run.data.metrics["score"] == 0.5  # the flip solves 6150a2bd, nothing solves 007bbfb7
