@@ -120,10 +120,13 @@ def test_forged_results_count_for_as_many_inputs_as_there_are(ex):
     assert [x.output for x in r.train + r.test] == [[[7]]] * 3 and r.train_correct == 0
 
 
-def test_a_replaced_output_file_is_neither_followed_nor_waited_on(ex):
-    for trick in ("os.mkfifo('.output')", "os.symlink('/etc/ld.so.cache', '.output')"):
-        code = f"import os\nos.remove('.output')\n{trick}\ndef transform(grid):\n    return grid[:, ::-1]"
-        assert ex.grade(TASK, code).all_train_correct
+def test_a_replaced_output_is_neither_followed_nor_waited_on(ex):
+    """The run's output is a memfd the helper reads: descriptors 1 and 2 pointed at a FIFO or a link do not matter."""
+    for trick in ("os.mkfifo('out')", "os.symlink('/etc/ld.so.cache', 'out')"):
+        code = (f"import os\n{trick}\nfd = os.open('out', os.O_RDWR | os.O_NONBLOCK)\nos.dup2(fd, 1)\nos.dup2(fd, 2)\n"
+                "def transform(grid):\n    return grid[:, ::-1]")
+        r = ex.grade(TASK, code)
+        assert r.all_train_correct or "symlink" in trick, r.train[0].message
         assert ex.last_output == ""
 
 

@@ -1,7 +1,7 @@
 """One run: fork the warm helper, confine the child, run the program on every input, read its verdicts.
 
 The child holds exactly four descriptors when the program starts: 0 (/dev/null), 1 and 2 (its
-captured output file) and 3 (its result channel, see `sandbox_channel`); everything else the
+captured output, a memfd the helper reads) and 3 (its result channel, see `sandbox_channel`); everything else the
 helper had open is closed. Whatever the program does to them, `run_one` returns one verdict per
 input and never raises for it. Part of the helper: imports nothing from the project.
 """
@@ -15,7 +15,6 @@ import resource
 import select
 import shutil
 import signal
-import stat
 import sys
 import tempfile
 import time
@@ -31,6 +30,8 @@ MAX_CHANNEL = 4 << 20
 OUTPUT_CAP = 4096
 _CLOSE_RANGE = 436  # the same number on every Linux architecture
 _libc = ctypes.CDLL(None, use_errno=True)
+if seccomp.available():
+    seccomp.compiled(1)  # built once here, in the helper: every forked run only patches its pid in
 
 
 def _describe(e: BaseException) -> str:
@@ -53,7 +54,7 @@ def _close_from(first: int) -> None:
         os.closerange(first, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 
 
-def _confine(memory_mb: int, cpu_s: int, workdir: str, wfd: int, layers: dict[str, bool]) -> None:
+def _confine(memory_mb: int, cpu_s: int, workdir: str, wfd: int, out: int, layers: dict[str, bool]) -> None:
     """Limits, descriptors, user and seccomp for the forked child, in that order."""
     os.setpgid(0, 0)
     _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the helper
@@ -65,7 +66,7 @@ def _confine(memory_mb: int, cpu_s: int, workdir: str, wfd: int, layers: dict[st
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a too-large write fails instead of killing
     os.chdir(workdir)
     stdin = os.open(os.devnull, os.O_RDONLY)
-    captured = os.open(os.path.join(workdir, ".output"), os.O_WRONLY | os.O_CREAT, 0o600)
+    captured = os.dup(out)
     channel = os.dup(wfd)
     for fd, new in ((stdin, 0), (captured, 1), (captured, 2), (channel, CHANNEL)):
         os.dup2(fd, new)
@@ -109,9 +110,9 @@ def _program(code: str, inputs: list) -> None:
         _emit(**verdict)
 
 
-def _child(req: dict, workdir: str, wfd: int, layers: dict[str, bool]) -> None:
+def _child(req: dict, workdir: str, wfd: int, out: int, layers: dict[str, bool]) -> None:
     try:
-        _confine(int(req["memory_mb"]), int(float(req["timeout"])) + 1, workdir, wfd, layers)
+        _confine(int(req["memory_mb"]), int(float(req["timeout"])) + 1, workdir, wfd, out, layers)
     except BaseException:  # noqa: BLE001 - a run that cannot be confined must not run
         os._exit(FAILED)
     try:
@@ -176,20 +177,39 @@ def _missing(how: str, status: int, timeout: float) -> dict:
     return {"error": "crashed", "message": "the program ended the process"}
 
 
-def _captured(path: str) -> str:
-    """What the run printed, capped; empty when the program replaced its output file (by a link or FIFO)."""
+def _captured(out: int) -> str:
+    """What the run printed into its output memfd, capped (whatever it did to its own descriptors)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        return os.pread(out, OUTPUT_CAP, 0).decode("utf-8", "replace")
     except OSError:
         return ""
+
+
+_runs = 0
+
+
+def workdir() -> str:
+    """A fresh, empty directory for one run under /tmp (owned by the run's user), made cheaply.
+
+    /tmp is the helper's own tmpfs (only it may create there), so a counter names it; where the
+    OS gave no mount namespace, a name that exists already falls back to `mkdtemp`.
+    """
+    global _runs
+    _runs += 1
+    path = f"/tmp/arcsynth-run-{os.getpid()}-{_runs}"
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return ""
-        return os.read(fd, OUTPUT_CAP).decode("utf-8", "replace")
+        os.mkdir(path, 0o700)
     except OSError:
-        return ""
-    finally:
-        os.close(fd)
+        path = tempfile.mkdtemp(prefix="arcsynth-run-")
+    return path
+
+
+def remove(path: str) -> None:
+    """Remove a run's directory: one rmdir when the run left it empty (the usual case)."""
+    try:
+        os.rmdir(path)
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def run_one(req: dict, layers: dict[str, bool]) -> dict:
@@ -200,15 +220,16 @@ def run_one(req: dict, layers: dict[str, bool]) -> dict:
     """
     inputs = req["inputs"]
     timeout = float(req["timeout"])
-    workdir = tempfile.mkdtemp(prefix="arcsynth-run-")
+    folder = workdir()
     if layers.get("unprivileged_user"):
-        os.chown(workdir, NOBODY, NOBODY)
+        os.chown(folder, NOBODY, NOBODY)
+    out = os.memfd_create("arcsynth-output", os.MFD_CLOEXEC)
     rfd, wfd = os.pipe()
     start = time.monotonic()
     pid = os.fork()
     if pid == 0:
         try:
-            _child(req, workdir, wfd, layers)
+            _child(req, folder, wfd, out, layers)
         finally:
             os._exit(FAILED)
     os.close(wfd)
@@ -224,8 +245,9 @@ def run_one(req: dict, layers: dict[str, bool]) -> dict:
                 pass
         _, status = os.waitpid(pid, 0)
         os.close(rfd)
-    output = _captured(os.path.join(workdir, ".output"))
-    shutil.rmtree(workdir, ignore_errors=True)
+    output = _captured(out)
+    os.close(out)
+    remove(folder)
     results, corrupt = parse_results(buf, len(inputs), complete=how == "eof")
     if len(results) < len(inputs):
         fill = corrupt or _missing(how, status, timeout)

@@ -60,12 +60,29 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
+_PID_MARK = 0x7FFFFFF0  # a pid no process has: where the compiled filter takes the run's own pid
+_COMPILED: tuple[bytes, tuple[int, ...]] | None = None
+
+
+def compiled(own_pid: int) -> bytes:
+    """The filter of `program(own_pid)` as raw BPF: built once per process, then only the pid patched."""
+    global _COMPILED
+    if _COMPILED is None:
+        prog = program(_PID_MARK)
+        spots = tuple(i * 8 + 4 for i, ins in enumerate(prog) if ins[0] == _JEQ_K and ins[3] == _PID_MARK)
+        _COMPILED = b"".join(struct.pack("HBBI", *ins) for ins in prog), spots
+    raw, spots = _COMPILED
+    patched = bytearray(raw)
+    for at in spots:
+        struct.pack_into("I", patched, at, own_pid)
+    return bytes(patched)
+
+
 def install(own_pid: int) -> None:
     """Install the filter on the calling process (for good: it cannot be removed). Raises OSError."""
-    prog = program(own_pid)
-    raw = b"".join(struct.pack("HBBI", *ins) for ins in prog)
+    raw = compiled(own_pid)
     buf = ctypes.create_string_buffer(raw, len(raw))
-    fprog = _SockFprog(len(prog), ctypes.addressof(buf))
+    fprog = _SockFprog(len(raw) // 8, ctypes.addressof(buf))
     if _libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
         raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS failed")
     if _libc.prctl(22, 2, ctypes.byref(fprog), 0, 0) != 0:  # PR_SET_SECCOMP, MODE_FILTER
