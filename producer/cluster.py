@@ -1,22 +1,36 @@
 """A whole arcsynth cluster on one machine: private Redis plus one worker of each kind.
 
 Used by `arcsynth local` and shared by the test session. Everything it starts is stopped on
-exit, Ctrl-C or failure; worker logs go to its log folder so a failed start can say why.
+exit, Ctrl-C or failure; worker logs go to its log folder so a failed start can say why. A log
+folder the cluster made itself (under the temporary directory) is removed when it stops after a
+success and kept, its path said on stderr, after a failure.
+
+With `supervise=True` (`arcsynth local`) a worker that exits unexpectedly is restarted with
+backoff (`common/supervise.py`) and the jobs it had taken are put back on its queue at once (each
+queue has one worker here, so every unacknowledged job of that queue was the dead worker's; the
+job guard lets the new delivery take over the dead holder's lease). A worker that keeps exiting
+makes the cluster give up: `failure` holds one line naming it, its exit code and its log's tail,
+and the callback given to `when_given_up` runs (`local` cancels its run with it).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+from celery import Celery
 
 from arcsynth.common.lifetime import die_with_parent
 from arcsynth.common.settings import Settings
+from arcsynth.common.supervise import Supervisor
 from arcsynth.producer.redis_server import RedisServer
 
 KINDS = ("execute", "inference", "finetune")
@@ -34,18 +48,20 @@ def start_worker(kind: str, env: dict[str, str], log_path: Path, extra: list[str
                  index: int = 1, launcher: list[str] | None = None) -> subprocess.Popen[bytes]:
     """`launcher`: a command prefix for the worker, e.g. `ip netns exec NS` to put it on another network."""
     cmd = [*(launcher or []), sys.executable, "-m", "arcsynth.workers", "worker", kind, "--index", str(index), *(extra or [])]
-    log = open(log_path, "ab")
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            preexec_fn=die_with_parent)
+    with open(log_path, "ab") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
 
 
-def wait_ready(app, procs: dict[str, subprocess.Popen[bytes]], logs: dict[str, Path],
-               timeout: float) -> None:
-    """Block until every worker answers a ping; fail early with its log if one exits."""
+def wait_ready(app: Celery, procs: dict[str, subprocess.Popen[bytes]], logs: dict[str, Path],
+               timeout: float, supervisor: Supervisor | None = None) -> None:
+    """Block until every worker answers a ping. Unsupervised, fail early with its log if one exits;
+    supervised, exits are restarted and only the supervisor giving up fails the wait."""
     deadline = time.monotonic() + timeout
     waiting = set(procs)
     while waiting:
-        for name in list(waiting):
+        if supervisor is not None and supervisor.failure:
+            raise ClusterError(supervisor.failure)
+        for name in list(waiting) if supervisor is None else []:
             if procs[name].poll() is not None:
                 tail = logs[name].read_text(errors="replace")[-2000:]
                 raise ClusterError(f"worker {name} exited with {procs[name].returncode}:\n{tail}")
@@ -67,26 +83,73 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
         proc.wait(timeout=10)
 
 
+def requeue_unacked(app: Celery, queue: str) -> int:
+    """Put every job taken from `queue` and not yet acknowledged back at the head of the queue.
+
+    Only where one worker consumes `queue` (a local cluster): then those jobs were the dead worker's.
+    Acks are late, so a job is unacknowledged until it ended; Redis itself would hand it out again
+    only after the visibility timeout (hours by default)."""
+    from kombu.utils.json import loads
+
+    moved = 0
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        client = channel.client
+        for tag, raw in client.hgetall(channel.unacked_key).items():
+            _, exchange, routing_key = loads(raw)
+            if queue in (routing_key, exchange):
+                channel.qos.restore_by_tag(tag, client, leftmost=True)
+                moved += 1
+    return moved
+
+
 class LocalCluster:
     """A private Redis and one worker of each kind in `kinds`, for `arcsynth local`, tests and benchmarks.
 
     `settings`: the caller's (its broker is replaced by the private Redis's); `env`: extra settings
-    for the workers, which read theirs from their environment."""
+    for the workers, which read theirs from their environment; `supervise`: restart workers that
+    exit (see the module docstring), giving up after `max_restarts` exits of one within `window_s`."""
 
     def __init__(self, model: str, kinds: tuple[str, ...] = KINDS, env: dict[str, str] | None = None,
                  log_dir: Path | None = None, ready_timeout: float = 300.0,
                  worker_args: dict[str, list[str]] | None = None, redis: RedisServer | None = None,
-                 settings: Settings | None = None) -> None:
+                 settings: Settings | None = None, supervise: bool = False, max_restarts: int = 3,
+                 window_s: float = 60.0, backoff_s: float = 1.0) -> None:
         self.settings = settings
         self.worker_args = worker_args or {}
         self.model = model
         self.kinds = kinds
         self.extra_env = env or {}
+        self.owns_log_dir = log_dir is None
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="arcsynth-cluster-"))
         self.ready_timeout = ready_timeout
         self.redis = redis or RedisServer()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.env: dict[str, str] = {}
+        self.supervisor = (Supervisor(max_restarts=max_restarts, window_s=window_s, backoff_s=backoff_s,
+                                      on_exit=self._worker_exited, on_give_up=self._given_up) if supervise else None)
+        self.keep_logs = False  # set by a caller whose run failed: the log folder is kept
+        self._give_up_callbacks: list[Callable[[str], None]] = []
+
+    @property
+    def failure(self) -> str | None:
+        """One line naming the worker the supervisor gave up on, or None."""
+        return self.supervisor.failure if self.supervisor else None
+
+    def when_given_up(self, callback: Callable[[str], None]) -> None:
+        """Call `callback(line)` when the supervisor gives up (at once if it already has)."""
+        self._give_up_callbacks.append(callback)
+        if self.failure:
+            callback(self.failure)
+
+    def _given_up(self, line: str) -> None:
+        for callback in list(self._give_up_callbacks):
+            callback(line)
+
+    def _worker_exited(self, name: str, code: int) -> None:
+        moved = requeue_unacked(self.app, name.split("-", 1)[0])
+        if moved:
+            print(f"arcsynth: {moved} job(s) of {name} put back on its queue", file=sys.stderr, flush=True)
 
     def start(self) -> LocalCluster:
         from pydantic import SecretStr
@@ -99,21 +162,33 @@ class LocalCluster:
             self.env = {**os.environ, "ARCSYNTH_BROKER_URL": self.redis.url,
                         "ARCSYNTH_RESULT_BACKEND": self.redis.url, "ARCSYNTH_MODEL": self.model,
                         **self.extra_env}
+            url = SecretStr(self.redis.url)
+            self.app = make_app((self.settings or Settings()).model_copy(update={"broker_url": url, "result_backend": url}))
             logs = {}
             for kind in self.kinds:
                 name = worker_name(kind)
-                logs[name] = self.log_dir / f"{kind}.log"
-                self.procs[name] = start_worker(kind, self.env, logs[name], self.worker_args.get(kind))
-            url = SecretStr(self.redis.url)
-            self.app = make_app((self.settings or Settings()).model_copy(update={"broker_url": url, "result_backend": url}))
-            wait_ready(self.app, self.procs, logs, self.ready_timeout)
+                log = logs[name] = self.log_dir / f"{kind}.log"
+                args = self.worker_args.get(kind)
+                if self.supervisor is None:
+                    self.procs[name] = start_worker(kind, self.env, log, args)
+                else:
+                    self.supervisor.add(name, lambda k=kind, lg=log, a=args: start_worker(k, self.env, lg, a), log)
+            if self.supervisor is not None:
+                self.procs = self.supervisor.procs
+                self.supervisor.watch()
+            wait_ready(self.app, self.procs, logs, self.ready_timeout, self.supervisor)
         except BaseException:
-            self.stop()
+            self.stop(failed=True)
             raise
         return self
 
-    def stop(self, grace_s: float = 20.0) -> None:
-        """SIGTERM every worker (a warm shutdown), then SIGKILL what is left after one shared grace period."""
+    def stop(self, grace_s: float = 20.0, failed: bool = False) -> None:
+        """SIGTERM every worker (a warm shutdown), then SIGKILL what is left after one shared grace period.
+
+        A log folder this cluster made is removed unless the run `failed`, the supervisor gave up or
+        `keep_logs` is set; then it stays and its path is said on stderr."""
+        if self.supervisor is not None:
+            self.supervisor.stop(grace_s)
         running = [p for p in self.procs.values() if p.poll() is None]
         for proc in running:
             proc.send_signal(signal.SIGTERM)
@@ -126,9 +201,14 @@ class LocalCluster:
         for proc in running:
             proc.wait(timeout=10)
         self.redis.stop()
+        if self.owns_log_dir:
+            if failed or self.failure or self.keep_logs:
+                print(f"arcsynth: worker logs kept in {self.log_dir}", file=sys.stderr, flush=True)
+            else:
+                shutil.rmtree(self.log_dir, ignore_errors=True)
 
     def __enter__(self) -> LocalCluster:
         return self.start()
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        self.stop(failed=exc_type is not None)
