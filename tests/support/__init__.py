@@ -78,3 +78,12 @@ def cli(cluster, *args, timeout=300, check=True, env: dict[str, str] | None = No
     if check:
         assert r.returncode == 0, f"arcsynth {' '.join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr[-3000:]}"
     return r
+
+
+def assert_user_error(r: subprocess.CompletedProcess, fragments: list[str]) -> None:
+    """A command refused its input as a user error: exit 2, one short line `error: …` holding every fragment."""
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and len(r.stderr) < 1000, r.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
