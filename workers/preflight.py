@@ -83,10 +83,24 @@ def adapter_problem(adapter: str) -> str | None:
 
 
 def dsl_problem(settings: Settings) -> str | None:
-    """Are the DSL modules of ARCSYNTH_EXEC_DSL files? (Whether they import, the execute worker checks.)"""
+    """Do the DSL modules of ARCSYNTH_EXEC_DSL import in the sandbox, and does it have the layers
+    ARCSYNTH_EXEC_REQUIRE demands? Starts the sandbox helper once (about a second), only when
+    either is set: otherwise an execute worker has nothing here to refuse."""
     for module in settings.exec_dsl_paths():
         if not Path(module).is_file():
             return f"DSL module {module} (ARCSYNTH_EXEC_DSL): no such file"
+    if not settings.exec_dsl_paths() and not settings.exec_required_layers():
+        return None
+    from arcsynth.workers.execute import make_executor
+    from arcsynth.workers.sandbox.executor import IsolationUnavailable
+
+    executor = make_executor(settings)
+    try:
+        executor.start()
+    except IsolationUnavailable as exc:
+        return f"the execute worker would refuse to start: {exc}"
+    finally:
+        executor.close()
     return None
 
 

@@ -57,6 +57,9 @@ def test_a_hub_model_the_hub_does_not_give(tmp_path):
     ("adapter", ["adapter ", "gone-adapter: no such folder"]),
     ("adapter_without_config", ["adapter ", "no adapter_config.json"]),
     ("dsl", ["DSL module ", "common.py (ARCSYNTH_EXEC_DSL): no such file"]),
+    ("dsl_that_does_not_import", ["the execute worker would refuse to start: DSL module ", "no_such_dependency"]),
+    ("required_layer_unknown", ["the execute worker would refuse to start: required isolation layers unavailable here: "
+                                "no_such_layer"]),
     ("artifact_root", ["artifact root ", "(ARCSYNTH_ARTIFACT_ROOT) is not writable here: Not a directory"]),
     ("replay_missing", ["replay file ", "gone.jsonl: cannot read: No such file"]),
     ("replay_bad_line", ["replay file ", "programs.jsonl: line 2: needs a task_id"]),
@@ -67,6 +70,7 @@ def test_what_is_missing_is_named_before_anything_starts(tmp_path, case, fragmen
     (tmp_path / "empty-folder").mkdir()
     (tmp_path / "a-file").write_text("")
     (tmp_path / "programs.jsonl").write_text('{"task_id": "t", "text": "x"}\n{"text": "y"}\n')
+    (tmp_path / "broken.py").write_text("import no_such_dependency\n")
     (tmp_path / "good.jsonl").write_text('{"task_id": "t", "text": "x"}\n')
     replay = {"ARCSYNTH_BACKEND": "replay", "ARCSYNTH_REPLAY_FILE": str(tmp_path / "good.jsonl")}
     args, env = {
@@ -76,6 +80,8 @@ def test_what_is_missing_is_named_before_anything_starts(tmp_path, case, fragmen
         "adapter": (["--adapter", str(tmp_path / "gone-adapter")], replay),
         "adapter_without_config": (["--adapter", str(tmp_path / "empty-folder")], replay),
         "dsl": ([], {**replay, "ARCSYNTH_EXEC_DSL": str(tmp_path / "dsl" / "common.py")}),
+        "dsl_that_does_not_import": ([], {**replay, "ARCSYNTH_EXEC_DSL": str(tmp_path / "broken.py")}),
+        "required_layer_unknown": ([], {**replay, "ARCSYNTH_EXEC_REQUIRE": "no_such_layer"}),
         "artifact_root": ([], {**replay, "ARCSYNTH_ARTIFACT_ROOT": str(tmp_path / "a-file" / "artifacts")}),
         "replay_missing": ([], {**replay, "ARCSYNTH_REPLAY_FILE": str(tmp_path / "gone.jsonl")}),
         "replay_bad_line": ([], {**replay, "ARCSYNTH_REPLAY_FILE": str(tmp_path / "programs.jsonl")}),
