@@ -30,13 +30,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Literal, get_args
+from typing import get_args
 
 from arcsynth.common import prompts
 from arcsynth.common.extract import _FENCE, ExtractionError, extract_code
-from arcsynth.common.models import ExecutionResult, Task
+from arcsynth.common.models import ExecutionResult, PromptFormat, Task
 
-PromptFormat = Literal["arcsynth", "barc", "base"]
 FORMATS: tuple[PromptFormat, ...] = get_args(PromptFormat)
 
 BARC_COLOURS = ("Black", "Blue", "Red", "Green", "Yellow", "Gray", "Pink", "Orange", "Purple", "Brown")

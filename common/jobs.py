@@ -30,6 +30,7 @@ from arcsynth.common.models import (
     FinetuneRequest,
     FinetuneResult,
     Frozen,
+    PromptFormat,
     SamplingConfig,
     Task,
 )
@@ -62,6 +63,7 @@ class SampleRequest(Frozen):
     sampling: SamplingConfig
     adapter: str = ""
     refine: RefineSource | None = None
+    prompt_format: PromptFormat = "arcsynth"
 
 
 class SampleResult(Frozen):
@@ -82,6 +84,7 @@ class ExecuteRequest(Frozen):
     task: Task
     epoch: int = Field(0, ge=0)
     augmentation: Augmentation | None = None
+    prompt_format: PromptFormat = "arcsynth"  # how programs are extracted and called
 
 
 class ExecuteResult(Frozen):

@@ -11,6 +11,8 @@ MAX_SIDE = 30
 # One default per setting: the settings, the CLI and the models all read these.
 DEFAULT_MAX_TOKENS = 1024
 DEFAULT_SAMPLES = 8
+# How a task is shown to a model and how its program comes back (see common/formats.py).
+PromptFormat = Literal["arcsynth", "barc", "base"]
 
 
 def _check_grid(rows: list[list[int]]) -> list[list[int]]:
@@ -130,9 +132,12 @@ class Attempt(Frozen):
 
 
 class TrainingExample(Frozen):
-    """A (prompt, completion) pair for supervised LoRA fine-tuning; loss only on the completion."""
+    """A (prompt, completion) pair for supervised LoRA fine-tuning; loss only on the completion.
+    The prompt is chat `messages` (the tokenizer's chat template applies), or for a model without
+    a chat template (`base` format) the raw `prompt` text, messages then empty."""
 
-    messages: list[dict[str, str]]
+    messages: list[dict[str, str]] = []
+    prompt: str = ""
     completion: str
 
 
@@ -160,6 +165,7 @@ class FinetuneRequest(Frozen):
     start_adapter: str = ""
     # Where the examples came from: task id -> example count (one task, or a whole run's epoch).
     sources: dict[str, int] = {}
+    prompt_format: PromptFormat = "arcsynth"  # recorded in the manifest; a start adapter must match
     backend: Literal["auto", "peft", "unsloth"] = "auto"
     # auto: TRL's SFTTrainer with unsloth, arcsynth's own loop with peft (a quarter faster on CPU).
     trainer: Literal["auto", "loop", "trl"] = "auto"
@@ -216,6 +222,7 @@ class RunConfig(Frozen):
     model: str
     sampling: SamplingConfig
     adapter: str = ""
+    prompt_format: PromptFormat = "arcsynth"
     max_model_len: int = 8192
     learn: LearnConfig = LearnConfig()
     # How the two attempts are chosen: `train-correct` (train-perfect programs vote, then train

@@ -15,8 +15,8 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
-from arcsynth.common.models import Candidate, Pair, Task, TrainingExample
-from arcsynth.common.prompts import format_completion, refinement_messages, task_messages
+from arcsynth.common import formats
+from arcsynth.common.models import Candidate, Pair, PromptFormat, Task, TrainingExample
 
 Selection = Literal["best", "diverse"]
 MIN_HARDCODED_CELLS = 4
@@ -110,17 +110,27 @@ def relabelled_task(task: Task, cand: Candidate) -> Task:
                 test=[Pair(input=p.input) for p in task.test])
 
 
+def example(fmt: PromptFormat, task: Task, code: str) -> TrainingExample:
+    """`task` asking for `code`, in the prompt format a run samples with (and so trains in)."""
+    completion = formats.completion_text(fmt, code)
+    if fmt == "base":
+        return TrainingExample(prompt=formats.prompt_text(fmt, task) or "", completion=completion)
+    return TrainingExample(messages=formats.messages(fmt, task), completion=completion)
+
+
 def relabel(task: Task, candidates: Iterable[Candidate], select: Selection = "best",
-            k: int | None = None) -> list[TrainingExample]:
-    """Training examples from the selected programs (see `select_programs`)."""
-    return [TrainingExample(messages=task_messages(relabelled_task(task, c)), completion=format_completion(c.code or ""))
-            for c in select_programs(task, candidates, select, k)]
+            k: int | None = None, fmt: PromptFormat = "arcsynth") -> list[TrainingExample]:
+    """Training examples from the selected programs (see `select_programs`), in format `fmt`."""
+    return [example(fmt, relabelled_task(task, c), c.code or "") for c in select_programs(task, candidates, select, k)]
 
 
-def refinement_examples(task: Task, candidates: Sequence[Candidate]) -> list[TrainingExample]:
+def refinement_examples(task: Task, candidates: Sequence[Candidate],
+                        fmt: PromptFormat = "arcsynth") -> list[TrainingExample]:
     """Corrections that do better on the train pairs than their parent, in the refinement format:
     the prompt that showed the parent and its feedback → the corrected program. One per parent
-    and behaviour."""
+    and behaviour. (The `base` format has no refinement turn: none.)"""
+    if fmt == "base":
+        return []
     by_fp = {c.execution.fingerprint: c for c in candidates if c.execution and c.code}
     out: list[TrainingExample] = []
     seen: set[tuple[str, str]] = set()
@@ -132,6 +142,6 @@ def refinement_examples(task: Task, candidates: Sequence[Candidate]) -> list[Tra
         if key in seen or c.execution.train_pixel_accuracy <= parent.execution.train_pixel_accuracy:  # type: ignore[union-attr]
             continue
         seen.add(key)
-        out.append(TrainingExample(messages=refinement_messages(task, parent.code or "", parent.execution),  # type: ignore[arg-type]
-                                   completion=format_completion(c.code)))
+        shown = formats.refinement_messages(fmt, task, parent.code or "", parent.execution)  # type: ignore[arg-type]
+        out.append(TrainingExample(messages=shown, completion=formats.completion_text(fmt, c.code)))
     return out

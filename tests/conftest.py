@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from arcsynth.common.model_store import prepare_smollm2
-from tests.support import FLIP, FLIP_AGAIN, SLOW, SLOW_DATASET, TRANSPOSE, fenced, teach_request
+from tests.support import BARC_FLIP_LR, FLIP, FLIP_AGAIN, SLOW, SLOW_DATASET, TRANSPOSE, fenced, teach_request
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +58,8 @@ def replay_cluster(tmp_path_factory):
         # for 6150a2bd (a flip), with another way of writing the flip.
         f.write(json.dumps({"task_id": "74dd1130", "text": fenced(TRANSPOSE), "refine": True}) + "\n")
         f.write(json.dumps({"task_id": "6150a2bd", "text": fenced(FLIP_AGAIN), "refine": True}) + "\n")
+        # A third answer for 67a3c6ac (a left-right flip) in BARC's style: its entry point is `main`.
+        f.write(json.dumps({"task_id": "67a3c6ac", "text": fenced(BARC_FLIP_LR)}) + "\n")
     env = {"ARCSYNTH_BACKEND": "replay", "ARCSYNTH_REPLAY_FILE": str(replay), "ARCSYNTH_EXEC_TIMEOUT_S": "10",
            "ARCSYNTH_RUN_ROOT": str(root / "runs"), "ARCSYNTH_ARTIFACT_ROOT": str(root / "artifacts")}
     # The fine-tune worker trains real (tiny) adapters on SmolLM2 for the learning-scope tests.

@@ -12,10 +12,11 @@ import sys
 
 from celery import Celery, signals
 
+from arcsynth.common import formats
 from arcsynth.common.augment import Augmentation
-from arcsynth.common.extract import ExtractionError, extract_code, normalise
+from arcsynth.common.extract import ExtractionError, normalise
 from arcsynth.common.jobs import EXECUTE, ExecuteRequest, ExecuteResult, SampleResult
-from arcsynth.common.models import Candidate, ExecutionResult, Task
+from arcsynth.common.models import Candidate, ExecutionResult, PromptFormat, Task
 from arcsynth.common.payloads import payload_url, store_candidates
 from arcsynth.common.settings import Settings
 from arcsynth.workers.guard import GuardedTask
@@ -25,13 +26,15 @@ log = logging.getLogger(__name__)
 
 
 def grade_completions(executor: Executor, task: Task, sampled: SampleResult, epoch: int = 0,
-                      augmentation: Augmentation | None = None, job: str = "") -> list[Candidate]:
-    """One candidate per completion, in order; identical programs run once."""
+                      augmentation: Augmentation | None = None, job: str = "",
+                      fmt: PromptFormat = "arcsynth") -> list[Candidate]:
+    """One candidate per completion, in order; identical programs run once. Programs are
+    extracted and called as the prompt format says (a `barc` program runs as BARC runs it)."""
     seen: dict[str, ExecutionResult] = {}
     out = []
     for i, comp in enumerate(sampled.completions):
         try:
-            code: str | None = extract_code(comp.text)
+            code: str | None = formats.extract(fmt, comp.text)
             reason = ""
         except ExtractionError as exc:
             code, reason = None, str(exc)
@@ -39,7 +42,7 @@ def grade_completions(executor: Executor, task: Task, sampled: SampleResult, epo
         if code is not None:
             key = normalise(code)
             if key not in seen:
-                seen[key] = executor.grade(task, code, augmentation)
+                seen[key] = executor.grade(task, formats.entry_wrapper(fmt, code), augmentation)
             execution = seen[key]
         out.append(Candidate(task_id=task.id, index=i, code=code, extraction_error=reason,
                              completion=comp, epoch=epoch, adapter=sampled.adapter, parent=sampled.parent,
@@ -88,7 +91,8 @@ def register(app: Celery, settings: Settings) -> None:
         same file); the result names it."""
         req = ExecuteRequest.model_validate(request)
         s = SampleResult.model_validate(sampled)
-        candidates = grade_completions(executor(), req.task, s, req.epoch, req.augmentation, self.request.id or "")
+        candidates = grade_completions(executor(), req.task, s, req.epoch, req.augmentation, self.request.id or "",
+                                       req.prompt_format)
         ref = ""
         if candidates:
             ref = payload_url(settings.artifact_root, self.request.id)

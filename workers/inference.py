@@ -12,10 +12,11 @@ import sys
 
 from celery import Celery, signals
 
+from arcsynth.common import formats
 from arcsynth.common.jobs import SAMPLE, SampleRequest, SampleResult
-from arcsynth.common.prompts import refinement_messages, task_messages
 from arcsynth.common.settings import Settings
 from arcsynth.workers.backends import Backend, PromptTooLong, make_backend
+from arcsynth.workers.backends.base import Prompt
 from arcsynth.workers.guard import GuardedTask
 
 log = logging.getLogger(__name__)
@@ -31,13 +32,17 @@ def engine() -> Backend:
 def sample(request: SampleRequest) -> SampleResult:
     """Sample `sampling.n` completions for one ARC task, optionally through a LoRA adapter.
 
-    With `refine`, the prompt is the follow-up turn that shows that program's per-pair feedback
-    and asks for a corrected one; every completion records the program's fingerprint as parent."""
-    t, refine, adapter = request.task, request.refine, request.adapter
+    The prompt is in the request's format (`common/formats.py`). With `refine`, it is the
+    follow-up turn that shows that program's per-pair feedback and asks for a corrected one;
+    every completion records the program's fingerprint as parent."""
+    t, refine, adapter, fmt = request.task, request.refine, request.adapter, request.prompt_format
     parent = refine.parent if refine else ""
-    messages = refinement_messages(t, refine.code, refine.execution) if refine else task_messages(t)
+    if refine:
+        prompt: Prompt = formats.refinement_messages(fmt, t, refine.code, refine.execution)
+    else:
+        prompt = formats.prompt_text(fmt, t) or formats.messages(fmt, t)
     try:
-        completions, seconds = engine().generate(messages, request.sampling, adapter, task_id=t.id)
+        completions, seconds = engine().generate(prompt, request.sampling, adapter, task_id=t.id)
     except PromptTooLong as exc:
         return SampleResult(task_id=t.id, skipped=str(exc), adapter=adapter, parent=parent)
     except Exception as exc:

@@ -71,7 +71,7 @@ def _manifest(req: FinetuneRequest, backend: str, trained: Trained, seconds: flo
         "train": req.train.model_dump(), "steps": total_steps(req), "final_loss": trained.loss,
         "data_sha256": data_hash, "seconds": seconds, "train_seconds": trained.train_s,
         "load_seconds": trained.load_s, "start_adapter": req.start_adapter,
-        "sources": req.sources, "examples": len(req.examples),
+        "sources": req.sources, "examples": len(req.examples), "prompt_format": req.prompt_format,
     }, indent=2)
 
 
@@ -79,6 +79,16 @@ def _reused(manifest_text: str, adapter: str) -> FinetuneResult:
     m = json.loads(manifest_text)
     return FinetuneResult(adapter=adapter, backend=m["backend"], steps=m["steps"], final_loss=m["final_loss"],
                           seconds=m["seconds"], reused=True)
+
+
+def check_start_format(adapter: str, fmt: str) -> None:
+    """Refuse to go on training an adapter trained in another prompt format (its manifest says which)."""
+    manifest = Path(adapter) / MANIFEST
+    if manifest.is_file():
+        trained = json.loads(manifest.read_text()).get("prompt_format", "arcsynth")
+        if trained != fmt:
+            raise ValueError(f"start adapter {adapter} was trained with prompt format {trained!r}, "
+                             f"this request uses {fmt!r}")
 
 
 def train_adapter(req: FinetuneRequest, artifact_root: str, adapter_cache: str = ".cache/adapters",
@@ -91,6 +101,8 @@ def train_adapter(req: FinetuneRequest, artifact_root: str, adapter_cache: str =
     default), loaded there only if absent, and left there exactly as it was loaded.
     """
     start_from = local_adapter(req.start_adapter, adapter_cache) if req.start_adapter else ""
+    if start_from:
+        check_start_format(start_from, req.prompt_format)
     remote = "://" in artifact_root
     if remote:
         import fsspec

@@ -177,3 +177,22 @@ def test_learning_from_relabelled_programs_solves_a_task_the_base_model_does_not
     solved = [c for c in epoch1 if c.execution and c.execution.all_train_correct
               and [r.output for r in c.execution.test] == [p.output for p in task.test]]
     assert solved, [c.code for c in epoch1]
+
+
+def test_base_prompt_gives_a_completion_that_extraction_turns_into_a_program_that_runs(cluster):
+    """The base format ends its prompt inside an opened ```python block; SmolLM2 continues with a
+    program (13 of 16 samples extracted in a measurement; 16 samples miss with odds under 1e-10)."""
+    from arcsynth.common.jobs import ExecuteRequest, SampleResult, send_execute
+    from arcsynth.common.payloads import drop, load_candidates
+
+    task = load_tasks("arc-agi-1/training", task_ids=["6150a2bd"])[0]
+    sampling = SamplingConfig(n=16, temperature=0.7, max_tokens=96)
+    sampled = SampleResult.model_validate(
+        send_sample(cluster.app, SampleRequest(task=task, sampling=sampling, prompt_format="base")).get(timeout=600))
+    assert len(sampled.completions) == 16
+    payload = send_execute(cluster.app, sampled, ExecuteRequest(task=task, prompt_format="base")).get(timeout=300)
+    cands = load_candidates(payload["candidates_ref"])
+    drop(payload["candidates_ref"])
+    ran = [c for c in cands if c.code and c.execution is not None]
+    assert ran, [c.completion.text[:200] for c in cands]
+    assert all("def transform" in c.code for c in ran)

@@ -78,3 +78,19 @@ def test_stop_after_counts_distinct_train_perfect_programs(replay_cluster, tmp_p
     assert refinements("1") == 0
     assert refinements("2") == 1
     assert refinements("3", "--refine-strategy", "rex") == 3
+
+
+def test_barc_prompt_format_extracts_and_calls_programs_as_barc_does(replay_cluster, tmp_path):
+    """67a3c6ac's third replayed answer is a BARC-style program (`main(input_grid)` on a numpy
+    array): under --prompt barc the execute worker extracts and calls it as BARC does and it solves
+    the task; under arcsynth's format it is not a program (no `transform`)."""
+    scores = {}
+    for fmt in ("barc", "arcsynth"):
+        out = tmp_path / fmt
+        cli(replay_cluster, "submit", "arc-agi-1/training", "--tasks", "67a3c6ac", "--samples", "3", "--prompt", fmt,
+            "--out", str(out), "--wait")
+        scores[fmt] = json.loads((out / "score.json").read_text())["score"]
+        assert json.loads((out / "run.json").read_text())["prompt_format"] == fmt
+    assert scores == {"barc": 1.0, "arcsynth": 0.0}
+    barc = [c for c in candidates(tmp_path / "barc") if c.code and "def main" in c.code]
+    assert len(barc) == 1 and barc[0].execution.all_train_correct

@@ -93,3 +93,25 @@ def test_ctrl_c_stops_every_process_it_started(smollm2, tmp_path):
         assert proc.returncode != 0
     finally:
         proc.kill()
+
+
+def test_a_chat_prompt_for_a_model_without_a_chat_template_is_refused_before_anything_starts(tmp_path, smollm2):
+    """A copy of SmolLM2 whose tokenizer lost its chat template stands in for a base model."""
+    import shutil
+
+    base = tmp_path / "base-model"
+    shutil.copytree(smollm2, base)
+    config = json.loads((base / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (base / "tokenizer_config.json").write_text(json.dumps(config))
+    for name in ("chat_template.jinja", "chat_template.json"):
+        (base / name).unlink(missing_ok=True)
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"train": [{"input": [[1]], "output": [[2]]}], "test": [{"input": [[3]]}]}))
+    r = subprocess.run([sys.executable, "-m", "arcsynth.producer", "local", str(path), "--model", str(base),
+                        "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120,
+                       env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert "has no chat template" in lines[0] and "--prompt base" in lines[0]
+    assert not (tmp_path / "run").exists()

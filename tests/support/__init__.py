@@ -51,6 +51,8 @@ def teach_request():
 FLIP = "def transform(grid):\n    return grid[::-1, ::-1]"  # solves 6150a2bd
 TRANSPOSE = "def transform(grid):\n    return grid.T"  # solves 74dd1130
 FLIP_AGAIN = "def transform(grid):\n    return grid[::-1][:, ::-1]"  # the same flip, written otherwise
+BARC_FLIP_LR = ("import numpy as np\n\n# concepts:\n# mirror\n\ndef main(input_grid):\n"
+                "    # mirror the grid left to right\n    return np.fliplr(input_grid)")
 # Sleeps once per run (a run is one process over all of a task's inputs), then answers unchanged.
 SLOW = ("import time\n_slept = []\n\ndef transform(grid):\n    if not _slept:\n"
         "        _slept.append(time.sleep(1.0))\n    return grid")

@@ -264,3 +264,18 @@ def test_validating_a_file_at_the_cap_stays_within_its_memory_budget(tmp_path, m
     result, grown_kib = r.stdout.splitlines()
     assert result.startswith(outcome), result
     assert int(grown_kib) * 1024 <= memory_budget(path.stat().st_size), (result, int(grown_kib) >> 10)
+
+
+def test_an_adapter_trained_in_another_prompt_format_is_refused(tmp_path):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "arcsynth_manifest.json").write_text(json.dumps({"prompt_format": "barc"}))
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(task()))
+    r = subprocess.run([sys.executable, "-m", "arcsynth.producer", "submit", str(path), "--adapter", str(adapter)],
+                       capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert_user_error(r, ["option --adapter", "trained with --prompt barc", "this run uses --prompt arcsynth"])
+    r = subprocess.run([sys.executable, "-m", "arcsynth.producer", "submit", str(path), "--prompt", "base", "--refine", "1"],
+                       capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert_user_error(r, ["option --refine", "base prompt format"])
+

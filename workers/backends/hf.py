@@ -11,7 +11,7 @@ import time
 
 from arcsynth.common.models import Completion, SamplingConfig
 from arcsynth.workers.backends.adapters import check_adapter, local_adapter
-from arcsynth.workers.backends.base import PromptTooLong
+from arcsynth.workers.backends.base import Prompt, PromptTooLong, chat_ids
 
 
 class TransformersBackend:
@@ -49,12 +49,11 @@ class TransformersBackend:
         self.model.set_adapter(self.adapters[path])
         return _NullContext()
 
-    def generate(self, messages: list[dict[str, str]], sampling: SamplingConfig, adapter: str = "",
+    def generate(self, prompt: Prompt, sampling: SamplingConfig, adapter: str = "",
                  task_id: str = "") -> tuple[list[Completion], float]:
         import torch
 
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                                 return_dict=True)["input_ids"].to(self.device)
+        ids = torch.tensor([chat_ids(self.tokenizer, prompt, self.model_name)], device=self.device)
         if ids.shape[1] >= self.max_model_len:
             raise PromptTooLong(f"prompt has {ids.shape[1]} tokens; the model's context is {self.max_model_len}")
         start = time.monotonic()

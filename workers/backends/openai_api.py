@@ -38,20 +38,24 @@ class OpenAIBackend:
                 self.loaded.add(name)
         return name
 
-    def generate(self, messages: list[dict[str, str]], sampling: SamplingConfig, adapter: str = "",
+    def generate(self, prompt: list[dict[str, str]] | str, sampling: SamplingConfig, adapter: str = "",
                  task_id: str = "") -> tuple[list[Completion], float]:
+        """Chat messages go to the chat completions API; a plain prompt (`base` format) to completions."""
         model = self._adapter_model(adapter) if adapter else self.model
         start = time.monotonic()
-        resp = self.client.chat.completions.create(
-            model=model, messages=messages, n=sampling.n, temperature=sampling.temperature,
-            top_p=sampling.top_p, max_tokens=sampling.max_tokens, seed=sampling.seed,
-            extra_body={"min_p": sampling.min_p} if sampling.min_p else None,
-        )
+        common = dict(model=model, n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
+                      max_tokens=sampling.max_tokens, seed=sampling.seed,
+                      extra_body={"min_p": sampling.min_p} if sampling.min_p else None)
+        if isinstance(prompt, str):
+            resp = self.client.completions.create(prompt=prompt, **common)
+            texts = [(c.text or "", c.finish_reason) for c in resp.choices]
+        else:
+            resp = self.client.chat.completions.create(messages=prompt, **common)
+            texts = [(c.message.content or "", c.finish_reason) for c in resp.choices]
         usage = resp.usage
-        per = (usage.completion_tokens // max(1, len(resp.choices))) if usage else 0
-        return [Completion(text=c.message.content or "", prompt_tokens=usage.prompt_tokens if usage else 0,
-                           completion_tokens=per, finish_reason=c.finish_reason) for c in resp.choices], \
-            time.monotonic() - start
+        per = (usage.completion_tokens // max(1, len(texts))) if usage else 0
+        return [Completion(text=text, prompt_tokens=usage.prompt_tokens if usage else 0, completion_tokens=per,
+                           finish_reason=reason) for text, reason in texts], time.monotonic() - start
 
     def shutdown(self) -> None:
         self.client.close()

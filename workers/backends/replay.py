@@ -64,13 +64,13 @@ class ReplayBackend:
         refined = bool(rec.get("refine") or rec.get("parent"))
         (self.refinements if refined else self.by_task)[rec["task_id"]].append(Completion(text=text))
 
-    def generate(self, messages: list[dict[str, str]], sampling: SamplingConfig, adapter: str = "",
+    def generate(self, prompt: list[dict[str, str]] | str, sampling: SamplingConfig, adapter: str = "",
                  task_id: str = "") -> tuple[list[Completion], float]:
         """The first `n` saved completions of `task_id` (fewer if fewer were saved).
 
         A refinement prompt (one with an earlier assistant turn) gets the saved refinements
         (records with `refine: true`, or a `parent`, as a run's candidates.jsonl has them)."""
-        refining = any(m["role"] == "assistant" for m in messages)
+        refining = not isinstance(prompt, str) and any(m["role"] == "assistant" for m in prompt)
         return (self.refinements if refining else self.by_task).get(task_id, [])[: sampling.n], 0.0
 
     def shutdown(self) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 from arcsynth.common.lifetime import children_die_with_me
 from arcsynth.common.models import Completion, SamplingConfig
 from arcsynth.workers.backends.adapters import check_adapter, local_adapter
-from arcsynth.workers.backends.base import PromptTooLong
+from arcsynth.workers.backends.base import Prompt, PromptTooLong, chat_ids
 
 
 @dataclass(frozen=True)
@@ -86,11 +86,8 @@ class Engine:
             lora_id = self._lora_ids.setdefault(adapter, len(self._lora_ids) + 1)
         return LoRARequest(f"adapter-{lora_id}", lora_id, adapter)
 
-    def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        if isinstance(ids, dict) or hasattr(ids, "keys"):
-            ids = ids["input_ids"]
-        return list(ids)
+    def prompt_ids(self, prompt: Prompt) -> list[int]:
+        return chat_ids(self.tokenizer, prompt, self.config.model)
 
     async def _generate(self, prompt_ids: list[int], sampling: SamplingConfig, lora: Any) -> list[Completion]:
         from vllm import SamplingParams
@@ -118,10 +115,10 @@ class Engine:
             for o in final.outputs
         ]
 
-    def generate(self, messages: list[dict[str, str]], sampling: SamplingConfig, adapter: str = "",
+    def generate(self, prompt: Prompt, sampling: SamplingConfig, adapter: str = "",
                  task_id: str = "") -> tuple[list[Completion], float]:
-        """Thread-safe: sample `sampling.n` completions for one chat prompt."""
-        ids = self.prompt_ids(messages)
+        """Thread-safe: sample `sampling.n` completions for one prompt (chat messages or plain text)."""
+        ids = self.prompt_ids(prompt)
         if len(ids) >= self.config.max_model_len:
             raise PromptTooLong(
                 f"prompt has {len(ids)} tokens; the model's context is {self.config.max_model_len}"
