@@ -54,9 +54,14 @@ class Settings(BaseSettings):
     exec_require: str = ""
     # Comma-separated paths of DSL modules programs may import by file name (`from common import *`).
     exec_dsl: str = ""
+    # Comma-separated packages offered to programs besides numpy (e.g. `scipy` for BARC's common.py).
+    exec_packages: str = ""
 
     def exec_dsl_paths(self) -> list[str]:
         return [x.strip() for x in self.exec_dsl.split(",") if x.strip()]
+
+    def exec_package_names(self) -> list[str]:
+        return [x.strip() for x in self.exec_packages.split(",") if x.strip()]
 
     def exec_required_layers(self) -> list[str]:
         return [x.strip() for x in self.exec_require.split(",") if x.strip()]

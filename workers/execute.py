@@ -52,7 +52,8 @@ def grade_completions(executor: Executor, task: Task, sampled: SampleResult, epo
 
 def make_executor(settings: Settings) -> Executor:
     return Executor(timeout_s=settings.exec_timeout_s, memory_mb=settings.exec_memory_mb,
-                    require=settings.exec_required_layers(), dsl=settings.exec_dsl_paths())
+                    require=settings.exec_required_layers(), dsl=settings.exec_dsl_paths(),
+                    packages=settings.exec_package_names())
 
 
 def register(app: Celery, settings: Settings) -> None:
