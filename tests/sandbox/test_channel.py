@@ -84,9 +84,10 @@ CHANNEL = {
 }
 
 
-@pytest.fixture(scope="module")
-def ex():
-    e = Executor(timeout_s=2.0, memory_mb=512)
+@pytest.fixture(scope="module", params=["run", "job"])
+def ex(request):
+    """An executor in each isolation mode: in "job" mode each grade is a one-program job process."""
+    e = Executor(timeout_s=2.0, memory_mb=512, isolation=request.param)
     e.start()
     yield e
     e.close()

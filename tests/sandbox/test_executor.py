@@ -14,9 +14,10 @@ TASK = Task(id="t", train=[{"input": [[1, 2]], "output": [[2, 1]]}, {"input": [[
 FLIP = "def transform(grid):\n    return grid[:, ::-1]"
 
 
-@pytest.fixture(scope="module")
-def ex():
-    e = Executor(timeout_s=1.5, memory_mb=512)
+@pytest.fixture(scope="module", params=["run", "job"])
+def ex(request):
+    """An executor in each isolation mode: in "job" mode each grade is a one-program job process."""
+    e = Executor(timeout_s=1.5, memory_mb=512, isolation=request.param)
     e.start()
     yield e
     e.close()

@@ -7,7 +7,6 @@ helper is validated again here: a malformed verdict is that run's `crashed` verd
 
 from __future__ import annotations
 
-import hashlib
 import json
 import select
 import subprocess
@@ -15,22 +14,25 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO
-
-from pydantic import ValidationError
+from typing import IO, TypeVar
 
 from arcsynth.common.augment import Augmentation
 from arcsynth.common.lifetime import die_with_parent
 from arcsynth.common.models import ExecutionResult, InputResult, Task
 from arcsynth.common.scoring import pixel_accuracy
+from arcsynth.workers.sandbox.replies import Run, _crashed, fingerprint, parse_job_reply, parse_reply  # noqa: F401
 
 HELPER = Path(__file__).with_name("helper.py")
 # Cover state the untrusted code has no business seeing (in the fallback view, where the OS refuses
 # the minimal root): the project's code and a .env.
 _PACKAGES = ("arcsynth.common", "arcsynth.producer", "arcsynth.workers")
+_T = TypeVar("_T")
 _HELPER_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+ISOLATION = ("run", "job")
 
 
 class IsolationUnavailable(RuntimeError):
@@ -64,43 +66,6 @@ def paths_to_hide() -> list[str]:
     return hide
 
 
-def fingerprint(results: Sequence[InputResult]) -> str:
-    payload = json.dumps([r.output if r.output is not None else r.error for r in results])
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def _crashed(message: str) -> InputResult:
-    return InputResult(error="crashed", message=message)
-
-
-def _verdict(item: object) -> InputResult:
-    """One helper verdict as an InputResult; anything malformed is a `crashed` verdict, never an error."""
-    try:
-        result = InputResult.model_validate(item)
-    except (ValidationError, TypeError, ValueError) as exc:
-        return _crashed(f"the sandbox returned an invalid result: {str(exc).splitlines()[0][:200]}")
-    if (result.error == "none") != (result.output is not None):
-        return _crashed("the sandbox returned an invalid result: output and error disagree")
-    message = result.message[:500].encode("utf-8", "replace").decode("utf-8")
-    return result if message == result.message else result.model_copy(update={"message": message})
-
-
-def parse_reply(line: str, count: int) -> tuple[list[InputResult], float, str] | None:
-    """The helper's reply to one run as `count` verdicts, its seconds and printed output; None if malformed."""
-    try:
-        reply = json.loads(line)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(reply, dict) or not isinstance(reply.get("results"), list):
-        return None
-    results = [_verdict(r) for r in reply["results"][:count]]
-    results += [_crashed("no result came back for this input")] * (count - len(results))
-    seconds = reply.get("seconds")
-    output = reply.get("output")
-    return (results, float(seconds) if isinstance(seconds, (int, float)) else 0.0,
-            output if isinstance(output, str) else "")
-
-
 class Executor:
     """Runs programs in one warm sandbox helper (see `helper.py`) and grades them.
 
@@ -112,12 +77,20 @@ class Executor:
     root could be built. `python`: the interpreter the helper runs on. `start()` raises a
     `SandboxStartError` (one line) when the helper cannot start, a `DslImportError` when a DSL module
     is missing or fails to import.
-    `run()` and `grade()` never raise for anything a program does: it is that program's verdict.
+    `isolation`: "run" (every program in its own forked, confined process) or "job" (`run_many` and
+    `grade_many` run the programs of one call in turn in one confined process, each in fresh globals
+    on fresh copies of the grids with its own time limit; a process in which a program changed
+    shared state, timed out or crashed is replaced before the next program; see `sandbox_job`).
+    Verdicts are the same in both modes. `run()`, `grade()`, `run_many()` and `grade_many()` never
+    raise for anything a program does: it is that program's verdict.
     """
 
     def __init__(self, timeout_s: float = 5.0, memory_mb: int = 1024, require: Sequence[str] = (),
                  dsl: Sequence[str] = (), packages: Sequence[str] = (), start_timeout_s: float = 120.0,
-                 python: str = sys.executable, minimal_root: bool = True) -> None:
+                 python: str = sys.executable, minimal_root: bool = True, isolation: str = "run") -> None:
+        if isolation not in ISOLATION:
+            raise ValueError(f"isolation must be one of {', '.join(ISOLATION)}, not {isolation!r}")
+        self.isolation = isolation
         self.dsl = [str(Path(p).resolve()) for p in dsl]
         self.packages = list(packages)
         self.timeout_s = timeout_s
@@ -200,40 +173,68 @@ class Executor:
             self._helper()
         return dict(self.layers)
 
-    def run(self, code: str, inputs: Sequence[list[list[int]]]) -> tuple[list[InputResult], float]:
-        """One verdict per input and the run's seconds. Raises only when the helper cannot (re)start."""
-        request = json.dumps({"code": code, "inputs": list(inputs), "timeout": self.timeout_s,
-                              "memory_mb": self.memory_mb})
+    def _ask(self, request: dict, parse: Callable[[str], _T | None], broken: Callable[[str], _T]) -> _T:
+        """Send one request, parse the reply line; `broken(why)` when the helper died or replied nonsense."""
+        line_out = json.dumps(request) + "\n"
         with self._lock:
             for _ in range(2):  # one retry if the helper itself died
                 proc = self._helper()
                 try:
                     assert proc.stdin and proc.stdout
-                    proc.stdin.write(request + "\n")
+                    proc.stdin.write(line_out)
                     proc.stdin.flush()
                     line = proc.stdout.readline()
                 except (BrokenPipeError, OSError):
                     line = ""
                 if line:
-                    parsed = parse_reply(line, len(inputs))
+                    parsed = parse(line)
                     if parsed is None:
                         self.close()
-                        return [_crashed("the sandbox helper sent a malformed reply")] * len(inputs), 0.0
-                    results, seconds, self.last_output = parsed
-                    return results, seconds
+                        return broken("the sandbox helper sent a malformed reply")
+                    return parsed
                 self.close()
-        return [_crashed("the sandbox helper died")] * len(inputs), 0.0
+        return broken("the sandbox helper died")
 
-    def grade(self, task: Task, code: str, augmentation: Augmentation | None = None) -> ExecutionResult:
-        """Run `code` on all train and test inputs; score it against the train outputs.
+    def run(self, code: str, inputs: Sequence[list[list[int]]]) -> tuple[list[InputResult], float]:
+        """One verdict per input and the run's seconds. Raises only when the helper cannot (re)start."""
+        if self.isolation == "job":
+            results, seconds, self.last_output = self.run_many([code], inputs)[0]
+            return results, seconds
+        request = {"code": code, "inputs": list(inputs), "timeout": self.timeout_s, "memory_mb": self.memory_mb}
+        count = len(inputs)
+        results, seconds, self.last_output = self._ask(
+            request, lambda line: parse_reply(line, count), lambda why: ([_crashed(why)] * count, 0.0, ""))
+        return results, seconds
 
-        With an augmentation, the program was written for the augmented task: it runs on the
-        augmented inputs and its outputs are reverted before they are compared.
+    def run_many(self, codes: Sequence[str], inputs: Sequence[list[list[int]]]) -> list[Run]:
+        """(verdicts, seconds, printed output) of each code on `inputs`, in order, as `run` gives them.
+
+        In "job" isolation the codes share job processes (see the class docstring); in "run"
+        isolation each is its own run. Raises only when the helper cannot (re)start.
         """
-        start = time.monotonic()
+        if self.isolation == "run" or not codes:
+            out = []
+            for code in codes:
+                results, seconds = self.run(code, inputs)
+                out.append((results, seconds, self.last_output))
+            return out
+        request = {"codes": list(codes), "inputs": list(inputs), "timeout": self.timeout_s,
+                   "memory_mb": self.memory_mb}
+        count = len(inputs)
+
+        runs = self._ask(request, lambda line: parse_job_reply(line, count, len(codes)),
+                         lambda why: [([_crashed(why)] * count, 0.0, "")] * len(codes))
+        if runs:
+            self.last_output = runs[-1][2]
+        return runs
+
+    def _inputs(self, task: Task, augmentation: Augmentation | None) -> tuple[Task, list[list[list[int]]]]:
         shown = task if augmentation is None or augmentation.is_identity else augmentation.apply_task(task)
-        inputs = [p.input for p in shown.train] + [p.input for p in shown.test]
-        results, _ = self.run(code, inputs)
+        return shown, [p.input for p in shown.train] + [p.input for p in shown.test]
+
+    @staticmethod
+    def _graded(task: Task, shown: Task, augmentation: Augmentation | None, results: list[InputResult],
+                start: float) -> ExecutionResult:
         if shown is not task:
             assert augmentation is not None
             results = [r if r.output is None else r.model_copy(update={"output": augmentation.revert(r.output)})
@@ -246,6 +247,27 @@ class Executor:
             train_pixel_accuracy=acc / len(task.train), fingerprint=fingerprint(results),
             seconds=time.monotonic() - start,
         )
+
+    def grade(self, task: Task, code: str, augmentation: Augmentation | None = None) -> ExecutionResult:
+        """Run `code` on all train and test inputs; score it against the train outputs.
+
+        With an augmentation, the program was written for the augmented task: it runs on the
+        augmented inputs and its outputs are reverted before they are compared.
+        """
+        start = time.monotonic()
+        shown, inputs = self._inputs(task, augmentation)
+        results, _ = self.run(code, inputs)
+        return self._graded(task, shown, augmentation, results, start)
+
+    def grade_many(self, task: Task, codes: Sequence[str],
+                   augmentation: Augmentation | None = None) -> list[ExecutionResult]:
+        """`grade` of each code, in order: one job in "job" isolation. Each result's `seconds` is its own run's."""
+        shown, inputs = self._inputs(task, augmentation)
+        graded = []
+        for results, seconds, _ in self.run_many(codes, inputs):
+            result = self._graded(task, shown, augmentation, results, time.monotonic())
+            graded.append(result.model_copy(update={"seconds": seconds}))
+        return graded
 
     def close(self) -> None:
         if self._proc is not None:

@@ -7,7 +7,8 @@ import beside the standard library; numpy is always one), `hide` (what the fallb
 covers) and `minimal_root` (false: the fallback view even where the minimal root is possible).
 It imports numpy, the usual standard-library modules and the DSL modules once, isolates itself
 once (`sandbox_isolation`: namespaces and the minimal root, inherited by every run at no cost per
-run), then serves: each request forks a confined child (`sandbox_run`).
+run), then serves: each request forks a confined child (`sandbox_run`), or, for a job, confined job
+processes that run its programs in turn (`sandbox_job`).
 
 DSL modules load in the listed order, each importable under its file name (BARC's
 `from common import *`): a later one may import an earlier one, never the reverse. A module that
@@ -47,14 +48,15 @@ def one_line(text: str, cap: int = 300) -> str:
     return " ".join(text.split())[:cap].encode("utf-8", "replace").decode("utf-8")
 
 
-def _siblings() -> tuple[ModuleType, ModuleType]:
+def _siblings() -> tuple[ModuleType, ModuleType, ModuleType]:
     sys.path.insert(0, HERE)
     try:
         import sandbox_isolation
+        import sandbox_job
         import sandbox_run
     finally:
         sys.path.remove(HERE)
-    return sandbox_isolation, sandbox_run
+    return sandbox_isolation, sandbox_run, sandbox_job
 
 
 def preload(names: tuple[str, ...]) -> None:
@@ -158,13 +160,18 @@ def _say(proto: IO[str], message: dict) -> None:
     proto.flush()
 
 
-def serve(proto: IO[str], run: ModuleType, layers: dict[str, bool]) -> None:
-    """Answer requests until stdin closes; a request that cannot be run gets an empty reply."""
+def serve(proto: IO[str], run: ModuleType, job: ModuleType, layers: dict[str, bool]) -> None:
+    """Answer requests until stdin closes; a request that cannot be run gets an empty reply.
+
+    A request with `code` is one run (`sandbox_run.run_one`); one with `codes` is one job
+    (`sandbox_job.run_job`: {"runs": [a run's reply per code]}).
+    """
     for line in sys.stdin:
         try:
-            reply = run.run_one(json.loads(line), layers)
+            req = json.loads(line)
+            reply = job.run_job(req, layers) if "codes" in req else run.run_one(req, layers)
         except Exception as exc:  # noqa: BLE001 - the executor's request was malformed
-            reply = {"results": [], "seconds": 0.0, "output": "", "error": one_line(repr(exc))}
+            reply = {"results": [], "runs": [], "seconds": 0.0, "output": "", "error": one_line(repr(exc))}
         _say(proto, reply)
 
 
@@ -176,7 +183,7 @@ def main() -> None:
     os.dup2(2, 1)  # stray prints go to stderr, never into the protocol
     try:
         config = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
-        isolation, run = _siblings()
+        isolation, run, job = _siblings()
         packages = ["numpy", *config.get("packages", [])]
         preload(PRELOAD)
         failure = load_packages(packages) or load_dsl(list(config.get("dsl", [])))
@@ -198,7 +205,7 @@ def main() -> None:
     gc.collect()
     gc.freeze()
     _say(proto, {"layers": layers, "why": why})
-    serve(proto, run, layers)
+    serve(proto, run, job, layers)
 
 
 if __name__ == "__main__":

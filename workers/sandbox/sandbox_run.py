@@ -55,7 +55,7 @@ def _close_from(first: int) -> None:
 
 
 def _confine(memory_mb: int, cpu_s: int, workdir: str, wfd: int, out: int, layers: dict[str, bool]) -> None:
-    """Limits, descriptors, user and seccomp for the forked child, in that order."""
+    """Limits, descriptors, user and seccomp for the forked child (a run, or a job process), in that order."""
     os.setpgid(0, 0)
     _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the helper
     mem = memory_mb * 1024 * 1024

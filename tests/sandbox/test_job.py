@@ -1,0 +1,152 @@
+"""Job isolation gives exactly the verdicts of run isolation, even when a program of the job poisons shared state.
+
+Each poisoner below changes something a job process shares between its programs, and its probe
+is a program that would see the change. In one job (poisoner, probe, probe), the probes must get
+the verdicts they get in run isolation, where every program has a fresh fork: the check after the
+poisoner replaces the job process. The corpus of `benchmarks/corpus.py` and every hostile program
+of the other tests, run as one job, give the verdicts of run isolation too.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from arcsynth.common.models import Task
+from arcsynth.workers.sandbox.executor import Executor
+
+from .test_channel import CHANNEL
+from .test_executor import HOSTILE, PROGRAMS
+
+TASK = Task(id="t", train=[{"input": [[1, 2]], "output": [[2, 1]]}, {"input": [[3, 4]], "output": [[4, 3]]}],
+            test=[{"input": [[5, 6]]}])
+FLIP = "def transform(grid):\n    return grid[:, ::-1]"
+REPO = Path(__file__).resolve().parents[2]
+
+# name: (the poisoner's code, run at load time, then `transform` returns the grid; the probe's transform body)
+POISONS = {
+    "builtins": ("import builtins\nbuiltins.len = lambda x: 0", "return [[len([1, 2, 3])]]"),
+    "builtins_added": ("import builtins\nbuiltins.EVIL = 7", "return [[int('EVIL' in dir(__builtins__))]]"),
+    "numpy_function": ("import numpy as np\nnp.flip = lambda g, *a, **k: g * 0", "import numpy as np\n    return np.flip(grid)"),
+    "numpy_random_seed": ("import numpy as np\nnp.random.seed(1)\nnp.random.randint(10)",
+                          "import numpy as np\n    return [[int(np.random.randint(0, 10))]]"),
+    "numpy_errors": ("import numpy as np\nnp.seterr(all='raise')",
+                     "import numpy as np\n    return [[int(np.geterr()['divide'] == 'raise')]]"),
+    "numpy_print": ("import numpy as np\nnp.set_printoptions(threshold=1)",
+                    "import numpy as np\n    return [[len(str(np.arange(9))) % 10]]"),
+    "class_attribute": ("import collections\ncollections.Counter.most_common = lambda self, n=None: [(9, 1)]",
+                        "import collections\n    return [[collections.Counter([1, 1, 2]).most_common(1)[0][0]]]"),
+    "module_dict": ("import copyreg\ncopyreg.dispatch_table[complex] = None",
+                    "import copyreg\n    return [[int(complex in copyreg.dispatch_table)]]"),
+    "atexit": ("import atexit\natexit.register(print, 'bye')", "import atexit\n    return [[atexit._ncallbacks()]]"),
+    "signal_handler": ("import signal\nsignal.signal(signal.SIGALRM, lambda *a: None)",
+                       "import signal\n    return [[int(signal.getsignal(signal.SIGALRM) == signal.SIG_DFL)]]"),
+    "signal_mask": ("import signal\nsignal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})",
+                    "import signal\n    return [[len(signal.pthread_sigmask(signal.SIG_BLOCK, set()))]]"),
+    "thread": ("import threading, time\nthreading.Thread(target=time.sleep, args=(30,), daemon=True).start()",
+               "import threading\n    return [[threading.active_count()]]"),
+    "raw_thread": ("import _thread, time\n_thread.start_new_thread(time.sleep, (30,))",
+                   "import _thread\n    return [[_thread._count()]]"),
+    "chdir": ("import os\nos.chdir('/')", "import os\n    return [[int(os.getcwd() == '/')]]"),
+    "files_left": ("open('left.txt', 'w').write('x')", "import os\n    return [[int(os.path.exists('left.txt'))]]"),
+    "environment": ("import os\nos.environ['EVIL'] = '1'", "import os\n    return [[int('EVIL' in os.environ)]]"),
+    "sys_path": ("import sys\nsys.path.insert(0, '/evil')", "import sys\n    return [[int('/evil' in sys.path)]]"),
+    "sys_modules": ("import sys\nsys.modules['evil'] = sys", "import sys\n    return [[int('evil' in sys.modules)]]"),
+    "recursion_limit": ("import sys\nsys.setrecursionlimit(60)", "import sys\n    return [[sys.getrecursionlimit() % 7]]"),
+    "trace_hook": ("import sys\nsys.settrace(lambda *a: None)", "import sys\n    return [[int(sys.gettrace() is None)]]"),
+    "stdout": ("import sys, io\nsys.stdout = io.StringIO()", "print('seen')\n    return grid"),
+    "warnings": ("import warnings\nwarnings.simplefilter('error')", "import warnings\n    return [[len(warnings.filters) % 10]]"),
+    "gc": ("import gc\ngc.disable()", "import gc\n    return [[int(gc.isenabled())]]"),
+    "umask": ("import os\nos.umask(0)", "import os\n    m = os.umask(0o22)\n    os.umask(m)\n    return [[m % 10]]"),
+    "descriptor": ("import os\nos.open('/dev/null', os.O_RDONLY)",
+                   "import os\n    return [[sum(1 for fd in range(20) if os.path.exists(f'/dev/fd/{fd}') or _open(fd))]]"),
+    "resource_limit": ("import resource\nresource.setrlimit(resource.RLIMIT_NOFILE, (8, 8))",
+                       "import resource\n    return [[resource.getrlimit(resource.RLIMIT_NOFILE)[0] % 10]]"),
+    "function_code": ("import json\njson.loads.__code__ = (lambda *a, **k: 7).__code__",
+                      "import json\n    return [[json.loads('3')]]"),
+}
+UNSEEDED = {"numpy_random_seed"}
+OPEN = ("def _open(fd):\n    import os\n    try:\n        os.fstat(fd)\n        return True\n"
+        "    except OSError:\n        return False\n")
+
+
+@pytest.fixture(scope="module")
+def both():
+    run, job = Executor(timeout_s=2.0, memory_mb=512), Executor(timeout_s=2.0, memory_mb=512, isolation="job")
+    run.start()
+    job.start()
+    yield run, job
+    run.close()
+    job.close()
+
+
+def verdicts(results) -> list:
+    return [r.model_dump(exclude={"seconds"}) for r in results]
+
+
+def same(both, task: Task, codes: list[str]) -> None:
+    run, job = both
+    alone = [run.grade(task, code) for code in codes]
+    together = job.grade_many(task, codes)
+    for code, a, b in zip(codes, verdicts(alone), verdicts(together)):
+        assert a == b, code
+
+
+@pytest.mark.parametrize("name", sorted(POISONS))
+def test_a_poisoner_costs_only_its_own_run(both, name):
+    poison, probe = POISONS[name]
+    poisoner = f"{poison}\ndef transform(grid):\n    return grid"
+    prober = f"{OPEN}def transform(grid):\n    {probe}"
+    run, job = both
+    if name in UNSEEDED:  # each helper seeds numpy afresh: compare a job's probes with each other
+        first, _, after, again = verdicts(job.grade_many(TASK, [prober, poisoner, prober, prober]))
+        assert first == after == again
+        return
+    same(both, TASK, [FLIP, poisoner, prober, prober, FLIP])
+    outputs = [o for _, _, o in job.run_many([poisoner, prober], [[[1, 2]]])]
+    assert outputs[1] == run.run_many([prober], [[[1, 2]]])[0][2]
+
+
+def test_hostile_programs_in_one_job_get_their_run_verdicts(both):
+    hostile = [code for code, *_ in HOSTILE.values() if "fill_disk" not in code and "a = a @ a" not in code]
+    same(both, TASK, [FLIP, *hostile, FLIP])
+
+
+def test_channel_forgers_in_one_job_get_their_run_verdicts(both):
+    codes = [FLIP]
+    for code, _, _ in CHANNEL.values():
+        codes += [code, FLIP]
+    same(both, TASK, codes)
+
+
+def test_the_corpus_and_real_programs_give_the_same_verdicts():
+    spec = importlib.util.spec_from_file_location("corpus", REPO / "benchmarks" / "corpus.py")
+    corpus = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(corpus)
+    run, job = Executor(timeout_s=5.0), Executor(timeout_s=5.0, isolation="job")
+    try:
+        tasks = {}
+        for task, _ in corpus.corpus():
+            tasks[task.id] = task
+        for task in list(tasks.values())[:6]:
+            codes = [*corpus.PROGRAMS, *PROGRAMS.values()]
+            together = job.grade_many(task, codes)
+            alone = [run.grade(task, code) for code in codes]
+            assert verdicts(alone) == verdicts(together), task.id
+    finally:
+        run.close()
+        job.close()
+
+
+def test_a_job_with_a_timeout_and_a_crash_goes_on_in_a_fresh_process(both):
+    _, job = both
+    codes = ["def transform(grid):\n    while True: pass", FLIP, "import os\ndef transform(grid):\n    os._exit(3)", FLIP]
+    errors = [[r.error for r in g.train] for g in job.grade_many(TASK, codes)]
+    assert errors == [["timeout"] * 2, ["none"] * 2, ["crashed"] * 2, ["none"] * 2]
+
+
+def test_isolation_must_be_run_or_job():
+    with pytest.raises(ValueError, match="isolation"):
+        Executor(isolation="thread")

@@ -1,0 +1,166 @@
+"""What a job process shares between the programs it runs in turn, and the check that none changed it.
+
+`Guard()` takes a snapshot in the confined job process before its first program; `guard.changed()`
+after each program names the first shared thing that program changed ("" when none), and the
+helper then replaces the process before the next program. Checked: the builtins, the attributes of
+every imported module (through each module dict's version tag where the interpreter has one, else
+the identity of every value), `sys.modules`, `sys.path`, `sys.meta_path` and `sys.path_hooks`,
+trace and profile hooks, recursion, switch-interval and int-digits limits, signal handlers,
+threads, atexit callbacks, the collector's settings and callbacks, warnings filters, numpy's
+error and print settings, cwd, umask, the environment, resource limits, open descriptors and the
+files of the job's directory. An audit hook taints the process on operations that reach past
+those (setting attributes of classes, frames and tracebacks' frames, `gc.get_objects`, ctypes,
+audit hooks of its own). `reset()` puts back, before each program, what a fresh fork would see:
+numpy's global generator as the helper left it, and `random` freshly seeded. Part of the helper: imports nothing from
+the project.
+"""
+
+from __future__ import annotations
+
+import _thread
+import atexit
+import builtins
+import ctypes
+import gc
+import operator
+import os
+import random
+import resource
+import signal
+import sys
+import threading
+import warnings
+
+import numpy as np
+
+# Audit events after which a process may hold changes that the snapshot cannot see.
+TAINTING = ("object.__setattr__", "object.__delattr__", "object.__getattr__", "sys._getframe", "sys.settrace",
+            "sys.setprofile", "sys.addaudithook", "gc.get_objects", "gc.get_referrers", "gc.get_referents",
+            "ctypes.", "_thread.start_new_thread", "os.chdir", "os.fchdir", "os.putenv", "os.unsetenv",
+            "signal.", "function.__new__", "code.__new__", "setopencode")
+_LIMITS = (resource.RLIMIT_AS, resource.RLIMIT_FSIZE, resource.RLIMIT_NOFILE, resource.RLIMIT_NPROC,
+           resource.RLIMIT_CORE, resource.RLIMIT_STACK, resource.RLIMIT_DATA)
+_SIGNALS = tuple(s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP))
+_MAX_FD = 64
+_IMMUTABLE = 1 << 8  # Py_TPFLAGS_IMMUTABLETYPE
+_VALUE = operator.attrgetter("value")
+_OWN_FDS = 4  # 0, 1 and 2, the result channel
+
+
+def _dict_tag() -> int | None:
+    """Offset of a dict's version tag (PEP 509; CPython 3.11 to 3.13) if it behaves as one here, else None."""
+    if sys.implementation.name != "cpython" or not (3, 11) <= sys.version_info[:2] <= (3, 13):
+        return None
+    offset = 3 * ctypes.sizeof(ctypes.c_void_p)  # refcount, type, ma_used
+    d: dict = {"a": 1}
+    read = ctypes.c_uint64.from_address(id(d) + offset)
+    before = read.value
+    d["a"] = 1  # the same value: no change
+    same = read.value
+    d["a"] = 2
+    changed = read.value
+    d["b"] = 3
+    return offset if before == same and changed != same and read.value != changed else None
+
+
+_OFFSET = _dict_tag()
+
+
+class Guard:
+    """A snapshot of what the programs of one job process share; see the module docstring."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.tainted = ""
+        self.state = self._state()  # first, so whatever it imports lazily is in the snapshot below
+        self.numpy_random = np.random.get_state(legacy=False)  # with the buffered 32 bits
+        self.modules = dict(sys.modules)
+        self.fds = self._fds()
+        own = [getattr(m, "__dict__", None) for m in self.modules.values()]
+        dicts = [sys.modules, builtins.__dict__, os.environ._data, *(d for d in own if type(d) is dict)]
+        classes = {id(v): v for d in dicts[3:] for v in list(d.values())
+                   if isinstance(v, type) and not v.__flags__ & _IMMUTABLE}  # pure-Python classes
+        dicts += [d for cls in classes.values() for d in gc.get_referents(cls.__dict__) if type(d) is dict]
+        dicts += [v for d in dicts[3:] for v in list(d.values()) if type(v) is dict]  # module-level dicts
+        self.alive = dicts  # a version tag is read at its dict's address: keep each dict alive
+        if _OFFSET is not None:
+            self.tags = [ctypes.c_uint64.from_address(id(d) + _OFFSET) for d in dicts]
+            self.values = [t.value for t in self.tags]
+        else:
+            self.dicts = [(d, len(d), tuple(map(id, d.values()))) for d in dicts]
+            self.environ = dict(os.environ)
+        sys.addaudithook(self._audit)
+
+    def _audit(self, event: str, args: tuple) -> None:
+        if not self.tainted and event.startswith(TAINTING):
+            self.tainted = f"audit event {event}"
+
+    def _state(self) -> tuple:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        return (
+            tuple(sys.path), tuple(sys.meta_path), tuple(sys.path_hooks), sys.gettrace(), sys.getprofile(),
+            sys.getrecursionlimit(), sys.getswitchinterval(), sys.get_int_max_str_digits(),
+            tuple(map(signal.getsignal, _SIGNALS)), gc.isenabled(), gc.get_threshold(), tuple(gc.callbacks),
+            tuple(warnings.filters), str(np.geterr()), np.getbufsize(), str(np.get_printoptions()),
+            os.getcwd(), umask, tuple(map(resource.getrlimit, _LIMITS)),
+        )
+
+    def _fds(self) -> tuple:
+        """The job's own descriptors (by file) and which of the others are open, in two syscalls and five."""
+        if not hasattr(self, "poll"):
+            import select
+
+            self.poll = select.poll()
+            for fd in range(_OWN_FDS, _MAX_FD):
+                self.poll.register(fd, 0)
+        own = []
+        for fd in range(_OWN_FDS):
+            try:
+                st = os.fstat(fd)
+                own.append((st.st_dev, st.st_ino))
+            except OSError:
+                own.append(None)
+        return tuple(own), tuple(sorted(self.poll.poll(0)))
+
+    def reset(self) -> None:
+        """Before each program, the generators as a fresh fork has them: numpy's global one as the helper
+        left it, `random` seeded afresh (as `random` reseeds itself in every forked child)."""
+        random.seed()
+        np.random.set_state(self.numpy_random)
+
+    def changed(self) -> str:
+        """What the last program changed of the shared state ("" when nothing); never raises."""
+        try:
+            return self._changed()
+        except BaseException as exc:  # noqa: BLE001 - a program may have broken what the check uses
+            return f"the check failed: {type(exc).__name__}"
+
+    def _changed(self, list=list, map=map, value=_VALUE) -> str:  # noqa: A002 - bound now: builtins may be patched
+        if self.tainted:
+            return self.tainted
+        if _OFFSET is not None:
+            if list(map(value, self.tags)) != self.values:
+                return "a module's or class's attributes, sys.modules, the builtins or the environment"
+        elif any(len(d) != n or tuple(map(id, d.values())) != ids for d, n, ids in self.dicts):
+            return "a module's or class's attributes, sys.modules or the builtins"
+        elif dict(os.environ) != self.environ:
+            return "the environment"
+        if threading.active_count() != 1:
+            return "a thread was left running"
+        if _thread._count() != 0:  # type: ignore[attr-defined]
+            return "a thread was left running"
+        if atexit._ncallbacks() != 0:  # type: ignore[attr-defined]
+            return "an atexit callback"
+        state = self._state()
+        if state != self.state:
+            names = ("sys.path", "sys.meta_path", "sys.path_hooks", "trace hook", "profile hook", "recursion limit",
+                     "switch interval", "int digits", "signal handlers", "gc", "gc thresholds", "gc callbacks",
+                     "warnings filters", "numpy error settings", "numpy buffer size", "numpy print options",
+                     "cwd", "umask", "resource limits")
+            return next(n for n, a, b in zip(names, state, self.state) if a != b)
+        if self._fds() != self.fds:
+            return "open descriptors"
+        if os.listdir(self.folder):
+            return "files left in the job's directory"
+        return ""
