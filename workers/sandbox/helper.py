@@ -200,6 +200,7 @@ def main() -> None:
         os._exit(STARTUP_FAILED)
     import gc
 
+    job.prepare()
     # Everything loaded so far is shared with every forked run; frozen, the collector never walks
     # (and so never copies) those pages in a child.
     gc.collect()

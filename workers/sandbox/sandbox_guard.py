@@ -66,6 +66,31 @@ def _dict_tag() -> int | None:
 _OFFSET = _dict_tag()
 
 
+_WATCHED: tuple[dict, list[dict], list | None] | None = None
+
+
+def watched() -> tuple[dict, list[dict], list | None]:
+    """(sys.modules as it is, the dicts the check watches, a version-tag reader per dict or None).
+
+    The same in every job process the helper forks (the dicts sit at the same addresses), so the
+    helper calls this once after loading everything; a process whose sys.modules has grown since
+    (a lazy import in the helper) builds its own.
+    """
+    global _WATCHED
+    if _WATCHED is not None and len(_WATCHED[0]) == len(sys.modules):
+        return _WATCHED
+    modules = dict(sys.modules)
+    own = [getattr(m, "__dict__", None) for m in modules.values()]
+    dicts = [sys.modules, builtins.__dict__, os.environ._data, *(d for d in own if type(d) is dict)]
+    classes = {id(v): v for d in dicts[3:] for v in list(d.values())
+               if isinstance(v, type) and not v.__flags__ & _IMMUTABLE}  # pure-Python classes
+    dicts += [d for cls in classes.values() for d in gc.get_referents(cls.__dict__) if type(d) is dict]
+    dicts += [v for d in dicts[3:] for v in list(d.values()) if type(v) is dict]  # module-level dicts
+    tags = None if _OFFSET is None else [ctypes.c_uint64.from_address(id(d) + _OFFSET) for d in dicts]
+    _WATCHED = modules, dicts, tags
+    return _WATCHED
+
+
 class Guard:
     """A snapshot of what the programs of one job process share; see the module docstring."""
 
@@ -74,26 +99,27 @@ class Guard:
         self.tainted = ""
         self.state = self._state()  # first, so whatever it imports lazily is in the snapshot below
         self.numpy_random = np.random.get_state(legacy=False)  # with the buffered 32 bits
-        self.modules = dict(sys.modules)
         self.fds = self._fds()
-        own = [getattr(m, "__dict__", None) for m in self.modules.values()]
-        dicts = [sys.modules, builtins.__dict__, os.environ._data, *(d for d in own if type(d) is dict)]
-        classes = {id(v): v for d in dicts[3:] for v in list(d.values())
-                   if isinstance(v, type) and not v.__flags__ & _IMMUTABLE}  # pure-Python classes
-        dicts += [d for cls in classes.values() for d in gc.get_referents(cls.__dict__) if type(d) is dict]
-        dicts += [v for d in dicts[3:] for v in list(d.values()) if type(v) is dict]  # module-level dicts
+        self.modules, dicts, tags = watched()
         self.alive = dicts  # a version tag is read at its dict's address: keep each dict alive
-        if _OFFSET is not None:
-            self.tags = [ctypes.c_uint64.from_address(id(d) + _OFFSET) for d in dicts]
-            self.values = [t.value for t in self.tags]
+        if tags is not None:
+            self.tags = tags
+            self.values = [t.value for t in tags]
         else:
             self.dicts = [(d, len(d), tuple(map(id, d.values()))) for d in dicts]
             self.environ = dict(os.environ)
         sys.addaudithook(self._audit)
+        gc.freeze()  # the snapshot, like the helper's heap, is never walked by the collector
 
     def _audit(self, event: str, args: tuple) -> None:
         if not self.tainted and event.startswith(TAINTING):
             self.tainted = f"audit event {event}"
+
+    @staticmethod
+    def warm() -> None:
+        """Call what the check calls, so whatever that imports lazily is loaded before `watched()`."""
+        Guard._state(Guard.__new__(Guard))
+        np.random.get_state(legacy=False)
 
     def _state(self) -> tuple:
         umask = os.umask(0o022)

@@ -26,7 +26,7 @@ import time
 
 import sandbox_run as run
 from sandbox_channel import parse_results
-from sandbox_guard import Guard
+from sandbox_guard import Guard, watched
 from sandbox_run import CHANNEL, FAILED, MAX_CHANNEL, NOBODY
 
 GO = signal.SIGUSR1  # the helper's go: blocked (and so waited for) between programs, never during one
@@ -164,6 +164,12 @@ def _one_process(req: dict, first: int, layers: dict[str, bool]) -> list[dict]:
     os.close(out)
     run.remove(folder)
     return replies
+
+
+def prepare() -> None:
+    """In the helper, once everything is loaded: what every job process's check watches (see `watched`)."""
+    Guard.warm()
+    watched()
 
 
 def run_job(req: dict, layers: dict[str, bool]) -> dict:
