@@ -1,30 +1,26 @@
 """Training one LoRA on a resident base model: peft on any device, unsloth on a CUDA GPU.
 
 Each job borrows its base model from a `ResidentModels` cache (loaded once per worker process),
-seeds torch, attaches a fresh LoRA (or loads its start adapter, trainable), trains, saves the
-adapter, and unloads it without merging; the cache then restores and checks the base model. So a
-job's adapter depends only on its request, not on the jobs the process ran before.
+attaches a seeded fresh LoRA (or its start adapter's weights, trainable; `lora_attach`), trains,
+saves the adapter; the cache then restores the base model, which detaches the LoRA unmerged, and
+checks it. So a job's adapter depends only on its request, not on the jobs the process ran before.
 """
 
 from __future__ import annotations
 
 import copy
-import logging
 import math
 import os
 import random
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from arcsynth.common.model_store import resolve_model
 from arcsynth.common.models import FinetuneRequest
-from arcsynth.workers.resident_models import ModelKey, ResidentModels
-
-log = logging.getLogger(__name__)
+from arcsynth.workers.lora_attach import attached_lora
+from arcsynth.workers.resident_models import ModelKey, Resident, ResidentModels
 
 
 @dataclass(frozen=True)
@@ -82,51 +78,11 @@ def _load_unsloth(key: ModelKey) -> tuple[Any, Any]:
                                              load_in_4bit=False)
 
 
-@contextmanager
-def attached_lora(model: Any, req: FinetuneRequest, start_from: str, backend: str) -> Iterator[Any]:
-    """`model` wrapped with a trainable LoRA for `req` (fresh, or `start_from`'s weights); unloaded on exit.
-
-    torch is seeded with `req.train.seed` right before the LoRA is initialised, so its initial
-    weights do not depend on anything the process did before. Unloading removes the LoRA layers
-    without merging them; `ResidentModels.borrow` restores whatever else training changed.
-    """
-    import torch
-    from peft import LoraConfig, PeftModel, get_peft_model
-
-    torch.manual_seed(req.train.seed)
-    if backend == "unsloth":
-        from unsloth import FastLanguageModel
-
-        if start_from:  # as unsloth's own loader does for an adapter folder
-            peft_model = PeftModel.from_pretrained(model, start_from, is_trainable=True)
-            peft_model = FastLanguageModel.patch_peft_model(peft_model, use_gradient_checkpointing="unsloth")
-        else:
-            peft_model = FastLanguageModel.get_peft_model(
-                model, r=req.lora.rank, lora_alpha=req.lora.alpha, lora_dropout=req.lora.dropout,
-                target_modules=list(req.lora.target_modules), random_state=req.train.seed,
-                use_gradient_checkpointing="unsloth",
-            )
-    elif start_from:
-        peft_model = PeftModel.from_pretrained(model, start_from, is_trainable=True)
-    else:
-        peft_model = get_peft_model(model, LoraConfig(
-            r=req.lora.rank, lora_alpha=req.lora.alpha, lora_dropout=req.lora.dropout,
-            target_modules=list(req.lora.target_modules), task_type="CAUSAL_LM",
-        ))
-    try:
-        yield peft_model
-    finally:
-        try:
-            peft_model.unload()
-        except Exception:  # the resident cache restores the module tree from its snapshot anyway
-            log.warning("peft could not unload the LoRA; the resident model's snapshot restores it", exc_info=True)
-
-
 def _tokenise(tokenizer: Any, req: FinetuneRequest) -> list[tuple[list[int], list[int]]]:
     """(input_ids, labels) per example; prompt tokens are masked so loss is on the completion only."""
     rows = []
     for ex in req.examples:
-        prompt = tokenizer.apply_chat_template(ex.messages, add_generation_prompt=True, tokenize=False)
+        prompt = ex.prompt or tokenizer.apply_chat_template(ex.messages, add_generation_prompt=True, tokenize=False)
         p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         c_ids = tokenizer(ex.completion + (tokenizer.eos_token or ""), add_special_tokens=False)["input_ids"]
         ids = (p_ids + c_ids)[: req.train.max_seq_length]
@@ -144,7 +100,7 @@ def _completion_loss(model: Any, ids: Any, mask: Any, labels: Any) -> Any:
     import torch
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = base.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+    hidden = base.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
     targets = labels[:, 1:]
     keep = targets != -100
     logits = base.get_output_embeddings()(hidden[:, :-1][keep])
@@ -198,7 +154,9 @@ def sft_trainer(model: Any, tokenizer: Any, req: FinetuneRequest, scratch: Path)
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    data = Dataset.from_list([{"prompt": ex.messages, "completion": [{"role": "assistant", "content": ex.completion}]}
+    # Chat examples as conversations; plain-prompt examples (`base` format) as text, as TRL takes both.
+    data = Dataset.from_list([{"prompt": ex.prompt, "completion": ex.completion} if ex.prompt else
+                              {"prompt": ex.messages, "completion": [{"role": "assistant", "content": ex.completion}]}
                               for ex in req.examples])
     args = SFTConfig(output_dir=str(scratch), max_steps=total_steps(req), per_device_train_batch_size=req.train.batch_size,
                      learning_rate=req.train.learning_rate, max_length=req.train.max_seq_length,
@@ -206,6 +164,21 @@ def sft_trainer(model: Any, tokenizer: Any, req: FinetuneRequest, scratch: Path)
                      save_strategy="no", report_to=[], seed=req.train.seed, disable_tqdm=True,
                      use_cpu=not _cuda(), bf16=_bf16(), fp16=False)
     return SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+
+
+def _save_tokenizer(resident: Resident, tokenizer: Any, out: Path) -> None:
+    """Write the tokenizer's files beside the adapter: the resident tokenizer's once serialised, then copied."""
+    if tokenizer is not resident.tokenizer:
+        tokenizer.save_pretrained(out)
+        return
+    files = resident.extras.get("tokenizer_files")
+    if files is None:
+        before = set(os.listdir(out))
+        tokenizer.save_pretrained(out)
+        resident.extras["tokenizer_files"] = {name: (out / name).read_bytes() for name in sorted(set(os.listdir(out)) - before)}
+        return
+    for name, data in files.items():
+        (out / name).write_bytes(data)
 
 
 def train_resident(req: FinetuneRequest, out: Path, start_from: str, backend: str, models: ResidentModels) -> Trained:
@@ -222,11 +195,11 @@ def train_resident(req: FinetuneRequest, out: Path, start_from: str, backend: st
         load_s = time.perf_counter() - start if models.loads[key] > loads else 0.0
         sft = backend == "unsloth" or req.trainer == "trl"
         tokenizer = copy.deepcopy(resident.tokenizer) if sft else resident.tokenizer
-        with attached_lora(resident.model, req, start_from, backend) as model:
+        with attached_lora(resident, req, start_from, backend) as model:
             if sft:
                 loss, train_s = _train_sft(model, tokenizer, req, out.parent / "trainer")
             else:
                 loss, train_s = _train_loop(model, tokenizer, req)
             model.save_pretrained(out)
-        tokenizer.save_pretrained(out)
+        _save_tokenizer(resident, tokenizer, out)
     return Trained(loss, train_s, load_s)

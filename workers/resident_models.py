@@ -22,7 +22,7 @@ import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -114,12 +114,13 @@ class ModelSnapshot:
 
 @dataclass
 class Resident:
-    """A loaded base model with its tokenizer and the snapshot taken right after loading."""
+    """A loaded base model with its tokenizer and the snapshot taken right after loading; dropped together."""
 
     key: ModelKey
     model: Any
     tokenizer: Any
     snapshot: ModelSnapshot
+    extras: dict[str, Any] = field(default_factory=dict)  # what jobs keep with this model (LoRA modules, files)
 
 
 Loader = Callable[[ModelKey], tuple[Any, Any]]

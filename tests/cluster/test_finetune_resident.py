@@ -19,6 +19,7 @@ from arcsynth.common.models import FinetuneRequest, LoraConfig, TrainConfig, Tra
 from arcsynth.workers.lora_backends import model_key
 from arcsynth.workers.lora_training import train_adapter
 from arcsynth.workers.resident_models import ResidentModels
+from tests.support import untrained_adapter
 
 FLIP = TrainingExample(messages=[{"role": "user", "content": "Flip it."}],
                        completion="```python\ndef transform(grid):\n    return grid[::-1]\n```")
@@ -96,6 +97,11 @@ def test_a_warm_workers_job_gives_the_adapter_a_fresh_workers_first_job_gives(sm
     train_adapter(job(seed=5, start_adapter=trl.adapter), root, cache, models)  # continues from an adapter
     before.assert_matches(resident)
     warm = train_adapter(target, root, cache, models)
+    before.assert_matches(resident)
+    # A start adapter of another shape (rank 8 on q/v, the kept LoRA modules are rank 4 on all): its own config rules.
+    odd = untrained_adapter(smollm2, tmp_path / "rank8", rank=8)
+    grown = train_adapter(job(start_adapter=odd), root, cache, models)
+    assert json.loads((Path(grown.adapter) / "adapter_config.json").read_text())["r"] == 8
     before.assert_matches(resident)
     trl_again = train_adapter(job(seed=3, trainer="trl"), str(tmp_path / "again"), cache, models)
     before.assert_matches(resident)
