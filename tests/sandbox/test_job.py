@@ -150,3 +150,50 @@ def test_a_job_with_a_timeout_and_a_crash_goes_on_in_a_fresh_process(both):
 def test_isolation_must_be_run_or_job():
     with pytest.raises(ValueError, match="isolation"):
         Executor(isolation="thread")
+
+
+DSL = '''"""A BARC-style DSL: helpers over numpy grids, with module-level state a careless program might touch."""
+import numpy as np
+from collections import Counter
+
+BACKGROUND = 0
+PALETTE = {"red": 2, "blue": 1}
+
+
+def flip_lr(grid):
+    return np.asarray(grid)[:, ::-1]
+
+
+def most_common_colour(grid):
+    return Counter(np.asarray(grid).ravel().tolist()).most_common(1)[0][0]
+
+
+def recolour(grid, source, target):
+    out = np.array(grid)
+    out[out == source] = target
+    return out
+'''
+DSL_PROGRAMS = [
+    "from common import *\ndef transform(grid):\n    return flip_lr(grid)",
+    "from common import *\ndef transform(grid):\n    return recolour(grid, 1, PALETTE['red'])",
+    "import common\ncommon.BACKGROUND = 5\ndef transform(grid):\n    return grid",  # poisons the DSL
+    "from common import *\ndef transform(grid):\n    return [[BACKGROUND]]",
+    "import common\ncommon.PALETTE['red'] = 9\ndef transform(grid):\n    return grid",  # poisons a DSL dict
+    "from common import *\ndef transform(grid):\n    return recolour(grid, 1, PALETTE['red'])",
+    "from common import *\ndef transform(grid):\n    return np.full_like(grid, most_common_colour(grid))",
+]
+
+
+def test_dsl_programs_and_dsl_poisoners_give_the_same_verdicts(tmp_path):
+    dsl = tmp_path / "common.py"
+    dsl.write_text(DSL)
+    run = Executor(timeout_s=2.0, dsl=[str(dsl)])
+    job = Executor(timeout_s=2.0, dsl=[str(dsl)], isolation="job")
+    try:
+        alone = [run.grade(TASK, code) for code in DSL_PROGRAMS]
+        together = job.grade_many(TASK, DSL_PROGRAMS)
+        assert verdicts(alone) == verdicts(together)
+        assert together[3].test[0].output == [[0]] and together[5].test[0].output == [[5, 6]]
+    finally:
+        run.close()
+        job.close()
