@@ -41,6 +41,17 @@ class ModelKey:
     max_seq_length: int = 0  # unsloth sizes its RoPE and kernels at load time; 0 for peft
 
 
+def _same_contents(now: Any, saved: Any) -> bool:
+    """Whether a container holds the very same items (by identity), in the same order, as its saved copy."""
+    if isinstance(now, set):
+        return now == saved
+    if len(now) != len(saved):
+        return False
+    if isinstance(now, dict):
+        return list(now) == list(saved) and all(a is b for a, b in zip(now.values(), saved.values()))
+    return all(a is b for a, b in zip(now, saved))
+
+
 def _tensor_state(t: Any) -> tuple:
     return (t.data_ptr(), t.dtype, t.device, tuple(t.shape), t._version)
 
@@ -83,8 +94,8 @@ class ModelSnapshot:
             for k, v in attrs.items():
                 if current.get(k, _MISSING) is not v:
                     current[k] = v
-                if k in contents:  # refilled in place: torch's hook handles hold these very dicts
-                    v.clear()
+                if k in contents and not _same_contents(v, contents[k]):
+                    v.clear()  # refilled in place: torch's hook handles hold these very dicts
                     v.extend(contents[k]) if isinstance(v, list) else v.update(contents[k])
         for config, fields in self._configs.values():
             config.__dict__.clear()
@@ -109,7 +120,6 @@ class ModelSnapshot:
             problems.append("the set of buffers changed")
         problems += [f"buffer {tuple(b.shape)} changed" for b, state in self._buffers if _tensor_state(b) != state]
         return problems
-
 
 
 @dataclass
