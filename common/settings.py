@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     exec_dsl: str = ""
     # Comma-separated packages offered to programs besides numpy (e.g. `scipy` for BARC's common.py).
     exec_packages: str = ""
+    # How candidate programs are isolated from each other: "run" gives every program its own forked,
+    # confined process; "job" runs the distinct programs of one task in one confined process, one
+    # after another, replaced whenever a program changed shared state, timed out or crashed. Use
+    # "job" for re-scoring and large replay evaluations, not for live sampling of hostile code.
+    exec_isolation: Literal["run", "job"] = "run"
 
     def exec_dsl_paths(self) -> list[str]:
         return [x.strip() for x in self.exec_dsl.split(",") if x.strip()]

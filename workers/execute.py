@@ -30,30 +30,25 @@ def grade_completions(executor: Executor, task: Task, sampled: SampleResult, epo
                       fmt: PromptFormat = "arcsynth") -> list[Candidate]:
     """One candidate per completion, in order; identical programs run once. Programs are
     extracted and called as the prompt format says (a `barc` program runs as BARC runs it)."""
-    seen: dict[str, ExecutionResult] = {}
-    out = []
-    for i, comp in enumerate(sampled.completions):
+    extracted: list[tuple[str | None, str]] = []
+    for comp in sampled.completions:
         try:
-            code: str | None = formats.extract(fmt, comp.text)
-            reason = ""
+            extracted.append((formats.extract(fmt, comp.text), ""))
         except ExtractionError as exc:
-            code, reason = None, str(exc)
-        execution = None
-        if code is not None:
-            key = normalise(code)
-            if key not in seen:
-                seen[key] = executor.grade(task, formats.entry_wrapper(fmt, code), augmentation)
-            execution = seen[key]
-        out.append(Candidate(task_id=task.id, index=i, code=code, extraction_error=reason,
-                             completion=comp, epoch=epoch, adapter=sampled.adapter, parent=sampled.parent,
-                             job=job, execution=execution))
-    return out
+            extracted.append((None, str(exc)))
+    wrapped = {normalise(code): formats.entry_wrapper(fmt, code) for code, _ in extracted if code is not None}
+    keys = list(wrapped)  # distinct programs in order: one batch (one process in job isolation)
+    seen: dict[str, ExecutionResult] = dict(zip(keys, executor.grade_many(task, [wrapped[k] for k in keys], augmentation)))
+    return [Candidate(task_id=task.id, index=i, code=code, extraction_error=reason, completion=comp, epoch=epoch,
+                      adapter=sampled.adapter, parent=sampled.parent, job=job,
+                      execution=seen[normalise(code)] if code is not None else None)
+            for i, (comp, (code, reason)) in enumerate(zip(sampled.completions, extracted))]
 
 
 def make_executor(settings: Settings) -> Executor:
     return Executor(timeout_s=settings.exec_timeout_s, memory_mb=settings.exec_memory_mb,
                     require=settings.exec_required_layers(), dsl=settings.exec_dsl_paths(),
-                    packages=settings.exec_package_names())
+                    packages=settings.exec_package_names(), isolation=settings.exec_isolation)
 
 
 def register(app: Celery, settings: Settings) -> None:
