@@ -44,7 +44,7 @@ def test_replay_reads_run_candidates_and_plain_records(tmp_path):
     assert [c.text for c in backend.generate([], SamplingConfig(n=1), task_id="a")[0]] == ["one"]
     assert backend.generate([], SamplingConfig(n=1), task_id="zzz")[0] == []
     path.write_text('{"task_id": "a"}\n')
-    with pytest.raises(ValueError, match="saved.jsonl: line 1: needs task_id and text"):
+    with pytest.raises(ValueError, match="saved.jsonl: line 1: needs text, completion or completion.text"):
         ReplayBackend(str(path))
 
 
