@@ -66,6 +66,7 @@ def _peft_lora(resident: Resident, req: FinetuneRequest) -> Any:
 
 
 def _fresh_weights(peft_model: Any, seed: int) -> None:
+    """peft's default LoRA init (A as `nn.Linear`'s, B zero) on every LoRA layer in module order, seeded."""
     import torch
     from peft.tuners.lora import LoraLayer
 

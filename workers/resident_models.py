@@ -71,12 +71,15 @@ class ModelSnapshot:
     def __init__(self, model: Any) -> None:
         from transformers import GenerationConfig, PretrainedConfig
 
-        self._modules: list[tuple[Any, dict[str, Any], dict[str, Any]]] = []
+        # Per module: its attributes, copies of its non-empty containers, the names of its empty ones
+        # (most of torch's hook dicts), which restoring only has to keep empty.
+        self._modules: list[tuple[Any, dict[str, Any], dict[str, Any], tuple[str, ...]]] = []
         self._configs: dict[int, tuple[Any, dict[str, Any]]] = {}
         for module in model.modules():
             attrs = dict(module.__dict__)
-            contents = {k: copy.copy(v) for k, v in attrs.items() if isinstance(v, _CONTAINERS)}
-            self._modules.append((module, attrs, contents))
+            contents = {k: copy.copy(v) for k, v in attrs.items() if isinstance(v, _CONTAINERS) and v}
+            empty = tuple(k for k, v in attrs.items() if isinstance(v, _CONTAINERS) and not v)
+            self._modules.append((module, attrs, contents, empty))
             for v in attrs.values():
                 if isinstance(v, (PretrainedConfig, GenerationConfig)) and id(v) not in self._configs:
                     self._configs[id(v)] = (v, copy.deepcopy(v.__dict__))
@@ -87,16 +90,22 @@ class ModelSnapshot:
 
     def restore(self, model: Any) -> None:
         """Put `model`'s module tree back as captured (`model` must be the captured root)."""
-        for module, attrs, contents in self._modules:
+        for module, attrs, contents, empty in self._modules:
             current = module.__dict__
-            for k in [k for k in current if k not in attrs]:
-                del current[k]
+            if len(current) != len(attrs) or any(k not in attrs for k in current):
+                for k in [k for k in current if k not in attrs]:
+                    del current[k]
             for k, v in attrs.items():
                 if current.get(k, _MISSING) is not v:
                     current[k] = v
-                if k in contents and not _same_contents(v, contents[k]):
+            for k in empty:
+                if attrs[k]:
+                    attrs[k].clear()
+            for k, saved in contents.items():
+                v = attrs[k]
+                if not _same_contents(v, saved):
                     v.clear()  # refilled in place: torch's hook handles hold these very dicts
-                    v.extend(contents[k]) if isinstance(v, list) else v.update(contents[k])
+                    v.extend(saved) if isinstance(v, list) else v.update(saved)
         for config, fields in self._configs.values():
             config.__dict__.clear()
             config.__dict__.update(copy.deepcopy(fields))
