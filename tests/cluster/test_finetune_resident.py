@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from arcsynth.common.models import FinetuneRequest, LoraConfig, TrainConfig, TrainingExample
-from arcsynth.workers.lora_backends import model_key
+from arcsynth.workers.lora_backends import _load_peft, model_key
 from arcsynth.workers.lora_training import train_adapter
 from arcsynth.workers.resident_models import ResidentModels
 from tests.support import untrained_adapter
@@ -90,10 +90,11 @@ def test_a_warm_workers_job_gives_the_adapter_a_fresh_workers_first_job_gives(sm
 
     models = ResidentModels(1)
     root, cache = str(tmp_path / "warm"), str(tmp_path / "cache")
+    before = Fingerprint(_load_peft(model_key(target, "peft"))[0])  # a model as loaded, by another load
     # First TRL's SFTTrainer (gradient checkpointing, an input-grad hook, its own seeding), which loads the model.
     trl = train_adapter(job(seed=3, trainer="trl"), root, cache, models)
     resident = models._models[model_key(target, "peft")].model
-    before = Fingerprint(resident)
+    before.assert_matches(resident)
     train_adapter(job(seed=5, start_adapter=trl.adapter), root, cache, models)  # continues from an adapter
     before.assert_matches(resident)
     warm = train_adapter(target, root, cache, models)
