@@ -34,7 +34,7 @@ def taught(cluster) -> dict:
     """A LoRA adapter taught the programs of two ARC tasks, trained by the fine-tune worker."""
     from arcsynth.common.jobs import send_finetune
 
-    return send_finetune(cluster.app, None, teach_request()).get(timeout=600)
+    return send_finetune(cluster.app, None, teach_request()).get(timeout=1200)
 
 
 @pytest.fixture(scope="session")
