@@ -67,20 +67,20 @@ def main() -> None:
     print(f"model {args.model} on {device}; {args.jobs} jobs of {args.steps} steps; imports took {imports_s:.2f} s")
 
     rows = []
+    print(f"{'job':>4} {'state':>5} {'wall_s':>8} {'train_s':>8} {'load_s':>8} {'overhead_s':>10} {'loss':>8}", flush=True)
     with tempfile.TemporaryDirectory(prefix="finetune-overhead-") as tmp:
         for i in range(args.jobs):
             begin = time.perf_counter()
             result = train_adapter(req, f"{tmp}/job{i}", f"{tmp}/cache")
             wall = time.perf_counter() - begin
             manifest = json.loads((Path(result.adapter) / "arcsynth_manifest.json").read_text())
-            rows.append((wall, manifest["train_seconds"], manifest["load_seconds"], result.final_loss))
-
-    print(f"{'job':>4} {'state':>5} {'wall_s':>8} {'train_s':>8} {'load_s':>8} {'overhead_s':>10} {'loss':>8}")
-    for i, (wall, train, load, loss) in enumerate(rows):
-        print(f"{i:>4} {'cold' if i == 0 else 'warm':>5} {wall:8.3f} {train:8.3f} {load:8.3f} {wall - train:10.3f} {loss:8.4f}")
+            train, load = manifest["train_seconds"], manifest["load_seconds"]
+            rows.append((wall, train))
+            print(f"{i:>4} {'cold' if i == 0 else 'warm':>5} {wall:8.3f} {train:8.3f} {load:8.3f} {wall - train:10.3f} "
+                  f"{result.final_loss:8.4f}", flush=True)
     cold = rows[0][0] - rows[0][1]
-    warm = statistics.median(wall - train for wall, train, _, _ in rows[1:])
-    train = statistics.median(train for _, train, _, _ in rows)
+    warm = statistics.median(wall - train for wall, train in rows[1:])
+    train = statistics.median(train for _, train in rows)
     print(f"finetune_overhead cold_s={cold:.3f} warm_s={warm:.3f} train_s={train:.3f} ratio={warm / cold:.3f}")
 
 
