@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     flower_basic_auth: SecretStr | None = None
     flower_port: int = Field(5555, ge=1, le=65535)
 
+    # Base models a fine-tune worker keeps loaded between jobs (an LRU; each job attaches its own LoRA).
+    finetune_resident_models: int = Field(1, ge=1)
+
     # Show a progress bar in `arcsynth local` even when stderr is not a terminal.
     progress: bool = False
 

@@ -8,6 +8,7 @@ from arcsynth.common.jobs import FINETUNE, FinetuneRequest
 from arcsynth.common.settings import Settings
 from arcsynth.workers.guard import GuardedTask
 from arcsynth.workers.lora_training import train_adapter
+from arcsynth.workers.resident_models import process_models
 
 
 def register(app: Celery, settings: Settings) -> None:
@@ -16,4 +17,5 @@ def register(app: Celery, settings: Settings) -> None:
     @app.task(name=FINETUNE, base=GuardedTask, time_limit=settings.finetune_time_limit_s)
     def finetune_job(request: dict) -> dict:
         req = FinetuneRequest.model_validate(request)
-        return train_adapter(req, settings.artifact_root, settings.adapter_cache).model_dump(mode="json")
+        resident = process_models(settings.finetune_resident_models)
+        return train_adapter(req, settings.artifact_root, settings.adapter_cache, resident).model_dump(mode="json")
