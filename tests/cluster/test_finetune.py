@@ -6,6 +6,7 @@ import json
 import os
 
 import pytest
+
 from arcsynth.common.models import FinetuneRequest, LoraConfig, TrainConfig, TrainingExample
 from arcsynth.workers.lora_training import BackendUnavailable, choose_backend, total_steps, train_adapter
 
@@ -54,11 +55,12 @@ def test_unsloth_needs_a_cuda_gpu_and_says_so():
 def test_trl_sft_trainer_masks_the_prompt_and_writes_a_standard_adapter(smollm2, tmp_path):
     """The trainer the unsloth path uses (TRL's SFTTrainer), run here on CPU with peft."""
     pytest.importorskip("trl")
-    from arcsynth.common.model_store import resolve_model
-    from arcsynth.workers.lora_training import sft_trainer
     from peft import LoraConfig as PeftLora
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from arcsynth.common.model_store import resolve_model
+    from arcsynth.workers.lora_training import sft_trainer
 
     req = request().model_copy(update={"trainer": "trl"})
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2"))
