@@ -49,6 +49,8 @@ POISONS = {
                "import threading\n    return [[threading.active_count()]]"),
     "raw_thread": ("import _thread, time\n_thread.start_new_thread(time.sleep, (30,))",
                    "import _thread\n    return [[_thread._count()]]"),
+    "raw_thread_ended": ("import _thread\n_thread.start_new_thread(lambda: None, ())",
+                         "import _thread\n    return [[_thread._count()]]"),
     "chdir": ("import os\nos.chdir('/')", "import os\n    return [[int(os.getcwd() == '/')]]"),
     "files_left": ("open('left.txt', 'w').write('x')", "import os\n    return [[int(os.path.exists('left.txt'))]]"),
     "environment": ("import os\nos.environ['EVIL'] = '1'", "import os\n    return [[int('EVIL' in os.environ)]]"),
@@ -107,6 +109,20 @@ def test_a_poisoner_costs_only_its_own_run(both, name):
     same(both, TASK, [FLIP, poisoner, prober, prober, FLIP])
     outputs = [o for _, _, o in job.run_many([poisoner, prober], [[[1, 2]]])]
     assert outputs[1] == run.run_many([prober], [[[1, 2]]])[0][2]
+
+
+@pytest.mark.parametrize("target", ["time.sleep, (30,)", "lambda: None, ()"])
+def test_a_thread_that_has_not_run_yet_is_seen(both, target):
+    """`_thread.start_new_thread` returns before the new thread first runs (and before `_count()` or,
+    before Python 3.13, any audit event sees it): the check must still replace the process, and the
+    helper's go must never reach such a thread (its default action would end the next program)."""
+    poisoner = f"import _thread, time\nfor _ in range(3):\n    _thread.start_new_thread({target})\n" \
+               "def transform(grid):\n    return grid"
+    prober = "def transform(grid):\n    import _thread\n    return [[_thread._count()]]"
+    _, job = both
+    results = job.grade_many(TASK, [poisoner, prober] * 40)  # without the fix most pairs failed here
+    probes = {(r.train[0].error, str(r.train[0].output)) for r in results[1::2]}
+    assert probes == {("none", "[[0]]")}
 
 
 def test_hostile_programs_in_one_job_get_their_run_verdicts(both):

@@ -30,6 +30,7 @@ import signal
 import sys
 import threading
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 
@@ -66,6 +67,31 @@ def _dict_tag() -> int | None:
 _OFFSET = _dict_tag()
 
 
+def _thread_states() -> Callable[[], int]:
+    """A counter of the interpreter's thread states. A thread started by `_thread.start_new_thread`
+    has one from the moment the call returns, while `_thread._count()` (and the audit event, before
+    3.13) only sees it once the new thread first runs: a check that trusted those could pass a
+    process whose thread is about to start."""
+    api = ctypes.pythonapi
+    api.PyInterpreterState_Get.restype = ctypes.c_void_p
+    api.PyInterpreterState_ThreadHead.restype = ctypes.c_void_p
+    api.PyInterpreterState_ThreadHead.argtypes = [ctypes.c_void_p]
+    api.PyThreadState_Next.restype = ctypes.c_void_p
+    api.PyThreadState_Next.argtypes = [ctypes.c_void_p]
+    head, after, interpreter = api.PyInterpreterState_ThreadHead, api.PyThreadState_Next, api.PyInterpreterState_Get
+
+    def count() -> int:
+        state, n = head(interpreter()), 0
+        while state:
+            n, state = n + 1, after(state)
+        return n
+
+    return count
+
+
+_STATES = _thread_states()
+
+
 _WATCHED: tuple[dict, list[dict], list | None] | None = None
 
 
@@ -97,6 +123,7 @@ class Guard:
     def __init__(self, folder: str) -> None:
         self.folder = folder
         self.tainted = ""
+        self.checking = False  # the check's own ctypes calls are not the program's
         self.state = self._state()  # first, so whatever it imports lazily is in the snapshot below
         self.numpy_random = np.random.get_state(legacy=False)  # with the buffered 32 bits
         self.fds = self._fds()
@@ -112,7 +139,7 @@ class Guard:
         gc.freeze()  # the snapshot, like the helper's heap, is never walked by the collector
 
     def _audit(self, event: str, args: tuple) -> None:
-        if not self.tainted and event.startswith(TAINTING):
+        if not self.tainted and not self.checking and event.startswith(TAINTING):
             self.tainted = f"audit event {event}"
 
     @staticmethod
@@ -161,6 +188,8 @@ class Guard:
             return self._changed()
         except BaseException as exc:  # noqa: BLE001 - a program may have broken what the check uses
             return f"the check failed: {type(exc).__name__}"
+        finally:
+            self.checking = False
 
     def _changed(self, list=list, map=map, value=_VALUE) -> str:  # noqa: A002 - bound now: builtins may be patched
         if self.tainted:
@@ -176,6 +205,9 @@ class Guard:
             return "a thread was left running"
         if _thread._count() != 0:  # type: ignore[attr-defined]
             return "a thread was left running"
+        self.checking = True
+        if _STATES() != 1:
+            return "a thread was started"
         if atexit._ncallbacks() != 0:  # type: ignore[attr-defined]
             return "an atexit callback"
         state = self._state()

@@ -17,6 +17,7 @@ verdicts. Part of the helper: imports nothing from the project.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import resource
 import select
@@ -30,6 +31,17 @@ from sandbox_guard import Guard, watched
 from sandbox_run import CHANNEL, FAILED, MAX_CHANNEL, NOBODY
 
 GO = signal.SIGUSR1  # the helper's go: blocked (and so waited for) between programs, never during one
+_TGKILL = {"x86_64": 234, "aarch64": 131}.get(os.uname().machine)
+_LIBC = ctypes.CDLL(None, use_errno=True) if _TGKILL is not None else None
+
+
+def send_go(pid: int) -> None:
+    """GO to the job process's main thread alone (tgkill), never to a thread a program left behind:
+    such a thread has GO unblocked (it inherited the program's mask), and a process-directed signal
+    may land there, where its default action ends the process. Where tgkill's number is unknown, a
+    process-directed kill (the check replaces a process with a thread it can see)."""
+    if _LIBC is None or _LIBC.syscall(_TGKILL, pid, pid, GO) != 0:
+        os.kill(pid, GO)  # not reaped yet, so it names this process even if it has ended
 
 
 def end_line(index: int, clean: bool) -> bytes:
@@ -137,7 +149,7 @@ def _one_process(req: dict, first: int, layers: dict[str, bool]) -> list[dict]:
     try:
         for index in range(first, len(req["codes"])):
             start = time.monotonic()
-            os.kill(pid, GO)  # not reaped yet, so it names this process even if it has ended
+            send_go(pid)
             buf, how, clean = _until_end(rfd, index, timeout, start)
             if how == "eof" and not run._exited(pid, timeout - (time.monotonic() - start)):
                 how = "timeout"
