@@ -6,20 +6,28 @@ helper then replaces the process before the next program. Checked: the builtins,
 every imported module (through each module dict's version tag where the interpreter has one, else
 the identity of every value), `sys.modules`, `sys.path`, `sys.meta_path` and `sys.path_hooks`,
 trace and profile hooks, recursion, switch-interval and int-digits limits, signal handlers,
-threads, atexit callbacks, the collector's settings and callbacks, warnings filters, numpy's
-error and print settings, cwd, umask, the environment, resource limits, open descriptors and the
-files of the job's directory. An audit hook taints the process on operations that reach past
+threads (every thread state, so a thread that has not run yet counts), atexit callbacks, the
+collector's settings and callbacks, warnings filters, numpy's error, error-callback and print
+settings, cwd, umask, the environment, resource limits, interval timers, priority, CPU affinity,
+ABC registrations, async-generator hooks, coroutine origin tracking, dlopen flags, the C locale,
+the length of every module-level list, set, deque and bytearray, open descriptors and the files
+of the job's directory. An audit hook taints the process on operations that reach past
 those (setting attributes of classes, frames and tracebacks' frames, `gc.get_objects`, ctypes,
-audit hooks of its own). `reset()` puts back, before each program, what a fresh fork would see:
-numpy's global generator as the helper left it, and `random` freshly seeded. Part of the helper: imports nothing from
-the project.
+audit hooks of its own). Not seen: state kept in C that Python cannot read back (the codec search
+functions of `codecs.register`, an extension module's internals) and an item replaced in place in
+a module-level list; run isolation, the default, has no such holes. `reset()` puts back, before
+each program, what a fresh fork would see: numpy's global generator as the helper left it, and
+`random` freshly seeded. Part of the helper: imports nothing from the project.
 """
 
 from __future__ import annotations
 
+import _locale
 import _thread
+import abc
 import atexit
 import builtins
+import collections
 import ctypes
 import gc
 import operator
@@ -42,6 +50,8 @@ TAINTING = ("object.__setattr__", "object.__delattr__", "object.__getattr__", "s
 _LIMITS = (resource.RLIMIT_AS, resource.RLIMIT_FSIZE, resource.RLIMIT_NOFILE, resource.RLIMIT_NPROC,
            resource.RLIMIT_CORE, resource.RLIMIT_STACK, resource.RLIMIT_DATA)
 _SIGNALS = tuple(s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP))
+_TIMERS = (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF)
+_CONTAINERS = (list, set, bytearray, collections.deque)
 _MAX_FD = 64
 _IMMUTABLE = 1 << 8  # Py_TPFLAGS_IMMUTABLETYPE
 _VALUE = operator.attrgetter("value")
@@ -92,11 +102,12 @@ def _thread_states() -> Callable[[], int]:
 _STATES = _thread_states()
 
 
-_WATCHED: tuple[dict, list[dict], list | None] | None = None
+_WATCHED: tuple[dict, list[dict], list | None, list] | None = None
 
 
-def watched() -> tuple[dict, list[dict], list | None]:
-    """(sys.modules as it is, the dicts the check watches, a version-tag reader per dict or None).
+def watched() -> tuple[dict, list[dict], list | None, list]:
+    """(sys.modules as it is, the dicts the check watches, a version-tag reader per dict or None, the
+    module-level lists, sets, deques and bytearrays, whose lengths the check compares).
 
     The same in every job process the helper forks (the dicts sit at the same addresses), so the
     helper calls this once after loading everything; a process whose sys.modules has grown since
@@ -113,21 +124,25 @@ def watched() -> tuple[dict, list[dict], list | None]:
     dicts += [d for cls in classes.values() for d in gc.get_referents(cls.__dict__) if type(d) is dict]
     dicts += [v for d in dicts[3:] for v in list(d.values()) if type(v) is dict]  # module-level dicts
     tags = None if _OFFSET is None else [ctypes.c_uint64.from_address(id(d) + _OFFSET) for d in dicts]
-    _WATCHED = modules, dicts, tags
+    containers = list({id(v): v for d in dicts[3:] for v in list(d.values()) if type(v) in _CONTAINERS}.values())
+    _WATCHED = modules, dicts, tags, containers
     return _WATCHED
 
 
 class Guard:
     """A snapshot of what the programs of one job process share; see the module docstring."""
 
+    containers: list = []  # noqa: RUF012 - set per instance; `warm` reads the class's
+
     def __init__(self, folder: str) -> None:
         self.folder = folder
         self.tainted = ""
         self.checking = False  # the check's own ctypes calls are not the program's
+        self.containers = watched()[3]
         self.state = self._state()  # first, so whatever it imports lazily is in the snapshot below
         self.numpy_random = np.random.get_state(legacy=False)  # with the buffered 32 bits
         self.fds = self._fds()
-        self.modules, dicts, tags = watched()
+        self.modules, dicts, tags, _ = watched()
         self.alive = dicts  # a version tag is read at its dict's address: keep each dict alive
         if tags is not None:
             self.tags = tags
@@ -157,6 +172,10 @@ class Guard:
             tuple(map(signal.getsignal, _SIGNALS)), gc.isenabled(), gc.get_threshold(), tuple(gc.callbacks),
             tuple(warnings.filters), str(np.geterr()), np.getbufsize(), str(np.get_printoptions()),
             os.getcwd(), umask, tuple(map(resource.getrlimit, _LIMITS)),
+            tuple(map(signal.getitimer, _TIMERS)), os.getpriority(os.PRIO_PROCESS, 0),
+            tuple(sorted(os.sched_getaffinity(0))), abc.get_cache_token(), sys.get_asyncgen_hooks(),
+            sys.get_coroutine_origin_tracking_depth(), sys.getdlopenflags(), _locale.setlocale(_locale.LC_ALL),
+            np.geterrcall(), tuple(map(len, self.containers)),
         )
 
     def _fds(self) -> tuple:
@@ -215,7 +234,9 @@ class Guard:
             names = ("sys.path", "sys.meta_path", "sys.path_hooks", "trace hook", "profile hook", "recursion limit",
                      "switch interval", "int digits", "signal handlers", "gc", "gc thresholds", "gc callbacks",
                      "warnings filters", "numpy error settings", "numpy buffer size", "numpy print options",
-                     "cwd", "umask", "resource limits")
+                     "cwd", "umask", "resource limits", "interval timers", "priority", "CPU affinity",
+                     "ABC registrations", "async generator hooks", "coroutine origin tracking", "dlopen flags",
+                     "locale", "numpy error callback", "a module's list or set")
             return next(n for n, a, b in zip(names, state, self.state) if a != b)
         if self._fds() != self.fds:
             return "open descriptors"
