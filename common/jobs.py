@@ -5,18 +5,22 @@ models below; nothing else crosses the queue:
 
 | job | queue | request | result |
 | --- | --- | --- | --- |
-| `arcsynth.sample` | `inference` | `SampleRequest` | `SampleResult` |
+| `arcsynth.sample` | `inference.<model>` (`inference_queue`) | `SampleRequest` | `SampleResult` |
 | `arcsynth.execute` (chained after sample) | `execute` | `SampleResult`, `ExecuteRequest` | `ExecuteResult` |
 | `arcsynth.finetune` | `finetune` | `FinetuneRequest` | `FinetuneResult` |
 
 A search or a refinement is one chain (sample, then execute) under two job ids; a fine-tune is
 one job. The producer sends them with `send_search` and `send_finetune` and reads their results
 with `read_result`; a worker validates its request with the model and returns `model_dump()`.
-Every Redis key arcsynth writes starts with `KEY_PREFIX`.
+Every Redis key arcsynth writes starts with `KEY_PREFIX`. Each inference worker serves one model
+and consumes that model's queue only, so a run may sample from several models at once and a
+worker never samples a job meant for another model; `run_queues` names every queue a run needs a
+consumer on.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from celery import Celery, chain
@@ -43,6 +47,25 @@ FINETUNE = "arcsynth.finetune"
 QUEUES = ("inference", "finetune", "execute")
 ROUTES = {SAMPLE: {"queue": "inference"}, EXECUTE: {"queue": "execute"}, FINETUNE: {"queue": "finetune"}}
 
+
+
+def inference_queue(model: str) -> str:
+    """The queue of the inference workers that serve `model`, named as the run and the worker were
+    given it (`smollm2`, `Qwen/Qwen2.5-Coder-7B-Instruct`, a local path): `inference.` then the name
+    with every run of characters outside [A-Za-z0-9._-] replaced by `_`."""
+    return "inference." + re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("_")
+
+
+def run_queues(models: list[str], learns: bool) -> dict[str, str]:
+    """Every queue a run needs a live consumer on, with what serves it: each model's inference
+    queue, `execute`, and `finetune` when the run learns."""
+    queues = {inference_queue(m): f"inference worker for model {m}" for m in models}
+    queues["execute"] = "execute worker"
+    if learns:
+        queues["finetune"] = "finetune worker"
+    return queues
+
+
 # The Celery stages behind a producer's step, in the order of its job ids.
 Stage = Literal["sample", "execute", "finetune"]
 STAGES: tuple[Stage, ...] = ("sample", "execute", "finetune")
@@ -64,6 +87,7 @@ class SampleRequest(Frozen):
     adapter: str = ""
     refine: RefineSource | None = None
     prompt_format: PromptFormat = "arcsynth"
+    model: str = ""  # the model that must sample it (its queue's); "" for tools that send to one worker
 
 
 class SampleResult(Frozen):
@@ -99,6 +123,7 @@ class ExecuteResult(Frozen):
 
 __all__ = [
     "EXECUTE", "FINETUNE", "KEY_PREFIX", "QUEUES", "ROUTES", "SAMPLE", "STAGES", "ExecuteRequest", "ExecuteResult",
+    "inference_queue", "run_queues",
     "FinetuneRequest", "FinetuneResult", "RefineSource", "SampleRequest", "SampleResult", "Stage", "read_result",
     "send_execute", "send_finetune", "send_sample", "send_search",
 ]

@@ -219,8 +219,13 @@ class RunConfig(Frozen):
     run_id: str
     dataset: str
     task_ids: list[str]
-    model: str
+    model: str  # the first of `models`
     sampling: SamplingConfig
+    # Every model that samples, each through its own inference queue (`jobs.inference_queue`), all
+    # their programs pooled in one vote; empty: `model` alone. `samples_by_model` overrides
+    # `sampling.n` (epoch 0) for the models it names.
+    models: list[str] = []
+    samples_by_model: dict[str, int] = {}
     adapter: str = ""
     prompt_format: PromptFormat = "arcsynth"
     max_model_len: int = 8192
@@ -233,6 +238,11 @@ class RunConfig(Frozen):
     max_active: int = Field(64, ge=1)
     timeout_s: float | None = Field(None, gt=0)
     track: Literal["none", "mlflow"] = "none"  # where the finished run is logged (MLFLOW_TRACKING_URI)
+
+    @property
+    def all_models(self) -> list[str]:
+        """The models that sample, in the order given; the first is `model`."""
+        return self.models or [self.model]
 
 
 class TaskStatus(str, Enum):
