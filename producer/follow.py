@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from celery import Celery
@@ -54,7 +55,11 @@ def stage_counts(state: RunState, app: Celery) -> tuple[dict[str, str], dict[str
     return info, out
 
 
-def status_text(state: RunState, app: Celery) -> str:
+def status_text(state: RunState, app: Celery, needed: Mapping[str, str] | None = None) -> str:
+    """The run's state for people. `needed` (queue -> what serves it, `liveness.needed_queues`): while
+    the run is unfinished, one line for each of these queues that no answering worker consumes."""
+    from arcsynth.producer.liveness import missing_consumers, no_consumer_line
+
     info, stages = stage_counts(state, app)
     total = int(info.get("total", 0))
     finished = {k: int(info.get(k, 0) or 0) for k in TASK_STATUSES}
@@ -65,6 +70,7 @@ def status_text(state: RunState, app: Celery) -> str:
             lines.append(f"producer: running (pid {info.get('producer_pid')} on {info.get('producer_host')})")
         else:
             lines.append(f"producer: not running -- continue with `arcsynth resume {state.run_id}`")
+        lines += [no_consumer_line(q, what) for q, what in missing_consumers(app, needed or {}).items()]
     lines.append("tasks: " + ", ".join(f"{v} {k}" for k, v in finished.items())
                  + f", {total - sum(finished.values())} unfinished")
     lines.append(f"{'stage':<10}{'pending':>9}{'running':>9}{'done':>9}{'failed':>9}")

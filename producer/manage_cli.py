@@ -70,11 +70,29 @@ def start_producer(state: RunState, rundir: RunDir) -> int:
     return proc.pid
 
 
-def follow_to_end(state: RunState, rundir: RunDir) -> None:
-    from arcsynth.producer.follow import follow
+def _needed_queues(rundir: RunDir) -> dict[str, str]:
+    """The queues the run needs a consumer on (`liveness.needed_queues`); none when its run.json
+    cannot be read here (the run directory may live on another host)."""
+    from arcsynth.producer.liveness import needed_queues
 
     try:
-        info = follow(state)
+        return needed_queues(rundir.config())
+    except RunDirError:
+        return {}
+
+
+def follow_to_end(state: RunState, rundir: RunDir, app: Celery | None = None) -> None:
+    """Follow the run with a bar until it ends; with `app`, say on stderr when a queue it needs has had
+    no live consumer for `ARCSYNTH_NO_WORKER_WARN_S` (see `liveness`), and when it has one again."""
+    from arcsynth.producer.follow import follow
+    from arcsynth.producer.liveness import ConsumerWatch
+
+    try:
+        if app is None:
+            info = follow(state)
+        else:
+            with ConsumerWatch(app, _needed_queues(rundir), settings().no_worker_warn_s):
+                info = follow(state)
     except KeyboardInterrupt:
         click.echo(f"\nstopped following; the run goes on. `arcsynth wait {state.run_id}` to follow again", err=True)
         sys.exit(130)
@@ -113,19 +131,21 @@ def runs(limit):
 @click.command()
 @click.argument("run")
 def status(run):
-    """Per stage: tasks pending, running, done and failed; the score so far when solutions are known."""
+    """Per stage: tasks pending, running, done and failed; the score so far when solutions are known;
+    each queue the unfinished run needs that no worker consumes."""
     from arcsynth.producer.follow import status_text
 
-    _, state, app = resolve(run)
-    click.echo(status_text(need_state(run, state), app))
+    rundir, state, app = resolve(run)
+    state = need_state(run, state)
+    click.echo(status_text(state, app, _needed_queues(rundir)))
 
 
 @click.command()
 @click.argument("run")
 def wait(run):
-    """Follow a run with a live progress bar until it ends."""
-    rundir, state, _ = resolve(run)
-    follow_to_end(need_state(run, state), rundir)
+    """Follow a run with a live progress bar until it ends; say when a queue it needs has no worker."""
+    rundir, state, app = resolve(run)
+    follow_to_end(need_state(run, state), rundir, app)
 
 
 def _unfinished(run: str, verb: str) -> tuple[RunDir, RunState, Celery, dict[str, str]]:
@@ -143,7 +163,7 @@ def _unfinished(run: str, verb: str) -> tuple[RunDir, RunState, Celery, dict[str
 @click.option("--wait", "wait_", is_flag=True, help="Follow the run until it ends.")
 def resume(run, wait_):
     """Start a new producer for a run whose producer died; finished work is not repeated."""
-    rundir, state, _, info = _unfinished(run, "resume")
+    rundir, state, app, info = _unfinished(run, "resume")
     if state.producer_alive(info):
         raise UserError(f"run {state.run_id} still has a live producer (pid {info.get('producer_pid')} "
                         f"on {info.get('producer_host')})")
@@ -151,7 +171,7 @@ def resume(run, wait_):
     pid = start_producer(state, rundir)
     click.echo(f"resumed {state.run_id}: producer pid {pid}")
     if wait_:
-        follow_to_end(state, rundir)
+        follow_to_end(state, rundir, app)
 
 
 @click.command()
