@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     max_loras: int | None = Field(None, ge=1)
     max_cpu_loras: int | None = Field(None, ge=1)  # None: 4 x max_loras kept in host memory
     dtype: str = "auto"
+    # GPUs one vLLM engine spans by tensor parallelism (vLLM's tensor_parallel_size): a model too large for one
+    # GPU. `arcsynth workers --tp N` and `arcsynth worker --gpus 0,1` set it per worker.
+    tensor_parallel_size: int = Field(1, ge=1)
 
     # Sampling defaults (the CLI's options override them per run).
     temperature: float = Field(1.0, ge=0.0)

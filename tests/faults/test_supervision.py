@@ -220,3 +220,39 @@ def test_arcsynth_workers_gives_up_on_a_worker_that_keeps_dying(broker, tmp_path
     assert last.startswith(f"Error: worker inference-1@{HOST} exited 4 times in 60 s, last with exit code 3")
     assert last.endswith("gone.jsonl: cannot read: No such file or directory")
     assert "cannot load the replay file" in stdout  # the workers' own output is passed through
+
+
+def test_arcsynth_workers_gives_each_worker_its_group_of_gpus(broker, tmp_path):
+    """`workers inference --gpus 0,1,2,3 --tp 2` starts two workers, inference-1 bound to GPUs 0,1 and
+    inference-3 to 2,3, each with a tensor parallel size of 2. There is no GPU here: the replay backend
+    never initialises CUDA, so this checks each worker's environment, not vLLM across GPUs. Celery
+    retitles a worker (setproctitle reuses the memory /proc/PID/environ shows), so each worker's
+    environment is read from the line it writes at its start, from its own os.environ and settings."""
+    from celery import Celery
+
+    _replay(tmp_path / "programs.jsonl", 1)
+    env = {**_env(tmp_path, tmp_path / "programs.jsonl"), "ARCSYNTH_BROKER_URL": broker.url}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    env.pop("ARCSYNTH_TENSOR_PARALLEL_SIZE", None)
+    proc = subprocess.Popen([sys.executable, "-m", "arcsynth.producer", "workers", "inference", "--gpus", "0,1,2,3",
+                             "--tp", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    app = Celery(broker=broker.url)
+    names = [f"inference-1@{HOST}", f"inference-3@{HOST}"]
+    children: list[psutil.Process] = []
+    try:
+        wait_until(lambda: len(app.control.ping(destination=names, timeout=1.0)) == 2, 180, "both workers to answer")
+        children = psutil.Process(proc.pid).children()
+        assert len(children) == 2
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        app.close()
+    assert proc.returncode == 0, stderr[-3000:]
+    said = sorted(line for line in stdout.splitlines() if line.startswith("arcsynth worker inference-"))
+    assert said == [
+        "arcsynth worker inference-1: CUDA_VISIBLE_DEVICES=0,1, ARCSYNTH_TENSOR_PARALLEL_SIZE=2; its engine spans 2 GPU(s)",
+        "arcsynth worker inference-3: CUDA_VISIBLE_DEVICES=2,3, ARCSYNTH_TENSOR_PARALLEL_SIZE=2; its engine spans 2 GPU(s)",
+    ], stdout[-3000:]
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, [(p.pid, p.cmdline()) for p in alive]  # stopped with the supervisor

@@ -6,8 +6,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from arcsynth.common.settings import Settings
 from arcsynth.workers.backends.base import AdapterError, Backend, PromptTooLong
+
+if TYPE_CHECKING:
+    from arcsynth.workers.backends.vllm_engine import EngineConfig
 
 __all__ = ["AdapterError", "Backend", "PromptTooLong", "make_backend"]
 
@@ -33,11 +38,18 @@ def make_backend(settings: Settings) -> Backend:
 
         return TransformersBackend(model, max_model_len=settings.max_model_len,
                                    adapter_cache=settings.adapter_cache, max_lora_rank=settings.max_lora_rank)
-    from arcsynth.workers.backends.vllm_engine import Engine, EngineConfig
+    from arcsynth.workers.backends.vllm_engine import Engine
 
-    return Engine(EngineConfig(
+    return Engine(engine_config(settings, model))
+
+
+def engine_config(settings: Settings, model: str) -> EngineConfig:
+    """The vLLM engine's configuration from settings, for the resolved `model` (imports no vLLM)."""
+    from arcsynth.workers.backends.vllm_engine import EngineConfig
+
+    return EngineConfig(
         model=model, max_model_len=settings.max_model_len, enable_lora=settings.enable_lora,
         max_lora_rank=settings.max_lora_rank, max_loras=settings.max_loras, max_cpu_loras=settings.max_cpu_loras,
-        dtype=settings.dtype,
+        dtype=settings.dtype, tensor_parallel_size=settings.tensor_parallel_size,
         gpu_memory_utilization=settings.gpu_memory_utilization, adapter_cache=settings.adapter_cache,
-    ))
+    )

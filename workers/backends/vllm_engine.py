@@ -32,6 +32,7 @@ class EngineConfig:
     max_cpu_loras: int | None = None
     dtype: str = "auto"
     gpu_memory_utilization: float | None = None
+    tensor_parallel_size: int = 1  # GPUs the engine spans (ARCSYNTH_TENSOR_PARALLEL_SIZE)
     seed: int = 0
 
 
@@ -42,6 +43,24 @@ def _on_gpu() -> bool:
         return torch.cuda.is_available()
     except Exception:  # noqa: BLE001
         return False
+
+
+def engine_args(c: EngineConfig, on_gpu: bool) -> Any:
+    """The `AsyncEngineArgs` an engine is built from (building them starts nothing): the config's
+    values, with the device's defaults for memory fraction and adapter slots where it leaves them open."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    util = c.gpu_memory_utilization or (0.9 if on_gpu else 0.2)
+    max_loras = c.max_loras or (16 if on_gpu else 4)
+    return AsyncEngineArgs(
+        model=c.model, max_model_len=c.max_model_len, enable_lora=c.enable_lora,
+        max_lora_rank=c.max_lora_rank, max_loras=max_loras, dtype=c.dtype,
+        # vLLM keeps adapters in an LRU: max_loras on the device per batch, max_cpu_loras in memory.
+        max_cpu_loras=c.max_cpu_loras or 4 * max_loras,
+        gpu_memory_utilization=util, seed=c.seed,
+        # The engine spans this many GPUs (CUDA_VISIBLE_DEVICES holds the worker's group of them).
+        tensor_parallel_size=c.tensor_parallel_size,
+    )
 
 
 class Engine:
@@ -60,22 +79,11 @@ class Engine:
 
     async def _start(self) -> None:
         from transformers import AutoTokenizer
-        from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        c = self.config
         self.on_gpu = _on_gpu()
-        util = c.gpu_memory_utilization or (0.9 if self.on_gpu else 0.2)
-        max_loras = c.max_loras or (16 if self.on_gpu else 4)
-        args = AsyncEngineArgs(
-            model=c.model, max_model_len=c.max_model_len, enable_lora=c.enable_lora,
-            max_lora_rank=c.max_lora_rank, max_loras=max_loras, dtype=c.dtype,
-            # vLLM keeps adapters in an LRU: max_loras on the device per batch, max_cpu_loras in memory.
-            max_cpu_loras=c.max_cpu_loras or 4 * max_loras,
-            gpu_memory_utilization=util, seed=c.seed,
-        )
-        self.tokenizer = AutoTokenizer.from_pretrained(c.model)
-        self.llm = AsyncLLM.from_engine_args(args)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.config.model)
+        self.llm = AsyncLLM.from_engine_args(engine_args(self.config, self.on_gpu))
 
     def lora_request(self, adapter: str) -> Any:
         from vllm.lora.request import LoRARequest
