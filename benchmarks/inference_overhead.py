@@ -36,11 +36,11 @@ def bare(model: str, prompts: list[list[int]], n: int, max_tokens: int, max_mode
     return tokens, elapsed
 
 
-def through_worker(app, tasks, sampling, at_once: bool) -> tuple[int, float]:
+def through_worker(app, tasks, sampling, at_once: bool, model: str) -> tuple[int, float]:
     from arcsynth.common.jobs import SampleRequest, send_sample
 
     def send(t):
-        return send_sample(app, SampleRequest(task=t, sampling=sampling))
+        return send_sample(app, SampleRequest(task=t, sampling=sampling, model=model))
 
     start = time.perf_counter()
     if at_once:
@@ -67,11 +67,12 @@ def make_adapters(model: str, root: Path, count: int, rank: int = 8) -> list[str
     return paths
 
 
-def through_adapters(app, tasks, sampling, adapters: list[str]) -> tuple[int, float]:
+def through_adapters(app, tasks, sampling, adapters: list[str], model: str) -> tuple[int, float]:
     from arcsynth.common.jobs import SampleRequest, send_sample
 
     start = time.perf_counter()
-    results = [send_sample(app, SampleRequest(task=t, sampling=sampling, adapter=a)) for t, a in zip(tasks, adapters)]
+    results = [send_sample(app, SampleRequest(task=t, sampling=sampling, adapter=a, model=model))
+               for t, a in zip(tasks, adapters)]
     outs = [r.get(timeout=1800) for r in results]
     return sum(c["completion_tokens"] for o in outs for c in o["completions"]), time.perf_counter() - start
 
@@ -111,13 +112,13 @@ def main() -> None:
     slots = str(max(4, len(tasks), args.lora_tasks))
     with LocalCluster(model=args.model, kinds=("inference",), env=env,
                       worker_args={"inference": ["--concurrency", slots]}) as cluster:
-        through_worker(cluster.app, tasks[:1], sampling, True)  # warm-up
-        b_tokens, b_s = through_worker(cluster.app, tasks, sampling, True)
-        c_once_tokens, c_once_s = through_worker(cluster.app, tasks[:4], sampling, True)
-        c_seq_tokens, c_seq_s = through_worker(cluster.app, tasks[:4], sampling, False)
-        through_adapters(cluster.app, lora_tasks[:2], sampling, adapters[:2])  # warm-up: first adapter loads
-        d_base_tokens, d_base_s = through_worker(cluster.app, lora_tasks, sampling, True)
-        d_lora_tokens, d_lora_s = through_adapters(cluster.app, lora_tasks, sampling, adapters)
+        through_worker(cluster.app, tasks[:1], sampling, True, args.model)  # warm-up
+        b_tokens, b_s = through_worker(cluster.app, tasks, sampling, True, args.model)
+        c_once_tokens, c_once_s = through_worker(cluster.app, tasks[:4], sampling, True, args.model)
+        c_seq_tokens, c_seq_s = through_worker(cluster.app, tasks[:4], sampling, False, args.model)
+        through_adapters(cluster.app, lora_tasks[:2], sampling, adapters[:2], args.model)  # warm-up: first adapter loads
+        d_base_tokens, d_base_s = through_worker(cluster.app, lora_tasks, sampling, True, args.model)
+        d_lora_tokens, d_lora_s = through_adapters(cluster.app, lora_tasks, sampling, adapters, args.model)
     import shutil
 
     shutil.rmtree(adapter_dir, ignore_errors=True)

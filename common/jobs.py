@@ -45,7 +45,7 @@ SAMPLE = "arcsynth.sample"
 EXECUTE = "arcsynth.execute"
 FINETUNE = "arcsynth.finetune"
 QUEUES = ("inference", "finetune", "execute")
-ROUTES = {SAMPLE: {"queue": "inference"}, EXECUTE: {"queue": "execute"}, FINETUNE: {"queue": "finetune"}}
+ROUTES = {EXECUTE: {"queue": "execute"}, FINETUNE: {"queue": "finetune"}}  # a sample goes to its model's queue
 
 
 
@@ -87,7 +87,7 @@ class SampleRequest(Frozen):
     adapter: str = ""
     refine: RefineSource | None = None
     prompt_format: PromptFormat = "arcsynth"
-    model: str = ""  # the model that must sample it (its queue's); "" for tools that send to one worker
+    model: str = Field(min_length=1)  # the model that samples it: the job goes to `inference_queue(model)`
 
 
 class SampleResult(Frozen):
@@ -132,14 +132,15 @@ __all__ = [
 def send_search(app: Celery, ids: list[str], sample: SampleRequest, execute: ExecuteRequest) -> None:
     """Send a search or refinement: sample under `ids[0]`, then execute under `ids[1]`."""
     chain(
-        app.signature(SAMPLE, args=(sample.model_dump(mode="json"),), task_id=ids[0]),
+        app.signature(SAMPLE, args=(sample.model_dump(mode="json"),), task_id=ids[0], queue=inference_queue(sample.model)),
         app.signature(EXECUTE, args=(execute.model_dump(mode="json"),), task_id=ids[1]),
     ).apply_async()
 
 
 def send_sample(app: Celery, request: SampleRequest, job_id: str | None = None) -> AsyncResult:
     """A sample job on its own (its result is a `SampleResult`'s JSON): for tools and benchmarks."""
-    return app.signature(SAMPLE, args=(request.model_dump(mode="json"),), task_id=job_id).apply_async()
+    return app.signature(SAMPLE, args=(request.model_dump(mode="json"),), task_id=job_id,
+                         queue=inference_queue(request.model)).apply_async()
 
 
 def send_execute(app: Celery, sampled: SampleResult, request: ExecuteRequest, job_id: str | None = None) -> AsyncResult:

@@ -123,6 +123,7 @@ class Candidate(Frozen):
     adapter: str = ""
     parent: str = ""  # a refinement of the program with this output fingerprint; empty for a search
     job: str = ""  # the id of the execute job that graded it: a job's candidates are recorded once
+    model: str = ""  # the model that sampled it
     execution: ExecutionResult | None = None
 
 
@@ -279,19 +280,37 @@ Step = Literal["search", "refine", "finetune", "learn"]
 class JobRecord(Frozen):
     """The job a task is waiting on, kept in Redis so a restarted producer can re-attach to it.
 
-    `step` is the producer's step (search, refine or fine-tune); `stages` are the Celery jobs
-    behind it, one id each in `ids`: sample then execute for a search or a refinement."""
+    `step` is the producer's step (search, refine or fine-tune). It runs once per model in
+    `models` (its lanes, in order; empty: the run's one model), each model through its own adapter
+    (`adapter_for`). `stages` are the Celery jobs behind it, one id each in `ids`, lane after
+    lane: sample then execute for a search or a refinement, one fine-tune otherwise."""
 
     step: Step
     epoch: int = 0
-    adapter: str = ""
+    adapter: str = ""  # the first model's adapter (the only one of a one-model run)
+    adapters: dict[str, str] = {}  # model -> adapter, where a model's differs from `adapter`
+    models: list[str] = []
     ids: list[str]
     sent: bool = False  # False: recorded but maybe never enqueued (the producer died in between)
     augmentation: dict | None = None
     parent: str = ""  # refine: the fingerprint of the program being corrected
 
+    def adapter_for(self, model: str) -> str:
+        return self.adapters.get(model, self.adapter)
+
     @property
-    def stages(self) -> tuple[Literal["sample", "execute", "finetune"], ...]:
+    def lane_stages(self) -> tuple[Literal["sample", "execute", "finetune"], ...]:
+        """The Celery jobs of one lane."""
         if self.step == "learn":
             return ()
         return ("finetune",) if self.step == "finetune" else ("sample", "execute")
+
+    @property
+    def stages(self) -> tuple[Literal["sample", "execute", "finetune"], ...]:
+        return self.lane_stages * max(1, len(self.models))
+
+    def lanes(self) -> list[tuple[str, list[str]]]:
+        """(model, that lane's ids) for each lane; the model is "" in a job without `models`."""
+        width = len(self.lane_stages)
+        models = self.models or [""]
+        return [(m, self.ids[i * width:(i + 1) * width]) for i, m in enumerate(models)] if width else []

@@ -78,7 +78,7 @@ def submit(wait_, **opts):
     """Enqueue a run on the configured broker; print its id at once (`--wait` follows it)."""
     task_list = load_run_tasks(opts["dataset"], opts["tasks"], opts["limit"])
     s = settings()
-    config = run_config(s, task_list, s.model, **opts)
+    config = run_config(s, task_list, **opts)
     need_broker(s)
     run_dir = run_dir_for(s, config, opts["out"])
     app, r = connect(s)
@@ -95,28 +95,29 @@ def submit(wait_, **opts):
 
 @main.command()
 @run_options
-@click.option("--model", help="Model for the local inference worker (hub id, path or `smollm2`).")
-def local(model, **opts):
-    """Start a private Redis and one worker of each kind, run, and stop them all.
+def local(**opts):
+    """Start a private Redis and one worker of each kind (an inference worker per model), run, and
+    stop them all.
 
-    Before starting anything it checks that the model (or replay file), the start adapter, the DSL
-    modules and the artifact root can be had, and refuses in one line naming what is missing."""
+    Before starting anything it checks that each model (or the replay file), the start adapter, the
+    DSL modules and the artifact root can be had, and refuses in one line naming what is missing."""
     from arcsynth.producer.cluster import ClusterError, LocalCluster
     from arcsynth.workers.preflight import local_problems
 
     task_list = load_run_tasks(opts["dataset"], opts["tasks"], opts["limit"])
     s = settings()
-    model = model or s.model
-    config = run_config(s, task_list, model, **opts)
-    problem = local_problems(s, model, opts["adapter"], learns=opts["epochs"] > 0)
-    if s.backend in ("vllm", "transformers"):
-        problem = problem or chat_template_problem(model, config.prompt_format)
-    if problem:
-        raise UserError(problem)
+    config = run_config(s, task_list, **opts)
+    models = config.all_models
+    for model in models:
+        problem = local_problems(s, model, opts["adapter"] if model == config.model else "", learns=opts["epochs"] > 0)
+        if s.backend in ("vllm", "transformers"):
+            problem = problem or chat_template_problem(model, config.prompt_format)
+        if problem:
+            raise UserError(problem)
     check_out(opts["out"])
-    click.echo(f"starting a local cluster for {len(task_list)} tasks with model {model} ...", err=True)
+    click.echo(f"starting a local cluster for {len(task_list)} tasks with model {', '.join(models)} ...", err=True)
     try:
-        with LocalCluster(model=model, settings=s, supervise=True) as cluster:
+        with LocalCluster(model=config.model, models=models, settings=s, supervise=True) as cluster:
             state = RunState(redis_client(cluster.app.conf.broker_url), config.run_id)
             rundir = start_run(run_dir_for(s, config, opts["out"]), config, task_list, state)
             # A worker that keeps dying ends the run: its tasks are cancelled, the results written.

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from celery import Celery
 
+from arcsynth.common.jobs import inference_queue
 from arcsynth.common.lifetime import die_with_parent
 from arcsynth.common.settings import Settings
 from arcsynth.common.supervise import Supervisor
@@ -106,11 +107,14 @@ def requeue_unacked(app: Celery, queue: str) -> int:
 class LocalCluster:
     """A private Redis and one worker of each kind in `kinds`, for `arcsynth local`, tests and benchmarks.
 
-    `settings`: the caller's (its broker is replaced by the private Redis's); `env`: extra settings
+    `models`: the models an inference worker is started for, one each (`inference-1`, `inference-2`,
+    ... in that order, each consuming its model's queue); default `[model]`. `settings`: the
+    caller's (its broker is replaced by the private Redis's); `env`: extra settings
     for the workers, which read theirs from their environment; `supervise`: restart workers that
     exit (see the module docstring), giving up after `max_restarts` exits of one within `window_s`."""
 
     def __init__(self, model: str, kinds: tuple[str, ...] = KINDS, env: dict[str, str] | None = None,
+                 models: list[str] | None = None,
                  log_dir: Path | None = None, ready_timeout: float = 300.0,
                  worker_args: dict[str, list[str]] | None = None, redis: RedisServer | None = None,
                  settings: Settings | None = None, supervise: bool = False, max_restarts: int = 3,
@@ -118,7 +122,9 @@ class LocalCluster:
         self.settings = settings
         self.worker_args = worker_args or {}
         self.model = model
+        self.models = models or [model]
         self.kinds = kinds
+        self.queues: dict[str, str] = {}  # worker name -> the queue it consumes
         self.extra_env = env or {}
         self.owns_log_dir = log_dir is None
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="arcsynth-cluster-"))
@@ -147,7 +153,7 @@ class LocalCluster:
             callback(line)
 
     def _worker_exited(self, name: str, code: int) -> None:
-        moved = requeue_unacked(self.app, name.split("-", 1)[0])
+        moved = requeue_unacked(self.app, self.queues[name])
         if moved:
             print(f"arcsynth: {moved} job(s) of {name} put back on its queue", file=sys.stderr, flush=True)
 
@@ -165,14 +171,15 @@ class LocalCluster:
             url = SecretStr(self.redis.url)
             self.app = make_app((self.settings or Settings()).model_copy(update={"broker_url": url, "result_backend": url}))
             logs = {}
-            for kind in self.kinds:
-                name = worker_name(kind)
-                log = logs[name] = self.log_dir / f"{kind}.log"
-                args = self.worker_args.get(kind)
+            for kind, index, args, queue in self._workers():
+                name = worker_name(kind, index)
+                log = logs[name] = self.log_dir / (f"{kind}.log" if index == 1 else f"{kind}-{index}.log")
+                self.queues[name] = queue
                 if self.supervisor is None:
-                    self.procs[name] = start_worker(kind, self.env, log, args)
+                    self.procs[name] = start_worker(kind, self.env, log, args, index)
                 else:
-                    self.supervisor.add(name, lambda k=kind, lg=log, a=args: start_worker(k, self.env, lg, a), log)
+                    self.supervisor.add(name, lambda k=kind, lg=log, a=args, i=index: start_worker(k, self.env, lg, a, i),
+                                        log)
             if self.supervisor is not None:
                 self.procs = self.supervisor.procs
                 self.supervisor.watch()
@@ -181,6 +188,19 @@ class LocalCluster:
             self.stop(failed=True)
             raise
         return self
+
+    def _workers(self) -> list[tuple[str, int, list[str] | None, str]]:
+        """(kind, index, extra arguments, queue) of every worker to start."""
+        out: list[tuple[str, int, list[str] | None, str]] = []
+        for kind in self.kinds:
+            args = self.worker_args.get(kind)
+            if kind != "inference":
+                out.append((kind, 1, args, kind))
+                continue
+            for index, model in enumerate(self.models, 1):
+                extra = [*(args or []), "--model", model] if model != self.model else args
+                out.append((kind, index, extra, inference_queue(model)))
+        return out
 
     def stop(self, grace_s: float = 20.0, failed: bool = False) -> None:
         """SIGTERM every worker (a warm shutdown), then SIGKILL what is left after one shared grace period.

@@ -1,8 +1,8 @@
 """What a task's finished job came to, read from the result backend and counted in the run state.
 
-`collect` turns the Celery results of a finished search, refinement or fine-tune into the policy's
-event (with the candidates or adapter it produced); `release` drops the job's results and payload
-once the task's next job or its end is stored.
+`collect` turns the Celery results of a finished search, refinement or fine-tune, lane by lane
+(one per model), into the policy's event (with the candidates or adapters it produced); `release`
+drops the job's results and payloads once the task's next job or its end is stored.
 """
 
 from __future__ import annotations
@@ -23,33 +23,59 @@ from arcsynth.producer.runstate import RunState
 @dataclass
 class Outcome:
     event: Event
-    candidates: list[Candidate] = field(default_factory=list)
-    adapter: str = ""
-    payload_ref: str = ""
+    graded: list[tuple[str, list[Candidate]]] = field(default_factory=list)  # (execute job id, its candidates)
+    adapters: list[str] = field(default_factory=list)
+    payload_refs: list[str] = field(default_factory=list)
+
+    @property
+    def candidates(self) -> list[Candidate]:
+        return [c for _, cands in self.graded for c in cands]
 
 
 def finished(app: Celery, job: JobRecord) -> bool:
-    return AsyncResult(job.ids[-1], app=app).ready()
+    """Every lane's last job has ended (a failed sample fails the execute chained after it)."""
+    return all(AsyncResult(ids[-1], app=app).ready() for _, ids in job.lanes())
 
 
 def collect(app: Celery, state: RunState, job: JobRecord) -> Outcome:
-    """The finished job's event; its stages are counted (done or failed) for the next transition."""
-    stages, ids = job.stages, job.ids
-    last = AsyncResult(ids[-1], app=app)
-    if not last.successful():
-        failed_at = stages[0]
-        if len(stages) == 2 and AsyncResult(ids[0], app=app).successful():
-            state.count("sample", "done")
-            failed_at = stages[1]
-        state.count(failed_at, "failed")
-        return Outcome(Failed(failed_at, f"{type(last.result).__name__}: {last.result}"))
-    result = read_result(app, ids[-1], stages[-1])
-    for stage in stages:
-        state.count(stage, "done")
-    if isinstance(result, FinetuneResult):
-        return Outcome(Finetuned(result.adapter), adapter=result.adapter)
-    ref = result.candidates_ref
-    return Outcome(Searched(result.skipped), payloads.load_candidates(ref) if ref else [], payload_ref=ref)
+    """The finished job's event; its stages are counted (done or failed) for the next transition.
+    A lane that failed fails the job; a search is skipped only when every lane was."""
+    stages = job.lane_stages
+    lanes = job.lanes()
+    for _, ids in lanes:
+        last = AsyncResult(ids[-1], app=app)
+        if not last.successful():
+            failed_at = stages[0]
+            if len(stages) == 2 and AsyncResult(ids[0], app=app).successful():
+                state.count("sample", "done")
+                failed_at = stages[1]
+            state.count(failed_at, "failed")
+            return Outcome(Failed(failed_at, f"{type(last.result).__name__}: {last.result}"))
+    out = Outcome(Searched())
+    trained: dict[str, str] = {}
+    skipped: list[str | None] = []
+    for model, ids in lanes:
+        result = read_result(app, ids[-1], stages[-1])
+        for stage in stages:
+            state.count(stage, "done")
+        if isinstance(result, FinetuneResult):
+            trained[model] = result.adapter
+            out.adapters.append(result.adapter)
+            continue
+        skipped.append(result.skipped)
+        ref = result.candidates_ref
+        cands = payloads.load_candidates(ref) if ref else []
+        if model:
+            cands = [c.model_copy(update={"model": model}) for c in cands]
+        out.graded.append((ids[-1], cands))
+        if ref:
+            out.payload_refs.append(ref)
+    if trained:
+        first = next(iter(trained.values()))
+        out.event = Finetuned(first, {m: a for m, a in trained.items() if m})
+    else:
+        out.event = Searched(skipped[0] if skipped and all(skipped) else None)
+    return out
 
 
 def release(app: Celery, state: RunState, job: JobRecord, outcome: Outcome) -> None:
@@ -62,5 +88,5 @@ def release(app: Celery, state: RunState, job: JobRecord, outcome: Outcome) -> N
     forget_jobs(state.r, job.ids)
     for job_id in job.ids:
         AsyncResult(job_id, app=app).forget()
-    if outcome.payload_ref:
-        payloads.drop(outcome.payload_ref)
+    for ref in outcome.payload_refs:
+        payloads.drop(ref)

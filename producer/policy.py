@@ -77,7 +77,11 @@ class Searched:
 
 @dataclass(frozen=True)
 class Finetuned:
+    """A fine-tune finished: `adapter` for the run's one model, or `adapters` (model -> adapter) for
+    each model that trained in a run with several."""
+
     adapter: str
+    adapters: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -108,13 +112,25 @@ Decision = JobRecord | Finish
 
 # --- decisions ------------------------------------------------------------------------------------
 def first_job(task_id: str, config: RunConfig) -> JobRecord:
-    return search_job(task_id, 0, config.adapter, config.learn)
+    """Epoch 0's search: every model samples, the first through the run's start adapter, the
+    others through their base model."""
+    others = {m: "" for m in config.all_models[1:]} if config.adapter else {}
+    return search_job(task_id, 0, config.adapter, config.learn, config.all_models, others)
 
 
-def search_job(task_id: str, epoch: int, adapter: str, learn: LearnConfig) -> JobRecord:
+def search_job(task_id: str, epoch: int, adapter: str, learn: LearnConfig, models: list[str],
+               adapters: dict[str, str] | None = None) -> JobRecord:
     aug = random_augmentation(random.Random(f"{task_id}:{epoch}")) if learn.augment else None
-    return JobRecord(step="search", epoch=epoch, adapter=adapter, ids=[],
+    return JobRecord(step="search", epoch=epoch, adapter=adapter, adapters=adapters or {}, models=models, ids=[],
                      augmentation=aug.model_dump() if aug else None)
+
+
+def after_finetune(job: JobRecord, event: Finetuned, models: list[str]) -> tuple[str, dict[str, str]]:
+    """(first model's adapter, the others' where they differ) once `event`'s adapters replace the
+    ones `job` sampled through; a model that did not train keeps its adapter."""
+    new = {m: job.adapter_for(m) for m in models} | (event.adapters or {models[0]: event.adapter})
+    first = new[models[0]]
+    return first, {m: a for m, a in new.items() if a != first}
 
 
 def decide(state: TaskState, event: Event, config: RunConfig) -> Decision:
@@ -125,21 +141,25 @@ def decide(state: TaskState, event: Event, config: RunConfig) -> Decision:
     if isinstance(event, Failed):
         return Finish(TaskStatus.FAILED, f"{event.stage}: {event.error}")
     if isinstance(event, Finetuned):
-        return search_job(state.task.id, state.epoch + 1, event.adapter, learn)
+        adapter, adapters = after_finetune(state.job, event, config.all_models)
+        return search_job(state.task.id, state.epoch + 1, adapter, learn, config.all_models, adapters)
     if event.skipped and state.job.step != "refine":  # a refinement too long to prompt: go on
         return Finish(TaskStatus.SKIPPED, event.skipped)
     enough = learn.stop_after is not None and state.perfect_programs >= learn.stop_after
     if not enough:
         parent = refinement_parent(state, learn)
         if parent is not None:
-            return JobRecord(step="refine", epoch=state.epoch, adapter=state.adapter, ids=[], parent=parent)
+            return state.job.model_copy(update={"step": "refine", "ids": [], "sent": False, "parent": parent,
+                                                "models": config.all_models, "augmentation": None})
     if state.epoch >= learn.epochs or enough:
         return Finish(TaskStatus.DONE)
     if learn.scope == "run":
         return JobRecord(step="learn", epoch=state.epoch, adapter=state.adapter, ids=[])
-    if not training_examples(state, learn, config.prompt_format):
+    learners = [m for m in config.all_models if training_examples(state, learn, config.prompt_format, m)]
+    if not learners:
         return Finish(TaskStatus.DONE, NOTHING_TO_LEARN)
-    return JobRecord(step="finetune", epoch=state.epoch, adapter=state.adapter, ids=[])
+    return state.job.model_copy(update={"step": "finetune", "ids": [], "sent": False, "parent": "",
+                                        "models": learners, "augmentation": None})
 
 
 NOTHING_TO_LEARN = "nothing to learn from: no program ran cleanly"
@@ -179,12 +199,15 @@ def rex_pick(options: Sequence[tuple[str, float, int]], c: float, rng: random.Ra
     return max(draws)[1]
 
 
-def training_examples(state: TaskState, learn: LearnConfig, fmt: PromptFormat = "arcsynth") -> list[TrainingExample]:
+def training_examples(state: TaskState, learn: LearnConfig, fmt: PromptFormat = "arcsynth",
+                      model: str | None = None) -> list[TrainingExample]:
     """The task's selected, relabelled programs, then (with learn_from_refinements) the corrections
-    that beat their parent, in the refinement format; all in the run's prompt format `fmt`."""
-    examples = relabel(state.task, state.candidates, learn.select, learn.select_k, fmt)
+    that beat their parent, in the refinement format; all in the run's prompt format `fmt`. With
+    `model`, only that model's programs (and unattributed ones): each model learns from its own."""
+    candidates = state.candidates if model is None else [c for c in state.candidates if c.model in (model, "")]
+    examples = relabel(state.task, candidates, learn.select, learn.select_k, fmt)
     if learn.learn_from_refinements:
-        examples += refinement_examples(state.task, state.candidates, fmt)
+        examples += refinement_examples(state.task, candidates, fmt)
     return examples
 
 
@@ -215,22 +238,36 @@ def task_record(state: TaskState, end: Finish, vote: Vote = "train-correct") -> 
 
 
 # --- messages -------------------------------------------------------------------------------------
-def sampling_for(job: JobRecord, config: RunConfig):
+def sampling_for(job: JobRecord, config: RunConfig, model: str = ""):
     s, learn = config.sampling, config.learn
     if job.step == "refine":
         return s.model_copy(update={"n": learn.refine_samples})
-    return s if job.epoch == 0 else s.model_copy(update={"n": learn.samples_per_epoch})
+    if job.epoch == 0:
+        return s if model not in config.samples_by_model else s.model_copy(update={"n": config.samples_by_model[model]})
+    return s.model_copy(update={"n": learn.samples_per_epoch})
 
 
-def requests(state: TaskState, config: RunConfig) -> tuple[SampleRequest, ExecuteRequest] | FinetuneRequest:
-    """The messages for the task's current job (not `learn`): sample + execute for a search or
-    refinement, one fine-tune request otherwise. Deterministic, so a job re-sent after a restart
-    is the same."""
+Messages = tuple[SampleRequest, ExecuteRequest] | FinetuneRequest
+
+
+def requests(state: TaskState, config: RunConfig) -> list[Messages]:
+    """The messages of the task's current job (not `learn`), one entry per lane (`JobRecord.lanes`):
+    sample + execute for a search or refinement, a fine-tune request otherwise. Deterministic, so a
+    job re-sent after a restart is the same."""
+    models = [m or config.model for m, _ in state.job.lanes()]
+    return [lane_request(state, config, m) for m in models]
+
+
+def lane_request(state: TaskState, config: RunConfig, model: str) -> Messages:
+    """The messages of the current job's lane for `model`."""
     job, task, learn = state.job, state.task, config.learn
+    adapter = job.adapter_for(model)
     if job.step == "finetune":
-        examples = training_examples(state, learn, config.prompt_format)
-        return FinetuneRequest(base_model=learn.base_model or config.model, examples=examples, lora=learn.lora,
-                               train=learn.train, start_adapter="" if learn.from_base else job.adapter,
+        several = len(config.all_models) > 1
+        examples = training_examples(state, learn, config.prompt_format, model if several else None)
+        base = model if several else (learn.base_model or config.model)
+        return FinetuneRequest(base_model=base, examples=examples, lora=learn.lora,
+                               train=learn.train, start_adapter="" if learn.from_base else adapter,
                                sources={task.id: len(examples)}, prompt_format=config.prompt_format)
     aug = Augmentation.model_validate(job.augmentation) if job.augmentation else None
     refine = None
@@ -239,6 +276,6 @@ def requests(state: TaskState, config: RunConfig) -> tuple[SampleRequest, Execut
         refine = RefineSource(code=parent.code or "", execution=parent.execution, parent=job.parent)
     shown = task if aug is None else aug.apply_task(task)
     fmt = config.prompt_format
-    return (SampleRequest(task=shown, sampling=sampling_for(job, config), adapter=job.adapter, refine=refine,
-                          prompt_format=fmt),
+    return (SampleRequest(task=shown, sampling=sampling_for(job, config, model), adapter=adapter, refine=refine,
+                          prompt_format=fmt, model=model),
             ExecuteRequest(task=task, epoch=job.epoch, augmentation=aug, prompt_format=fmt))

@@ -129,11 +129,11 @@ class Producer:
         if not st.job.ids:
             st.job = st.job.model_copy(update={"ids": [uuid.uuid4().hex for _ in st.job.stages], "sent": False})
             self.state.put_job(st.task.id, st.job)
-        messages = policy.requests(st, self.config)
-        if isinstance(messages, FinetuneRequest):
-            send_finetune(self.app, st.job.ids[0], messages)
-        else:
-            send_search(self.app, st.job.ids, *messages)
+        for (_, ids), messages in zip(st.job.lanes(), policy.requests(st, self.config)):
+            if isinstance(messages, FinetuneRequest):
+                send_finetune(self.app, ids[0], messages)
+            else:
+                send_search(self.app, ids, *messages)
         st.job = st.job.model_copy(update={"sent": True})
         self.state.put_job(st.task.id, st.job)
 
@@ -145,16 +145,16 @@ class Producer:
                 continue
             progressed, job = True, st.job
             out = outcomes.collect(self.app, self.state, job)
-            if out.adapter:
-                self.outcome.adapters.setdefault(st.task.id, []).append(out.adapter)
+            self.outcome.adapters.setdefault(st.task.id, []).extend(out.adapters)
             if isinstance(out.event, Searched):
-                self._record(st, out.candidates)
+                for execute_id, candidates in out.graded:
+                    self._record(st, execute_id, candidates)
             self._apply(st, policy.decide(st, out.event, self.config))
             outcomes.release(self.app, self.state, job, out)
         return progressed
 
-    def _record(self, st: TaskState, candidates: list[Candidate]) -> None:
-        key = st.job.ids[-1]
+    def _record(self, st: TaskState, key: str, candidates: list[Candidate]) -> None:
+        """Append one execute job's candidates, once (`key`: the job's id)."""
         if key not in self.recorded:  # a job re-read after a restart is recorded once
             self.rundir.append_candidates(candidates)
             self.recorded.add(key)

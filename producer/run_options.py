@@ -24,12 +24,43 @@ from arcsynth.producer.tracking import TrackingUnavailable, ensure_available
 
 _TRAIN = TrainConfig()
 
+class SamplesType(click.ParamType):
+    """`--samples`: one count for every model (`256`), or counts by model (`A=256,B=64`; a model not
+    named samples the default)."""
+
+    name = "samples"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, dict)):
+            return value
+        text = str(value).strip()
+        try:
+            if "=" not in text:
+                n = int(text)
+                if n < 1:
+                    raise ValueError
+                return n
+            counts = {}
+            for part in text.split(","):
+                name, _, count = part.rpartition("=")
+                if not name.strip() or int(count) < 1:
+                    raise ValueError
+                counts[name.strip()] = int(count)
+            return counts
+        except ValueError:
+            self.fail(f"{value!r} is neither a count >= 1 nor MODEL=COUNT,... with counts >= 1", param, ctx)
+
+
 RUN_OPTIONS = [
     click.argument("dataset"),
+    click.option("--model", "models", multiple=True,
+                 help="Model that samples (hub id, path or `smollm2`; default ARCSYNTH_MODEL). Repeat it to pool "
+                      "several models' programs in one vote, each served by its own inference workers "
+                      "(`arcsynth worker inference --model M`)."),
     click.option("--tasks", help="Comma-separated task ids to run."),
     click.option("--limit", type=click.IntRange(min=1), help="Run only the first N tasks."),
-    click.option("--samples", type=click.IntRange(min=1), default=DEFAULT_SAMPLES, show_default=True,
-                 help="Candidate programs per task."),
+    click.option("--samples", type=SamplesType(), default=DEFAULT_SAMPLES, show_default=True,
+                 help="Candidate programs per task and model, or by model: A=256,B=64."),
     click.option("--temperature", type=float, help="Sampling temperature (default ARCSYNTH_TEMPERATURE)."),
     click.option("--top-p", type=float, help="Nucleus sampling threshold (0 < p <= 1)."),
     click.option("--max-tokens", type=click.IntRange(min=1), help="Max tokens per program (default ARCSYNTH_MAX_TOKENS)."),
@@ -131,6 +162,15 @@ def check_combination(o: dict) -> None:
     if o["prompt_format"] == "base" and o["refine_rounds"]:
         raise UserError("option --refine: the base prompt format has no follow-up turn to refine with")
     check_adapter_format(o["adapter"], o["prompt_format"])
+    models = o.get("models") or ()
+    if len(set(models)) != len(models):
+        raise UserError("option --model: a model is named twice")
+    if len(models) > 1 and o["epochs"] and o["learn_scope"] == "run":
+        raise UserError("option --learn-scope: run-scope learning takes one model; with several, use --learn-scope task")
+    if isinstance(o["samples"], dict):
+        stray = sorted(set(o["samples"]) - set(models or ()))
+        if stray:
+            raise UserError(f"option --samples: {stray[0]} is not a model of this run (give it with --model)")
 
 
 def chat_template_problem(model: str, fmt: str) -> str | None:
@@ -169,16 +209,25 @@ def check_adapter_format(adapter: str, fmt: str) -> None:
         raise UserError(f"option --adapter: {adapter} was trained with --prompt {trained}, this run uses --prompt {fmt}")
 
 
-def run_config(s: Settings, task_list: Sequence[Task], model: str, **o) -> RunConfig:
+def run_models(s: Settings, o: dict) -> list[str]:
+    """The run's models in the order given (`--model`, repeatable), or the configured one."""
+    return list(o.get("models") or ()) or [s.model]
+
+
+def run_config(s: Settings, task_list: Sequence[Task], **o) -> RunConfig:
     """The run the options describe; a combination that makes no sense is a user error."""
     check_combination(o)
+    models = run_models(s, o)
+    model = models[0]
+    by_model = o["samples"] if isinstance(o["samples"], dict) else {}
+    samples = o["samples"] if isinstance(o["samples"], int) else DEFAULT_SAMPLES
     if o["track"] == "mlflow":
         try:
             ensure_available()
         except TrackingUnavailable as exc:
             raise UserError(f"option --track: {exc}") from None
-    sampling = sampling_config(s, o["samples"], o["temperature"], o["max_tokens"], o["seed"], o["top_p"], o["min_p"])
-    learn = LearnConfig(epochs=o["epochs"], samples_per_epoch=o["samples_per_epoch"] or o["samples"],
+    sampling = sampling_config(s, samples, o["temperature"], o["max_tokens"], o["seed"], o["top_p"], o["min_p"])
+    learn = LearnConfig(epochs=o["epochs"], samples_per_epoch=o["samples_per_epoch"] or samples,
                         refine_rounds=o["refine_rounds"], refine_samples=o["refine_samples"],
                         refine_strategy=o["refine_strategy"], rex_c=o["rex_c"],
                         stop_after=None if o["keep_searching"] else o["stop_after"], scope=o["learn_scope"],
@@ -186,7 +235,8 @@ def run_config(s: Settings, task_list: Sequence[Task], model: str, **o) -> RunCo
                         base_model=model, augment=o["augment"], from_base=o["finetune_from"] == "base",
                         train=TrainConfig(steps=o["finetune_steps"]))
     return RunConfig(run_id=new_run_id(), dataset=o["dataset"], task_ids=[t.id for t in task_list], model=model,
-                     sampling=sampling, adapter=o["adapter"], max_model_len=s.max_model_len, learn=learn,
+                     models=models if len(models) > 1 else [], samples_by_model=by_model, sampling=sampling,
+                     adapter=o["adapter"], max_model_len=s.max_model_len, learn=learn,
                      prompt_format=o["prompt_format"], vote=o["vote"],
                      max_active=o["max_active"] or s.max_active_tasks, timeout_s=o["timeout"],
                      track=o["track"])

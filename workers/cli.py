@@ -18,6 +18,7 @@ import click
 
 from arcsynth.common.celery_app import make_app
 from arcsynth.common.cli_base import UserError, need_broker, settings
+from arcsynth.common.jobs import inference_queue
 from arcsynth.common.lifetime import children_die_with_me, die_with_parent
 from arcsynth.common.settings import Settings
 from arcsynth.common.supervise import Supervisor
@@ -49,7 +50,8 @@ def worker(kind, concurrency, index, model, gpu, gpu_group, loglevel):
     importlib.import_module(f"arcsynth.workers.{kind}").register(app, s)
     pool, default_c = POOLS[kind]
     app.worker_main([
-        "worker", "-Q", kind, "-P", pool, "-c", str(concurrency or default_c),
+        "worker", "-Q", inference_queue(s.model) if kind == "inference" else kind,
+        "-P", pool, "-c", str(concurrency or default_c),
         "-n", f"{kind}-{index}@{socket.gethostname()}", "-l", loglevel, "-E",
         "--without-gossip", "--without-mingle",
     ])

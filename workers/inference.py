@@ -78,4 +78,7 @@ def register(app: Celery, settings: Settings) -> None:
 
     @app.task(name=SAMPLE, base=GuardedTask, time_limit=settings.inference_time_limit_s)
     def sample_job(request: dict) -> dict:
-        return sample(SampleRequest.model_validate(request)).model_dump(mode="json")
+        req = SampleRequest.model_validate(request)
+        if req.model != settings.model:  # routed by model (`inference_queue`): only a misconfigured sender gets here
+            raise ValueError(f"this worker serves model {settings.model!r}, the job asks for {req.model!r}")
+        return sample(req).model_dump(mode="json")

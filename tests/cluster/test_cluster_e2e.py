@@ -79,7 +79,7 @@ def test_inference_worker_answers_pings_while_it_generates(cluster):
 
     task = load_tasks("arc-agi-1/training", task_ids=["6150a2bd"])[0]
     sampling = SamplingConfig(n=32, max_tokens=512, temperature=1.0, seed=3)
-    res = send_sample(cluster.app, SampleRequest(task=task, sampling=sampling))
+    res = send_sample(cluster.app, SampleRequest(task=task, sampling=sampling, model=cluster.model))
     try:
         # task_track_started: the state turns STARTED once the worker has begun generating.
         wait_until(lambda: res.state == "STARTED", 120, "the sample job to start")
@@ -126,7 +126,8 @@ def test_adapters_per_request_zero_b_is_base_trained_differs_and_mixed_batches(c
     greedy = SamplingConfig(n=1, temperature=0.0, max_tokens=48)
     zero = _untrained_adapter(smollm2, tmp_path / "zero", rank=8)
     # Three requests in flight at once: base, zero-B adapter and trained adapter share batches.
-    jobs = [send_sample(cluster.app, SampleRequest(task=task, sampling=greedy, adapter=a)) for a in ("", zero, taught["adapter"])]
+    jobs = [send_sample(cluster.app, SampleRequest(task=task, sampling=greedy, adapter=a, model=cluster.model))
+            for a in ("", zero, taught["adapter"])]
     base, with_zero, with_taught = [r.get(timeout=300)["completions"][0]["text"] for r in jobs]
     assert with_zero == base
     assert with_taught != base and "grid.T" in with_taught
@@ -137,9 +138,9 @@ def test_adapter_with_too_large_a_rank_is_rejected_clearly(cluster, smollm2, tmp
     task = load_tasks("arc-agi-1/training", task_ids=["74dd1130"])[0]
     tiny = SamplingConfig(n=1, max_tokens=8)
     with pytest.raises(Exception, match="rank 32 exceeds this engine's max_lora_rank 8"):
-        send_sample(cluster.app, SampleRequest(task=task, sampling=tiny, adapter=big)).get(timeout=120)
+        send_sample(cluster.app, SampleRequest(task=task, sampling=tiny, adapter=big, model=cluster.model)).get(timeout=120)
     # The engine is still serving.
-    ok = send_sample(cluster.app, SampleRequest(task=task, sampling=tiny))
+    ok = send_sample(cluster.app, SampleRequest(task=task, sampling=tiny, model=cluster.model))
     assert len(ok.get(timeout=120)["completions"]) == 1
 
 
@@ -188,7 +189,8 @@ def test_base_prompt_gives_a_completion_that_extraction_turns_into_a_program_tha
     task = load_tasks("arc-agi-1/training", task_ids=["6150a2bd"])[0]
     sampling = SamplingConfig(n=16, temperature=0.7, max_tokens=96)
     sampled = SampleResult.model_validate(
-        send_sample(cluster.app, SampleRequest(task=task, sampling=sampling, prompt_format="base")).get(timeout=600))
+        send_sample(cluster.app, SampleRequest(task=task, sampling=sampling, prompt_format="base",
+                                                      model=cluster.model)).get(timeout=600))
     assert len(sampled.completions) == 16
     payload = send_execute(cluster.app, sampled, ExecuteRequest(task=task, prompt_format="base")).get(timeout=300)
     cands = load_candidates(payload["candidates_ref"])

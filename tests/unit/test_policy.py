@@ -146,17 +146,17 @@ def test_augmented_search_is_deterministic_per_task_and_epoch():
 
 def test_requests_for_each_step():
     cfg = config(epochs=1, samples_per_epoch=2, refine_samples=3)
-    sample, execute = requests(state([], adapter="a"), cfg)
+    [(sample, execute)] = requests(state([], adapter="a"), cfg)
     assert isinstance(sample, SampleRequest) and isinstance(execute, ExecuteRequest)
     assert (sample.sampling.n, sample.adapter, sample.refine, execute.epoch) == (4, "a", None, 0)
-    sample, _ = requests(state([], epoch=1), cfg)
+    [(sample, _)] = requests(state([], epoch=1), cfg)
     assert sample.sampling.n == 2  # later epochs sample samples_per_epoch
     parent = cand(0, list(HALF), code=SWAP.replace("::-1", "::1"))
-    sample, _ = requests(state([parent], step="refine", parent="fp0-0"), cfg)
+    [(sample, _)] = requests(state([parent], step="refine", parent="fp0-0"), cfg)
     assert sample.sampling.n == 3 and sample.refine is not None and sample.refine.code == parent.code
-    ft = requests(state([parent], step="finetune", adapter="a"), cfg)
+    [ft] = requests(state([parent], step="finetune", adapter="a"), cfg)
     assert isinstance(ft, FinetuneRequest) and ft.start_adapter == "a" and ft.base_model == "m" and len(ft.examples) == 1
-    ft = requests(state([parent], step="finetune", adapter="a"), config(epochs=1, from_base=True))
+    [ft] = requests(state([parent], step="finetune", adapter="a"), config(epochs=1, from_base=True))
     assert isinstance(ft, FinetuneRequest) and ft.start_adapter == ""
 
 
@@ -241,3 +241,48 @@ def test_learning_from_refinements_adds_corrections_that_beat_their_parent():
     both = training_examples(st, config(epochs=1, learn_from_refinements=True).learn)
     assert len(both) == len(plain) + 1
     assert both[-1].messages[-2]["role"] == "assistant" and both[-1].completion.endswith(f"{SWAP}\n```")
+
+
+# --- several models in one run ---------------------------------------------------------------------
+def two_models(**learn) -> RunConfig:
+    return config(**learn).model_copy(update={"models": ["m", "n"], "samples_by_model": {"n": 2}})
+
+
+def test_each_model_samples_in_its_own_lane_with_its_own_budget():
+    cfg = two_models(epochs=1)
+    job = first_job("t", cfg)
+    assert job.models == ["m", "n"] and job.stages == ("sample", "execute") * 2
+    lanes = requests(TaskState(TASK, job.model_copy(update={"ids": list("abcd")})), cfg)
+    assert [(s.model, s.sampling.n) for s, _ in lanes] == [("m", 4), ("n", 2)]
+
+
+def test_each_model_learns_from_its_own_programs_and_samples_through_its_own_adapter():
+    cfg = two_models(epochs=2)
+    mine = cand(0, list(HALF)).model_copy(update={"model": "m"})
+    theirs = cand(1, [None, None]).model_copy(update={"model": "n"})  # nothing to relabel for model n
+    st = TaskState(TASK, first_job("t", cfg).model_copy(update={"ids": list("abcd")}), [mine, theirs])
+    job = decide(st, Searched(), cfg)
+    assert isinstance(job, JobRecord) and job.step == "finetune" and job.models == ["m"]
+    [ft] = requests(TaskState(TASK, job.model_copy(update={"ids": ["f"]}), [mine, theirs]), cfg)
+    assert isinstance(ft, FinetuneRequest) and ft.base_model == "m" and len(ft.examples) == 1
+    nxt = decide(TaskState(TASK, job, [mine, theirs]), Finetuned("am", {"m": "am"}), cfg)
+    assert isinstance(nxt, JobRecord) and nxt.models == ["m", "n"] and nxt.epoch == 1
+    assert (nxt.adapter_for("m"), nxt.adapter_for("n")) == ("am", "")
+    # Model n's adapter is kept when only model m trains again.
+    later = nxt.model_copy(update={"adapters": {"n": "an"}})
+    again = decide(TaskState(TASK, later), Finetuned("am2", {"m": "am2"}), cfg)
+    assert isinstance(again, JobRecord) and (again.adapter_for("m"), again.adapter_for("n")) == ("am2", "an")
+
+
+def test_the_vote_pools_every_models_programs():
+    def answer(index: int, model: str, test_output: list) -> Candidate:
+        c = cand(index, list(SOLVED))
+        ex = c.execution.model_copy(update={"test": [InputResult(output=test_output)]})
+        return c.model_copy(update={"model": model, "execution": ex})
+
+    a, b = [[1, 1]], [[6, 5]]
+    by_m = [answer(0, "m", a), answer(1, "m", a), answer(2, "m", b)]
+    by_n = [answer(3, "n", b), answer(4, "n", b)]
+    job = first_job("t", two_models())
+    assert task_record(TaskState(TASK, job, by_m), Finish(TaskStatus.DONE)).attempts[0].attempt_1 == a
+    assert task_record(TaskState(TASK, job, by_m + by_n), Finish(TaskStatus.DONE)).attempts[0].attempt_1 == b

@@ -27,7 +27,7 @@ def make_backend(settings: Settings) -> Backend:
 
         if not settings.replay_file:
             raise ValueError("ARCSYNTH_BACKEND=replay needs ARCSYNTH_REPLAY_FILE")
-        return ReplayBackend(settings.replay_file)
+        return ReplayBackend(settings.replay_file, settings.model)
     if kind == "openai":
         from arcsynth.workers.backends.openai_api import OpenAIBackend
 

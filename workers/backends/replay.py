@@ -3,7 +3,9 @@
 The file is JSONL, one record per line, each with a `task_id` and its completion in any of the
 forms in use: `text` (a string), `completion` as a string, or `completion: {"text": ...}` (a run's
 `candidates.jsonl`). Records with `refine: true`, or a `parent` (as a run's candidates.jsonl has
-them), answer refinement prompts. A file that cannot be read, or a record without these, is a
+them), answer refinement prompts. A record with a `model` (a run's candidates.jsonl has it) is
+served only by the worker of that model, so a run with several models replays each model's own
+programs; a record without one is served by every worker. A file that cannot be read, or a record without these, is a
 `ReplayFileError` naming the file and the line: never a model.
 """
 
@@ -38,9 +40,10 @@ def record_text(rec: Any) -> str:
 
 
 class ReplayBackend:
-    def __init__(self, path: str) -> None:
-        """Read every record of `path` now: a bad file stops the worker at start, not at its first job."""
-        self.path = path
+    def __init__(self, path: str, model: str = "") -> None:
+        """Read every record of `path` now: a bad file stops the worker at start, not at its first job.
+        `model`: the model this worker serves (records of other models are left out)."""
+        self.path, self.model = path, model
         self.by_task: dict[str, list[Completion]] = defaultdict(list)
         self.refinements: dict[str, list[Completion]] = defaultdict(list)
         try:
@@ -61,6 +64,8 @@ class ReplayBackend:
 
     def _add(self, rec: Any) -> None:
         text = record_text(rec)
+        if rec.get("model") and self.model and rec["model"] != self.model:
+            return
         refined = bool(rec.get("refine") or rec.get("parent"))
         (self.refinements if refined else self.by_task)[rec["task_id"]].append(Completion(text=text))
 
