@@ -62,8 +62,9 @@ def replay_cluster(tmp_path_factory):
         f.write(json.dumps({"task_id": "67a3c6ac", "text": fenced(BARC_FLIP_LR)}) + "\n")
     env = {"ARCSYNTH_BACKEND": "replay", "ARCSYNTH_REPLAY_FILE": str(replay), "ARCSYNTH_EXEC_TIMEOUT_S": "10",
            "ARCSYNTH_RUN_ROOT": str(root / "runs"), "ARCSYNTH_ARTIFACT_ROOT": str(root / "artifacts")}
-    # The fine-tune worker trains real (tiny) adapters on SmolLM2 for the learning-scope tests.
-    with LocalCluster(model="replay", kinds=("execute", "inference", "finetune"), env=env, log_dir=root / "logs",
+    # The replay worker stands in for SmolLM2 (its queue is smollm2's), on which the fine-tune worker
+    # trains real (tiny) adapters for the learning tests.
+    with LocalCluster(model="smollm2", kinds=("execute", "inference", "finetune"), env=env, log_dir=root / "logs",
                       ready_timeout=180) as c:
         yield c
 

@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 
 from arcsynth.common.models import Candidate
+from arcsynth.producer.cluster import worker_name
 from arcsynth.producer.rundir import RunDir
 from arcsynth.producer.runstate import RunState
 from tests.support import cli, wait_until
@@ -16,7 +17,7 @@ from tests.support import cli, wait_until
 TASKS = "6150a2bd,74dd1130,007bbfb7"  # the flip solves the first, the transpose the second, nothing the third
 RUN_SCOPE = ["--epochs", "1", "--learn-scope", "run", "--keep-searching", "--finetune-steps", "2", "--samples", "2",
              "--max-active", "1", "--select", "diverse", "--select-k", "1"]
-ON_SMOLLM2 = {"ARCSYNTH_MODEL": "smollm2"}  # the fine-tune worker's base model; the replay backend ignores it
+ON_SMOLLM2 = {"ARCSYNTH_MODEL": "smollm2"}  # the model the replay worker stands in for, and the adapters' base
 
 
 def candidates(out: Path) -> list[Candidate]:
@@ -48,16 +49,22 @@ def test_run_scope_resumes_after_the_producer_is_killed_with_the_same_adapters_a
         env=ON_SMOLLM2, timeout=600)
 
     out = tmp_path / "killed"
-    r = cli(replay_cluster, "submit", "arc-agi-1/training", "--tasks", TASKS, *RUN_SCOPE, "--out", str(out),
-            env=ON_SMOLLM2, timeout=60)
-    run_id = r.stdout.strip().splitlines()[-1]
-    import redis
+    # Kill the producer while the run's fine-tune job is in flight (every task waits for its
+    # adapter). A warm fine-tune worker trains 2 steps in about a second, so it is paused until then.
+    finetune = replay_cluster.procs[worker_name("finetune")]
+    finetune.send_signal(signal.SIGSTOP)
+    try:
+        r = cli(replay_cluster, "submit", "arc-agi-1/training", "--tasks", TASKS, *RUN_SCOPE, "--out", str(out),
+                env=ON_SMOLLM2, timeout=60)
+        run_id = r.stdout.strip().splitlines()[-1]
+        import redis
 
-    state = RunState(redis.Redis.from_url(replay_cluster.redis.url, decode_responses=True), run_id)
-    # Kill it while the run's fine-tune job is in flight (every task waits for its adapter).
-    wait_until(lambda: state.run_job() is not None and state.run_job().sent, 300, "the run's fine-tune job")
-    os.kill(int(state.get("producer_pid")), signal.SIGKILL)
-    wait_until(lambda: not state.producer_alive(), 60, "the producer to be seen dead")
+        state = RunState(redis.Redis.from_url(replay_cluster.redis.url, decode_responses=True), run_id)
+        wait_until(lambda: state.run_job() is not None and state.run_job().sent, 300, "the run's fine-tune job")
+        os.kill(int(state.get("producer_pid")), signal.SIGKILL)
+        wait_until(lambda: not state.producer_alive(), 60, "the producer to be seen dead")
+    finally:
+        finetune.send_signal(signal.SIGCONT)
     cli(replay_cluster, "resume", run_id, "--wait", env=ON_SMOLLM2, timeout=600)
 
     assert (out / "submission.json").read_text() == (whole / "submission.json").read_text()

@@ -25,8 +25,8 @@ def _hex(rgb) -> str:
 def test_report_renders_grids_attempts_programs_and_the_score(replay_cluster, browser, tmp_path):
     tasks = load_tasks("arc-agi-1/training", task_ids=TASKS)
     sampling = SamplingConfig(n=2)
-    config = RunConfig(run_id="report", dataset="arc-agi-1/training", task_ids=TASKS, model="replay", sampling=sampling,
-                       timeout_s=120)
+    config = RunConfig(run_id="report", dataset="arc-agi-1/training", task_ids=TASKS, model=replay_cluster.model,
+                       sampling=sampling, timeout_s=120)
     out = tmp_path / "run"
     run_in_process(replay_cluster.app, tasks, config, out)
     r = subprocess.run([sys.executable, "-m", "arcsynth.producer", "report", str(out)], capture_output=True, text=True,

@@ -75,7 +75,7 @@ def test_submit_returns_at_once_then_wait_status_runs_and_results(replay_cluster
 
     listing = cli(replay_cluster, "runs").stdout
     (row,) = [line for line in listing.splitlines() if line.startswith(run_id)]
-    assert " done " in row and "3/3" in row and "model=replay samples=2 epochs=0 scope=task" in row
+    assert " done " in row and "3/3" in row and "model=smollm2 samples=2 epochs=0 scope=task" in row
 
     (out / "submission.json").unlink()
     r = cli(replay_cluster, "results", run_id)
@@ -266,5 +266,5 @@ def test_track_mlflow_logs_the_finished_runs_settings_and_score(replay_cluster, 
     wait_until(logged, 120, "the producer to log the run to MLflow")
     (exp,) = [e for e in client.search_experiments() if e.name == "arcsynth"]
     (run,) = client.search_runs([exp.experiment_id])
-    assert run.data.params["model"] == "replay" and run.data.params["sampling.n"] == "2"
+    assert run.data.params["model"] == "smollm2" and run.data.params["sampling.n"] == "2"
     assert run.data.metrics["score"] == 0.5  # the flip solves 6150a2bd, nothing solves 007bbfb7
