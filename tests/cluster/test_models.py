@@ -73,3 +73,59 @@ def test_two_models_pool_their_programs_in_one_vote(tmp_path):
     assert submission["pooled"][0]["attempt_1"] == [[3, 2, 1]]
     run = json.loads((tmp_path / "both" / "run.json").read_text())
     assert (run["model"], run["models"]) == ("alpha", ["alpha", "beta"])
+
+
+def _copy_of(smollm2: str, folder: Path) -> str:
+    """SmolLM2 under another folder (its files linked, not copied): to arcsynth, another model."""
+    folder.mkdir()
+    for f in Path(smollm2).iterdir():
+        (folder / f.name).symlink_to(f)
+    return str(folder)
+
+
+def test_each_model_learns_through_its_own_adapter(smollm2, tmp_path):
+    """Replayed programs (so every model has programs to learn from) and a real fine-tune worker:
+    with --epochs 1, each model's epoch-1 candidates name an adapter trained on that model."""
+    from tests.support import FLIP, TRANSPOSE
+
+    other = _copy_of(smollm2, tmp_path / "other-smollm2")
+    replay = tmp_path / "learn-replay.jsonl"
+    with open(replay, "w") as f:
+        for model, code in (("smollm2", FLIP), (other, TRANSPOSE)):
+            f.write(json.dumps({"task_id": "6150a2bd", "model": model, "text": fenced(code)}) + "\n")
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "ARCSYNTH_BACKEND": "replay", "ARCSYNTH_REPLAY_FILE": str(replay),
+           "ARCSYNTH_ARTIFACT_ROOT": str(tmp_path / "artifacts"), "TMPDIR": str(tmp_path / "tmp")}
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "arcsynth.producer", "local", "arc-agi-1/training", "--tasks", "6150a2bd",
+                        "--model", "smollm2", "--model", other, "--samples", "1", "--epochs", "1", "--keep-searching",
+                        "--finetune-steps", "2", "--out", str(out)], env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr
+    cands = [json.loads(line) for line in (out / "candidates.jsonl").read_text().splitlines()]
+    assert Counter((c["model"], c["epoch"]) for c in cands) == {("smollm2", 0): 1, (other, 0): 1,
+                                                                  ("smollm2", 1): 1, (other, 1): 1}
+    by_model = {c["model"]: c["adapter"] for c in cands if c["epoch"] == 1}
+    assert all(by_model.values()) and len(set(by_model.values())) == 2
+    for model, adapter in by_model.items():
+        manifest = json.loads((Path(adapter) / "arcsynth_manifest.json").read_text())
+        assert manifest["base_model"] == model
+        assert manifest["sources"] == {"6150a2bd": 1}
+
+
+def test_two_vllm_engines_each_serve_their_model(smollm2, tmp_path):
+    """SmolLM2 and a copy of it under another folder, each served by its own vLLM worker."""
+    other = _copy_of(smollm2, tmp_path / "other-smollm2")
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "pooled.json").write_text(json.dumps(TASK))
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "ARCSYNTH_ARTIFACT_ROOT": str(tmp_path / "artifacts"), "TMPDIR": str(tmp_path / "tmp"),
+           "ARCSYNTH_MAX_MODEL_LEN": "4096", "ARCSYNTH_EXEC_TIMEOUT_S": "2"}
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "arcsynth.producer", "local", str(tasks), "--model", "smollm2",
+                        "--model", other, "--samples", "3", "--max-tokens", "32", "--out", str(out)],
+                       env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr
+    cands = [json.loads(line) for line in (out / "candidates.jsonl").read_text().splitlines()]
+    assert Counter(c["model"] for c in cands) == {"smollm2": 3, other: 3}
+    assert all(c["completion"]["completion_tokens"] > 0 for c in cands)
