@@ -79,7 +79,9 @@ def status_text(state: RunState, app: Celery, needed: Mapping[str, str] | None =
     waiting = sum(1 for job in state.jobs().values() if job.step == "learn")
     if waiting:
         lines.append(f"waiting for the run's adapter: {waiting} tasks")
-    lines.append(f"candidates: {info.get('candidates', 0)}")
+    by_model = RunState.candidates_by_model(info)
+    lines.append(f"candidates: {info.get('candidates', 0)}"
+                 + (" (" + ", ".join(f"{m}: {n}" for m, n in sorted(by_model.items())) + ")" if by_model else ""))
     if info.get("solutions_known") == "1":
         done = sum(finished.values())
         score_sum = float(info.get("score_sum") or 0.0)

@@ -63,18 +63,34 @@ def collect(app: Celery, state: RunState, job: JobRecord) -> Outcome:
             out.adapters.append(result.adapter)
             continue
         skipped.append(result.skipped)
-        ref = result.candidates_ref
-        cands = payloads.load_candidates(ref) if ref else []
-        if model:
-            cands = [c.model_copy(update={"model": model}) for c in cands]
-        out.graded.append((ids[-1], cands))
-        if ref:
-            out.payload_refs.append(ref)
+        out.graded.append((ids[-1], _candidates(result.candidates_ref, model)))
+        if result.candidates_ref:
+            out.payload_refs.append(result.candidates_ref)
     if trained:
         first = next(iter(trained.values()))
         out.event = Finetuned(first, {m: a for m, a in trained.items() if m})
     else:
         out.event = Searched(skipped[0] if skipped and all(skipped) else None)
+    return out
+
+
+def _candidates(ref: str, model: str) -> list[Candidate]:
+    cands = payloads.load_candidates(ref) if ref else []
+    return [c.model_copy(update={"model": model}) for c in cands] if model else cands
+
+
+def graded_lanes(app: Celery, job: JobRecord, skip: set[str]) -> list[tuple[str, list[Candidate]]]:
+    """(execute job id, candidates) of each lane of a search or refinement that has already ended
+    well, while others may still run: a run with several models records each model's programs as
+    they come, and keeps them when the run stops before the slowest model answers. Lanes whose
+    execute id is in `skip` (recorded already) are left out; payloads stay until `release`."""
+    if job.step not in ("search", "refine"):
+        return []
+    out = []
+    for model, ids in job.lanes():
+        if len(ids) == 2 and ids[-1] not in skip and AsyncResult(ids[-1], app=app).successful():
+            result = read_result(app, ids[-1], "execute")
+            out.append((ids[-1], _candidates(getattr(result, "candidates_ref", ""), model)))
     return out
 
 

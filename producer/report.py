@@ -192,6 +192,12 @@ def _summary(s: RunSummary) -> str:
         out += [f'<tr class="run-epoch" data-epoch="{e}"><td>{e}</td><td>{t.candidates}</td><td>{t.valid}</td>'
                 f"<td>{t.train_correct}</td><td>{t.solved}</td></tr>" for e, t in s.per_epoch.items()]
         out.append("</table>")
+    if s.per_model:
+        out.append('<h3>Per model</h3><table class="counts" id="models"><tr><th>model</th><th>candidates</th>'
+                   "<th>valid</th><th>all train correct</th><th>tasks with a test-correct program</th></tr>")
+        out += [f'<tr class="run-model"><td>{html.escape(m)}</td><td>{t.candidates}</td><td>{t.valid}</td>'
+                f"<td>{t.train_correct}</td><td>{t.solved}</td></tr>" for m, t in s.per_model.items()]
+        out.append("</table>")
     out.append("<h3>pass@n and two-attempt score against n</h3>" + curves_svg(s.curves))
     out.append('<h3>Tasks</h3><table class="counts" id="tasks"><tr><th>task</th><th>status</th><th>score</th>'
                "<th>best train accuracy</th><th>candidates</th><th>epochs</th></tr>")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,6 +143,8 @@ class Producer:
         progressed = False
         for st in list(self.active.values()):
             if not outcomes.finished(self.app, st.job):
+                if len(st.job.models) > 1:
+                    self._record_graded_lanes(st)
                 continue
             progressed, job = True, st.job
             out = outcomes.collect(self.app, self.state, job)
@@ -153,15 +156,21 @@ class Producer:
             outcomes.release(self.app, self.state, job, out)
         return progressed
 
+    def _record_graded_lanes(self, st: TaskState) -> None:
+        """Record the lanes of the task's job that have ended (see `outcomes.graded_lanes`)."""
+        for execute_id, candidates in outcomes.graded_lanes(self.app, st.job, self.recorded):
+            self._record(st, execute_id, candidates)
+
     def _record(self, st: TaskState, key: str, candidates: list[Candidate]) -> None:
         """Append one execute job's candidates, once (`key`: the job's id)."""
         if key not in self.recorded:  # a job re-read after a restart is recorded once
             self.rundir.append_candidates(candidates)
             self.recorded.add(key)
-            self.state.add_candidates(len(candidates))
+            several = len(self.config.all_models) > 1
+            self.state.add_candidates(len(candidates), dict(Counter(c.model for c in candidates)) if several else None)
             st.candidates.extend(candidates)
-        self.outcome.candidates += len(candidates)
-        self.bar.set_postfix(candidates=self.outcome.candidates)
+            self.outcome.candidates += len(candidates)
+            self.bar.set_postfix(candidates=self.outcome.candidates)
 
     def _apply(self, st: TaskState, decision: JobRecord | Finish) -> None:
         if isinstance(decision, Finish):
@@ -192,6 +201,7 @@ class Producer:
         for st in self.learning.release_all():
             self.active[st.task.id] = st
         for st in list(self.active.values()):
+            self._record_graded_lanes(st)  # what ended before the stop still counts
             self._apply(st, policy.decide(st, event, self.config))
         for task in self.pending:
             st = self.active[task.id] = TaskState(task, JobRecord(step="search", ids=[]))

@@ -3,7 +3,8 @@
 Keys (all under `arcsynth:`):
 - `runs`: sorted set of run ids by creation time.
 - `run:<id>`: hash of fields (run_dir, state, total, done/failed/skipped/cancelled, candidates,
-  producer pid/host/heartbeat, memory, score).
+  `candidates:<model>` for each model of a run with several, producer pid/host/heartbeat, memory,
+  score).
 - `run:<id>:jobs`: hash task id -> JobRecord (the job each unfinished task waits on).
 - `run:<id>:counts`: hash `<stage>:<done|failed>` -> count, stage in sample/execute/finetune.
 - `run:<id>:lost`: set of workers that died in the middle of one of the run's jobs.
@@ -185,8 +186,18 @@ class RunState:
     def lost_workers(self) -> list[str]:
         return sorted(self.r.smembers(self.lost_key))
 
-    def add_candidates(self, n: int) -> None:
-        self.r.hincrby(self.key, "candidates", n)
+    def add_candidates(self, n: int, by_model: dict[str, int] | None = None) -> None:
+        """Count recorded candidates; `by_model`: how many each model sampled (runs with several)."""
+        with self.r.pipeline() as p:
+            p.hincrby(self.key, "candidates", n)
+            for model, k in (by_model or {}).items():
+                p.hincrby(self.key, f"candidates:{model}", k)
+            p.execute()
+
+    @staticmethod
+    def candidates_by_model(info: dict[str, str]) -> dict[str, int]:
+        """The per-model candidate counts in a run's fields (empty for a one-model run)."""
+        return {k.removeprefix("candidates:"): int(v) for k, v in info.items() if k.startswith("candidates:")}
 
 
 def list_runs(r: redis.Redis, limit: int = 50) -> list[tuple[str, dict[str, str]]]:

@@ -74,6 +74,7 @@ class RunSummary(BaseModel):
     wall_s: float | None
     times: StageTimes
     per_epoch: dict[int, EpochTotals]
+    per_model: dict[str, EpochTotals] = {}  # runs with several models: the same counts, by model
     rows: list[TaskRow]
     curves: list[Curve]
     overall: Curve  # every candidate of every task together: what `compare` sets side by side
@@ -188,6 +189,7 @@ class Summariser:
         self.curves = CurveBuilder(default_model=self.config.model)
         self.rows: list[TaskRow] = []
         self.per_epoch: dict[int, EpochTotals] = {}
+        self.per_model: dict[str, EpochTotals] = {}
         self.requests: dict[tuple[str, int, str], float] = {}
         self.programs: dict[tuple[str, int, str, int], float] = {}
         self.adapters: set[str] = set()
@@ -196,15 +198,22 @@ class Summariser:
     def add(self, task: Task, rec: TaskRecord | None, cands: list[Candidate]) -> TaskRow:
         self.curves.add(task, cands)
         solved_epochs: set[int] = set()
+        solved_models: set[str] = set()
         for c in cands:
             e = self.per_epoch.setdefault(c.epoch, EpochTotals())
+            m = self.per_model.setdefault(c.model or self.config.model, EpochTotals())
             ex = c.execution
-            e.candidates += 1
-            e.valid += int(ex is not None and all(r.error == "none" for r in ex.train))
-            e.train_correct += int(bool(ex and ex.all_train_correct))
-            if c.epoch not in solved_epochs and is_correct(task, c):
+            correct = is_correct(task, c)
+            for t in (e, m):
+                t.candidates += 1
+                t.valid += int(ex is not None and all(r.error == "none" for r in ex.train))
+                t.train_correct += int(bool(ex and ex.all_train_correct))
+            if c.epoch not in solved_epochs and correct:
                 solved_epochs.add(c.epoch)
                 e.solved += 1
+            if (c.model or self.config.model) not in solved_models and correct:
+                solved_models.add(c.model or self.config.model)
+                m.solved += 1
             key = (c.task_id, c.epoch, c.parent)
             self.requests[key] = max(self.requests.get(key, 0.0), c.completion.seconds)
             if ex is not None:
@@ -245,7 +254,9 @@ class Summariser:
             score=sum(self.scores) / len(self.scores) if scored else None,  # type: ignore[arg-type]
             solved=sum(s == 1.0 for s in self.scores) if scored else None,  # type: ignore[union-attr]
             samples=sum(r.candidates for r in self.rows), wall_s=self._wall_s(), times=times,
-            per_epoch=dict(sorted(self.per_epoch.items())), rows=self.rows, curves=self.curves.curves(),
+            per_epoch=dict(sorted(self.per_epoch.items())),
+            per_model=dict(sorted(self.per_model.items())) if len(self.config.all_models) > 1 else {},
+            rows=self.rows, curves=self.curves.curves(),
             overall=self.curves.overall())
 
 

@@ -74,6 +74,18 @@ def test_two_models_pool_their_programs_in_one_vote(tmp_path):
     run = json.loads((tmp_path / "both" / "run.json").read_text())
     assert (run["model"], run["models"]) == ("alpha", ["alpha", "beta"])
 
+    from arcsynth.producer.summary import summarise
+
+    summary = summarise(tmp_path / "both")
+    assert {m: (t.candidates, t.train_correct, t.solved) for m, t in summary.per_model.items()} == {
+        "alpha": (8, 8, 1), "beta": (8, 8, 1)}
+    assert {c.model for c in summary.curves} == {"alpha", "beta"}  # pass@n curves by model too
+    report = subprocess.run([sys.executable, "-m", "arcsynth.producer", "report", str(tmp_path / "both")],
+                            capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    page = (tmp_path / "both" / "report.html").read_text()
+    assert 'id="models"' in page and page.count('class="run-model"') == 2
+
 
 def _copy_of(smollm2: str, folder: Path) -> str:
     """SmolLM2 under another folder (its files linked, not copied): to arcsynth, another model."""
@@ -129,3 +141,29 @@ def test_two_vllm_engines_each_serve_their_model(smollm2, tmp_path):
     cands = [json.loads(line) for line in (out / "candidates.jsonl").read_text().splitlines()]
     assert Counter(c["model"] for c in cands) == {"smollm2": 3, other: 3}
     assert all(c["completion"]["completion_tokens"] > 0 for c in cands)
+
+
+def test_status_counts_by_model_and_names_the_model_nobody_serves(replay_cluster, tmp_path):
+    """smollm2 has its (replay) worker, `ghost` none: submit warns, status counts smollm2's
+    candidates and names ghost's queue, and the run ends at its --timeout instead of hanging."""
+    from tests.support import cli
+
+    out = tmp_path / "run"
+    submitted = cli(replay_cluster, "submit", "arc-agi-1/training", "--tasks", "6150a2bd", "--model", "smollm2",
+                    "--model", "ghost", "--samples", "2", "--timeout", "15", "--out", str(out), timeout=120)
+    run_id = submitted.stdout.strip().splitlines()[0]
+    ghost = "no worker consumes inference.ghost (inference worker for model ghost)"
+    assert f"warning: {ghost}; the run waits for one" in submitted.stderr
+    from arcsynth.common.redis_client import redis_client
+    from arcsynth.producer.runstate import RunState
+    from tests.support import wait_until
+
+    state = RunState(redis_client(replay_cluster.redis.url), run_id)
+    wait_until(lambda: int(state.get("candidates") or 0) == 2, 60, "smollm2's candidates")
+    status = cli(replay_cluster, "status", run_id, timeout=120).stdout
+    assert "candidates: 2 (smollm2: 2)" in status.splitlines(), status
+    assert ghost in status.splitlines(), status
+    waited = cli(replay_cluster, "wait", run_id, timeout=120)
+    assert "done: submission" in waited.stdout
+    (record,) = [json.loads(line) for line in (out / "tasks.jsonl").read_text().splitlines()]
+    assert (record["status"], record["reason"]) == ("failed", "timed out")
