@@ -17,6 +17,7 @@ import tomllib
 import yaml
 
 from arcsynth.common.celery_app import QUEUES
+from arcsynth.common.jobs import inference_queue
 from arcsynth.common.settings import Settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -97,7 +98,7 @@ def test_kubernetes_manifests_hang_together():
     for d in docs:
         assert {"apiVersion", "kind", "metadata"} <= set(d) and d["metadata"]["name"]
         by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
-    assert set(by_kind["Deployment"]) == {"inference", "finetune", "execute", "flower"}
+    assert set(by_kind["Deployment"]) == {"inference", "inference-barc", "finetune", "execute", "flower"}
     assert set(by_kind["StatefulSet"]) == {"redis"}
     secret = _docs(DEPLOY / "k8s" / "secret.example.yaml")[0]
     secret_keys = set(secret["stringData"])
@@ -118,12 +119,19 @@ def test_kubernetes_manifests_hang_together():
         targets = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet")
                    and svc["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()]
         assert targets, f"Service {svc['metadata']['name']} selects no pods"
-    for gpu in ("inference", "finetune"):
+    for gpu in ("inference", "inference-barc", "finetune"):
         assert _containers(by_kind["Deployment"][gpu])[0]["resources"]["limits"]["nvidia.com/gpu"] == 1
     flower_env = {e["name"] for e in _containers(by_kind["Deployment"]["flower"])[0]["env"]}
     assert "ARCSYNTH_FLOWER_BASIC_AUTH" in flower_env
     redis_cmd = " ".join(_containers(by_kind["StatefulSet"]["redis"])[0]["command"])
     assert "--requirepass" in redis_cmd and "--appendonly yes" in redis_cmd
+    # One inference pool per model, each scaled on its own model's queue.
+    for name, deployment in by_kind["Deployment"].items():
+        if _containers(deployment)[0]["args"][:2] != ["worker", "inference"]:
+            continue
+        model = next(e["value"] for e in _containers(deployment)[0]["env"] if e["name"] == "ARCSYNTH_MODEL")
+        (scaler,) = [o for o in by_kind["ScaledObject"].values() if o["spec"]["scaleTargetRef"]["name"] == name]
+        assert scaler["spec"]["triggers"][0]["metadata"]["listName"] == inference_queue(model), name
     scaled = by_kind["ScaledObject"]["execute"]
     assert scaled["spec"]["scaleTargetRef"]["name"] in by_kind["Deployment"]
     trigger = scaled["spec"]["triggers"][0]
