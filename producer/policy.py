@@ -154,7 +154,8 @@ def decide(state: TaskState, event: Event, config: RunConfig) -> Decision:
     if state.epoch >= learn.epochs or enough:
         return Finish(TaskStatus.DONE)
     if learn.scope == "run":
-        return JobRecord(step="learn", epoch=state.epoch, adapter=state.adapter, ids=[])
+        return state.job.model_copy(update={"step": "learn", "ids": [], "sent": False, "parent": "", "models": [],
+                                            "augmentation": None})
     learners = [m for m in config.all_models if training_examples(state, learn, config.prompt_format, m)]
     if not learners:
         return Finish(TaskStatus.DONE, NOTHING_TO_LEARN)
@@ -212,14 +213,15 @@ def training_examples(state: TaskState, learn: LearnConfig, fmt: PromptFormat = 
 
 
 def run_finetune_request(examples: dict[str, list[TrainingExample]], config: RunConfig,
-                         adapter: str) -> FinetuneRequest | None:
+                         adapter: str, model: str = "") -> FinetuneRequest | None:
     """Scope "run": one request for every task's examples of this epoch, in the run's task order;
-    None when no task has any. `adapter`: the adapter the tasks sampled through."""
+    None when no task has any. `adapter`: the adapter the tasks sampled through; `model`: in a run
+    with several models, the model it trains (each model's own examples)."""
     learn = config.learn
     order = [tid for tid in config.task_ids if examples.get(tid)]
     if not order:
         return None
-    return FinetuneRequest(base_model=learn.base_model or config.model, examples=[e for t in order for e in examples[t]],
+    return FinetuneRequest(base_model=model or learn.base_model or config.model, examples=[e for t in order for e in examples[t]],
                            lora=learn.lora, train=learn.train, start_adapter="" if learn.from_base else adapter,
                            sources={t: len(examples[t]) for t in order}, prompt_format=config.prompt_format)
 

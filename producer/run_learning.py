@@ -9,7 +9,9 @@ it is done, the waiting tasks become ready and enter the window again, in batche
 candidates.jsonl reads their candidates back), each sampling its next epoch through the new
 adapter. What each task does next is still the policy's decision; this module only holds tasks
 and the run's job. The run's job and each epoch's adapter are kept in Redis (`RunState`), so a
-restarted producer re-attaches to the job or finds the adapter trained.
+restarted producer re-attaches to the job or finds the adapter trained. In a run with several
+models each model trains its own adapter of the epoch on its own programs: the run's job then has
+one lane (one fine-tune) per model that has examples.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class RunLearning:
         for st in waiting.values():
             adapter = state.run_adapter(st.epoch)
             if adapter is not None:  # trained before the producer died
-                self.ready.append((st, Finetuned(adapter)))
+                self.ready.append((st, Finetuned(adapter, state.run_adapters(st.epoch))))
             else:
                 self.waiting[st.task.id] = st
 
@@ -46,10 +48,18 @@ class RunLearning:
     def held(self) -> list[TaskState]:
         return [*self.waiting.values(), *(st for st, _ in self.ready)]
 
+    @property
+    def several(self) -> bool:
+        return len(self.config.all_models) > 1
+
     def wait(self, st: TaskState) -> None:
         """The task waits for the run's adapter of its epoch; its candidates go back to disk."""
-        examples = policy.training_examples(st, self.config.learn, self.config.prompt_format)
-        self.rundir.append_learning(st.epoch, st.task.id, examples)
+        learn, fmt = self.config.learn, self.config.prompt_format
+        if self.several:
+            for model in self.config.all_models:
+                self.rundir.append_learning(st.epoch, st.task.id, policy.training_examples(st, learn, fmt, model), model)
+        else:
+            self.rundir.append_learning(st.epoch, st.task.id, policy.training_examples(st, learn, fmt))
         self.state.put_job(st.task.id, st.job)
         st.candidates, st.refined = [], []
         self.waiting[st.task.id] = st
@@ -79,45 +89,57 @@ class RunLearning:
         if not self.job.sent:
             self._send(self.job)
             return []
-        result = AsyncResult(self.job.ids[0], app=self.app)
-        if not result.ready():
+        results = [(model, AsyncResult(ids[0], app=self.app)) for model, ids in self.job.lanes()]
+        if not all(r.ready() for _, r in results):
             return []
         job, self.job = self.job, None
-        if not result.successful():
+        failed = next((r for _, r in results if not r.successful()), None)
+        if failed is not None:
             self.state.count("finetune", "failed")
             self.state.finish_run_job(job.epoch, "")
-            result.forget()
-            return [(st, Failed("finetune", f"{type(result.result).__name__}: {result.result}")) for st in self.release_all()]
+            for _, r in results:
+                r.forget()
+            return [(st, Failed("finetune", f"{type(failed.result).__name__}: {failed.result}")) for st in self.release_all()]
         waiting, self.waiting = list(self.waiting.values()), {}
-        trained = read_result(self.app, job.ids[0], "finetune")
-        assert isinstance(trained, FinetuneResult)
-        self.state.count("finetune", "done")
-        self.state.finish_run_job(job.epoch, trained.adapter)
-        result.forget()
-        self.ready.extend((st, Finetuned(trained.adapter)) for st in waiting)
+        trained: dict[str, str] = {}
+        for model, r in results:
+            result = read_result(self.app, r.id, "finetune")
+            assert isinstance(result, FinetuneResult)
+            trained[model] = result.adapter
+            self.state.count("finetune", "done")
+            r.forget()
+        first = next(iter(trained.values()))
+        by_model = {m: a for m, a in trained.items() if m} if self.several else {}
+        self.state.finish_run_job(job.epoch, first, by_model)
+        self.ready.extend((st, Finetuned(first, by_model)) for st in waiting)
         return []
 
     def _send_new(self) -> list[tuple[TaskState, Event]]:
         epochs = {st.epoch for st in self.waiting.values()}
         assert len(epochs) == 1, f"tasks wait at several epochs at once: {sorted(epochs)}"
         (epoch,) = epochs
-        adapter = next(iter(self.waiting.values())).adapter
-        if self._request(epoch, adapter) is None:
+        sampled = next(iter(self.waiting.values())).job  # every waiting task sampled through the same adapters
+        learners = [m for m in self.config.all_models if self._request(epoch, sampled.adapter_for(m), m) is not None]
+        if not learners:
             return [(st, Stopped(TaskStatus.DONE, policy.NOTHING_TO_LEARN + " in the whole run"))
                     for st in self.release_all()]
-        self.job = JobRecord(step="finetune", epoch=epoch, adapter=adapter, ids=[uuid.uuid4().hex])
+        self.job = JobRecord(step="finetune", epoch=epoch, adapter=sampled.adapter, adapters=sampled.adapters,
+                             models=learners if self.several else [], ids=[uuid.uuid4().hex for _ in learners])
         self.state.put_run_job(self.job)
         self._send(self.job)
         return []
 
-    def _request(self, epoch: int, adapter: str):
-        examples = {tid: ex for tid, ex in self.rundir.learning(epoch).items() if tid in self.waiting}
-        return policy.run_finetune_request(examples, self.config, adapter)
+    def _request(self, epoch: int, adapter: str, model: str):
+        own = model if self.several else ""
+        examples = {tid: ex for tid, ex in self.rundir.learning(epoch, own).items() if tid in self.waiting}
+        return policy.run_finetune_request(examples, self.config, adapter, own)
 
     def _send(self, job: JobRecord) -> None:
-        request = self._request(job.epoch, job.adapter)
-        assert request is not None
-        send_finetune(self.app, job.ids[0], request)
+        for model, ids in job.lanes():
+            model = model or self.config.model
+            request = self._request(job.epoch, job.adapter_for(model), model)
+            assert request is not None
+            send_finetune(self.app, ids[0], request)
         self.job = job.model_copy(update={"sent": True})
         self.state.put_run_job(self.job)
 

@@ -165,8 +165,6 @@ def check_combination(o: dict) -> None:
     models = o.get("models") or ()
     if len(set(models)) != len(models):
         raise UserError("option --model: a model is named twice")
-    if len(models) > 1 and o["epochs"] and o["learn_scope"] == "run":
-        raise UserError("option --learn-scope: run-scope learning takes one model; with several, use --learn-scope task")
     if isinstance(o["samples"], dict):
         stray = sorted(set(o["samples"]) - set(models or ()))
         if stray:

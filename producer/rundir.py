@@ -5,8 +5,9 @@ Files, all written through `RunDir` (the only writer of its folder):
   its dataset; both written before the run is registered anywhere.
 - `candidates.jsonl`: one line per candidate, appended as results arrive.
 - `tasks.jsonl`: one TaskRecord per finished task (status, per-epoch counts, the two attempts).
-- `learning.jsonl` (scope "run"): per task and epoch, the training examples it gives the run's
-  adapter, written when the task waits for it; the last line of a (task, epoch) wins.
+- `learning.jsonl` (scope "run"): per task and epoch (and model, in a run with several), the
+  training examples it gives the run's adapter, written when the task waits for it; the last line
+  of a (task, epoch, model) wins.
 - `submission.json`, `score.json`, `report.html`: derived, rewritten at will.
 
 Append-only files may end in a torn line when the producer is killed mid-write; readers drop
@@ -39,6 +40,7 @@ class LearningRecord(Frozen):
     epoch: int
     task_id: str
     examples: list[TrainingExample]
+    model: str = ""  # the model whose adapter they train (a run with several); "" for a run's one model
 
 
 def ensure_empty(path: Path, what: str = "run directory") -> None:
@@ -132,17 +134,18 @@ class RunDir:
         with open(self.candidates_file, "a") as f:
             f.writelines(c.model_dump_json() + "\n" for c in candidates)
 
-    def append_learning(self, epoch: int, task_id: str, examples: list[TrainingExample]) -> None:
-        line = LearningRecord(epoch=epoch, task_id=task_id, examples=examples).model_dump_json()
+    def append_learning(self, epoch: int, task_id: str, examples: list[TrainingExample], model: str = "") -> None:
+        line = LearningRecord(epoch=epoch, task_id=task_id, examples=examples, model=model).model_dump_json()
         with open(self.path / "learning.jsonl", "a") as f:
             f.write(line + "\n")
 
-    def learning(self, epoch: int) -> dict[str, list[TrainingExample]]:
-        """Each task's examples for the run's adapter of `epoch` (the last record of a task wins)."""
+    def learning(self, epoch: int, model: str = "") -> dict[str, list[TrainingExample]]:
+        """Each task's examples for the run's adapter of `epoch` (of `model`'s, in a run with several
+        models; the last record of a task wins)."""
         out: dict[str, list[TrainingExample]] = {}
         for line in _lines(self.path / "learning.jsonl"):
             rec = LearningRecord.model_validate_json(line)
-            if rec.epoch == epoch:
+            if rec.epoch == epoch and rec.model == model:
                 out[rec.task_id] = rec.examples
         return out
 

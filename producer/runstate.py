@@ -9,12 +9,14 @@ Keys (all under `arcsynth:`):
 - `run:<id>:counts`: hash `<stage>:<done|failed>` -> count, stage in sample/execute/finetune.
 - `run:<id>:lost`: set of workers that died in the middle of one of the run's jobs.
 - `run:<id>:learning`: scope "run" only: the run's own fine-tune job (`job`) and the adapter
-  each epoch trained (`adapter:<epoch>`).
+  each epoch trained (`adapter:<epoch>`; in a run with several models, also `adapters:<epoch>`,
+  the JSON of model -> adapter).
 Nothing large goes here: candidates stay in the run directory.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -118,16 +120,24 @@ class RunState:
         raw = self.r.hget(self.learning_key, "job")
         return JobRecord.model_validate_json(raw) if raw else None
 
-    def finish_run_job(self, epoch: int, adapter: str) -> None:
-        """The epoch's adapter is trained: record it and drop the job, in one transaction."""
+    def finish_run_job(self, epoch: int, adapter: str, adapters: dict[str, str] | None = None) -> None:
+        """The epoch's adapter (`adapters`: each model's) is trained: record it and drop the job, in
+        one transaction."""
         with self.r.pipeline() as p:
             self._flush_counts(p)
             p.hset(self.learning_key, f"adapter:{epoch}", adapter)
+            if adapters:
+                p.hset(self.learning_key, f"adapters:{epoch}", json.dumps(adapters))
             p.hdel(self.learning_key, "job")
             p.execute()
 
     def run_adapter(self, epoch: int) -> str | None:
         return self.r.hget(self.learning_key, f"adapter:{epoch}")
+
+    def run_adapters(self, epoch: int) -> dict[str, str]:
+        """Each model's adapter of `epoch` in a run with several models ({} otherwise)."""
+        raw = self.r.hget(self.learning_key, f"adapters:{epoch}")
+        return json.loads(raw) if raw else {}
 
     def drop_job(self, task_id: str) -> None:
         self.r.hdel(self.jobs_key, task_id)

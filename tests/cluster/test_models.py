@@ -95,9 +95,11 @@ def _copy_of(smollm2: str, folder: Path) -> str:
     return str(folder)
 
 
-def test_each_model_learns_through_its_own_adapter(smollm2, tmp_path):
+@pytest.mark.parametrize("scope", ["task", "run"])
+def test_each_model_learns_through_its_own_adapter(smollm2, tmp_path, scope):
     """Replayed programs (so every model has programs to learn from) and a real fine-tune worker:
-    with --epochs 1, each model's epoch-1 candidates name an adapter trained on that model."""
+    with --epochs 1, each model's epoch-1 candidates name an adapter trained on that model, from
+    that model's own programs (per task, or one adapter per model for the whole run)."""
     from tests.support import FLIP, TRANSPOSE
 
     other = _copy_of(smollm2, tmp_path / "other-smollm2")
@@ -111,7 +113,8 @@ def test_each_model_learns_through_its_own_adapter(smollm2, tmp_path):
     out = tmp_path / "run"
     r = subprocess.run([sys.executable, "-m", "arcsynth.producer", "local", "arc-agi-1/training", "--tasks", "6150a2bd",
                         "--model", "smollm2", "--model", other, "--samples", "1", "--epochs", "1", "--keep-searching",
-                        "--finetune-steps", "2", "--out", str(out)], env=env, capture_output=True, text=True, timeout=900)
+                        "--finetune-steps", "2", "--learn-scope", scope, "--out", str(out)], env=env,
+                       capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr
     cands = [json.loads(line) for line in (out / "candidates.jsonl").read_text().splitlines()]
     assert Counter((c["model"], c["epoch"]) for c in cands) == {("smollm2", 0): 1, (other, 0): 1,
