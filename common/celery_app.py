@@ -47,5 +47,7 @@ def make_app(s: Settings) -> Celery:
         # Read by the job guard (workers/guard.py) in each job.
         arcsynth_job_lease_s=s.job_lease_s,
         arcsynth_max_job_attempts=s.max_job_attempts,
+        # Read by the producer: how often it looks for lost job messages (producer/lost_jobs.py).
+        arcsynth_lost_job_check_s=s.lost_job_check_s,
     )
     return app

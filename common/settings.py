@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     # a job whose worker died during each of `max_job_attempts` attempts fails as a poison job.
     job_lease_s: int = Field(30, ge=3)
     max_job_attempts: int = Field(3, ge=1)
+    # The producer looks for the messages of its jobs in flight this often; one found nowhere (queue, unacked,
+    # lease, result) on two checks was lost by the broker and is sent again under its id (producer/lost_jobs.py).
+    lost_job_check_s: float = Field(30.0, gt=0)
 
     def longest_time_limit_s(self) -> int:
         return max(self.inference_time_limit_s, self.finetune_time_limit_s, self.execute_time_limit_s)

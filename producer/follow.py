@@ -92,6 +92,8 @@ def status_text(state: RunState, app: Celery, needed: Mapping[str, str] | None =
         names = ", ".join(f"{w} ({'answers again' if w in alive else 'not answering'})" for w in lost)
         lines.append(f"jobs handed to another worker after theirs died: {info.get('redelivered', 0)}; "
                      f"workers lost mid-job: {names}")
+    if info.get("resent"):
+        lines.append(f"job messages lost by the broker and sent again: {info['resent']}")
     if info.get("rss_peak_mb"):
         lines.append(f"producer memory: {info.get('rss_mb', '?')} MB now, {info['rss_peak_mb']} MB peak")
     return "\n".join(lines)

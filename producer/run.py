@@ -24,13 +24,16 @@ from tqdm import tqdm
 from arcsynth.common.jobs import FinetuneRequest, send_finetune, send_search
 from arcsynth.common.models import Candidate, JobRecord, RunConfig, Task, TaskRecord, TaskStatus
 from arcsynth.common.scoring import score_task
-from arcsynth.producer import outcomes, policy
+from arcsynth.producer import lost_jobs, outcomes, policy
+from arcsynth.producer.liveness import stderr_line
 from arcsynth.producer.policy import Event, Finetuned, Finish, Searched, Stopped, TaskState
 from arcsynth.producer.recovery import recover
 from arcsynth.producer.run_learning import RunLearning
 from arcsynth.producer.rundir import RunDir
 from arcsynth.producer.runstate import RunState
 from arcsynth.producer.telemetry import Telemetry, peak_rss_mb
+
+DEFAULT_LOST_JOB_CHECK_S = 30.0  # an app without the setting (`make_app` sets it)
 
 
 @dataclass
@@ -71,6 +74,7 @@ class Producer:
                         if t.id not in self.finished and t.id not in self.active and t.id not in held)
         self.outcome = RunOutcome(run_dir=rundir.path, submission=rundir.path / "submission.json", score=None)
         self.telemetry = Telemetry(state, len(self.config.task_ids))
+        self.lost_watch = lost_jobs.LostJobWatch(float(app.conf.get("arcsynth_lost_job_check_s") or DEFAULT_LOST_JOB_CHECK_S))
         self.bar = tqdm(total=len(self.config.task_ids), initial=len(self.finished), unit="task",
                         disable=not progress, desc="tasks")
 
@@ -101,6 +105,7 @@ class Producer:
                     self._resume(st, event)
                 if not self.active and not self.learning.held and self.learning.job is None:
                     break
+                self._resend_lost_jobs()
                 if not self._poll():
                     time.sleep(0.1)  # polling the result backend; not a test synchronisation
         finally:
@@ -112,6 +117,25 @@ class Producer:
         self.state.set(state="cancelling")
         self._stop_all(Stopped(TaskStatus.CANCELLED, "cancelled"))
         return self._complete("cancelled")
+
+    # --- job messages the broker lost (see `lost_jobs`) ----------------------------------------------------
+    def _resend_lost_jobs(self) -> None:
+        """Every `arcsynth_lost_job_check_s` (`ARCSYNTH_LOST_JOB_CHECK_S`): send again, under the same
+        ids, the messages of jobs in flight that the broker lost; one line on stderr for each."""
+        now = time.monotonic()
+        if not self.lost_watch.due(now):
+            return
+        jobs = {tid: st.job for tid, st in self.active.items()}
+        if self.learning.job is not None:
+            jobs[lost_jobs.RUN_JOB] = self.learning.job
+        for lost in lost_jobs.check(self.app, self.state.r, self.lost_watch, jobs, self.config.model, now):
+            if lost.owner == lost_jobs.RUN_JOB and self.learning.job is not None:
+                self.learning.job = self.learning.job.model_copy(update={"sent": False})  # its next poll sends it
+            else:
+                st = self.active[lost.owner]
+                lost_jobs.resend(self.app, lost, st.job, policy.requests(st, self.config)[lost.lane])
+            lost_jobs.note_resent(self.state)
+            stderr_line(lost_jobs.describe(lost))
 
     # --- one task's jobs -----------------------------------------------------------------------------
     def _start(self, task: Task) -> None:
