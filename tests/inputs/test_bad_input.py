@@ -279,3 +279,16 @@ def test_an_adapter_trained_in_another_prompt_format_is_refused(tmp_path):
                        capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert_user_error(r, ["option --refine", "base prompt format"])
 
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--samples", "0"], ["--samples", "'0'"]),
+    (["--samples", "lots"], ["--samples", "'lots'"]),
+    (["--samples", "a=0", "--model", "a"], ["--samples", "'a=0'"]),
+    (["--samples", "=5"], ["--samples", "'=5'"]),
+    (["--model", "a", "--samples", "a=4,b=2"], ["option --samples: b is not a model of this run"]),
+    (["--model", "a", "--model", "a"], ["option --model: a model is named twice"]),
+])
+def test_bad_model_and_sample_options(args, fragments):
+    """Several models and samples by model: a bad value is one line naming the option, exit 2, before anything starts."""
+    assert_user_error(arcsynth("local", "arc-agi-1/training", "--limit", "1", *args), fragments)
