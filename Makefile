@@ -36,7 +36,7 @@ demo: install
 
 # Everything, as CI runs it: unit, sandbox, cluster and fault tests.
 test: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=25 tests
 
 # Pure logic only: no Redis, no engine, no worker (under a minute).
 test-unit: install
