@@ -38,7 +38,8 @@ What is sent again (`resend`), under the same ids:
   guard skips the finished sample and a skipped task passes nothing on;
 - a lost fine-tune of a task: the fine-tune (`send_finetune`) with the same request;
 - a lost fine-tune of the run (scope "run"): the producer marks the run's job not sent, and
-  `RunLearning.poll` sends it again under its ids, as after a restart.
+  `RunLearning.poll` sends it again under its ids, as after a restart (every lane of it: a lane
+  not lost gets a duplicate, which the guard makes wait or skip).
 A false alarm is harmless: the job guard lets one delivery of a job id run at a time, and a
 delivery that finds the job done skips it (`Ignore`: no result stored, nothing passed on). So a
 second sample delivery neither samples twice nor sends a second execute (the one that ran sent
