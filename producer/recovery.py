@@ -44,15 +44,22 @@ def recover(rundir: RunDir, state: RunState) -> Recovered:
 
 def load_candidates(rundir: RunDir, states: dict[str, TaskState]) -> set[str]:
     """Fill each state's candidates and refinements from disk (one pass over candidates.jsonl);
-    return the ids of the execute jobs they came from. A refinement counts once per job."""
+    return the ids of the execute jobs they came from. A refinement counts once per job: a job of a
+    run with several models has one execute job per model, so a (task, epoch, parent) was refined
+    as many times as the model with the most execute jobs for it."""
     jobs: set[str] = set()
+    refinements: dict[str, dict[tuple[int, str], dict[str, set[str]]]] = {}
     for c in rundir.candidates(set(states)):
         st = states[c.task_id]
         st.candidates.append(c)
-        if c.parent and c.job not in jobs:
-            st.refined.append((c.epoch, c.parent))
+        if c.parent:
+            by_model = refinements.setdefault(c.task_id, {}).setdefault((c.epoch, c.parent), {})
+            by_model.setdefault(c.model, set()).add(c.job)
         jobs.add(c.job)
+    for task_id, rounds in refinements.items():
+        for (epoch, parent), by_model in rounds.items():
+            states[task_id].refined += [(epoch, parent)] * max(map(len, by_model.values()))
     for st in states.values():
-        if st.job.step == "refine" and st.job.ids and st.job.ids[-1] not in jobs:
+        if st.job.step == "refine" and st.job.ids and not any(ids[-1] in jobs for _, ids in st.job.lanes()):
             st.refined.append((st.job.epoch, st.job.parent))  # sent, not yet recorded
     return jobs
