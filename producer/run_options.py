@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from arcsynth.common.cli_base import UserError
 from arcsynth.common.data import TaskLoadError, load_tasks
+from arcsynth.common.jobs import inference_queue
 from arcsynth.common.models import DEFAULT_SAMPLES, LearnConfig, RunConfig, SamplingConfig, Task, TrainConfig
 from arcsynth.common.settings import Settings
 from arcsynth.producer.compare import notable_settings as changed_settings
@@ -163,8 +164,16 @@ def check_combination(o: dict) -> None:
         raise UserError("option --refine: the base prompt format has no follow-up turn to refine with")
     check_adapter_format(o["adapter"], o["prompt_format"])
     models = o.get("models") or ()
+    if any(not m.strip() for m in models):
+        raise UserError("option --model: a model name is empty")
     if len(set(models)) != len(models):
         raise UserError("option --model: a model is named twice")
+    queues: dict[str, str] = {}
+    for m in models:
+        other = queues.setdefault(inference_queue(m), m)
+        if other != m:
+            raise UserError(f"option --model: {other} and {m} would share the queue {inference_queue(m)}; "
+                            "name one of them differently (a path, a symlink)")
     if isinstance(o["samples"], dict):
         stray = sorted(set(o["samples"]) - set(models or ()))
         if stray:

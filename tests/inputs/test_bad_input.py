@@ -288,6 +288,8 @@ def test_an_adapter_trained_in_another_prompt_format_is_refused(tmp_path):
     (["--samples", "=5"], ["--samples", "'=5'"]),
     (["--model", "a", "--samples", "a=4,b=2"], ["option --samples: b is not a model of this run"]),
     (["--model", "a", "--model", "a"], ["option --model: a model is named twice"]),
+    (["--model", "  "], ["option --model: a model name is empty"]),
+    (["--model", "org/m", "--model", "org_m"], ["option --model: org/m and org_m would share the queue inference.org_m"]),
 ])
 def test_bad_model_and_sample_options(args, fragments):
     """Several models and samples by model: a bad value is one line naming the option, exit 2, before anything starts."""
