@@ -135,21 +135,12 @@ def _really_alive(p: psutil.Process) -> bool:
 
 
 def requeue_kind(app, kind: str) -> int:
-    """Put every unacknowledged job of `kind`'s queues (`execute`; `inference` and `inference.<model>`)
-    back at the head of its queue. Two workers share each queue here, so this also re-sends jobs the
-    live one holds: their second delivery waits on the job's lease and then skips it (workers/guard.py)."""
-    from kombu.utils.json import loads
+    """Put every unacknowledged job of `kind`'s queues (`execute`; `inference.<model>`) back at the
+    head of its queue. Two workers share each queue here, so this also re-sends jobs the live one
+    holds: their second delivery waits on the job's lease and then skips it (workers/guard.py)."""
+    from arcsynth.producer.cluster import requeue_unacked
 
-    moved = 0
-    with app.connection_for_write() as conn:
-        channel = conn.default_channel
-        client = channel.client
-        for tag, raw in client.hgetall(channel.unacked_key).items():
-            _, exchange, routing_key = loads(raw)
-            if any(q == kind or q.startswith(kind + ".") for q in (routing_key, exchange) if q):
-                channel.qos.restore_by_tag(tag, client, leftmost=True)
-                moved += 1
-    return moved
+    return requeue_unacked(app, kind, prefix=True)
 
 
 class ChaosCluster:

@@ -84,8 +84,9 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
         proc.wait(timeout=10)
 
 
-def requeue_unacked(app: Celery, queue: str) -> int:
-    """Put every job taken from `queue` and not yet acknowledged back at the head of the queue.
+def requeue_unacked(app: Celery, queue: str, prefix: bool = False) -> int:
+    """Put every job taken from `queue` (with `prefix`, also from `queue.<anything>`, e.g. every
+    model's `inference.<model>`) and not yet acknowledged back at the head of its queue.
 
     Only where one worker consumes `queue` (a local cluster): then those jobs were the dead worker's.
     Acks are late, so a job is unacknowledged until it ended; Redis itself would hand it out again
@@ -98,7 +99,7 @@ def requeue_unacked(app: Celery, queue: str) -> int:
         client = channel.client
         for tag, raw in client.hgetall(channel.unacked_key).items():
             _, exchange, routing_key = loads(raw)
-            if queue in (routing_key, exchange):
+            if any(q == queue or (prefix and q.startswith(queue + ".")) for q in (routing_key, exchange) if q):
                 channel.qos.restore_by_tag(tag, client, leftmost=True)
                 moved += 1
     return moved

@@ -23,7 +23,7 @@ from pygments.lexers import PythonLexer
 from arcsynth.common.models import Candidate, Task, TaskRecord
 from arcsynth.producer.charts import curves_svg
 from arcsynth.producer.rundir import RunDir
-from arcsynth.producer.summary import RunSummary, Summariser, TaskRow, iter_run
+from arcsynth.producer.summary import EpochTotals, RunSummary, Summariser, TaskRow, iter_run
 
 ARC_PALETTE = ("#000000", "#0074D9", "#FF4136", "#2ECC40", "#FFDC00",
                "#AAAAAA", "#F012BE", "#FF851B", "#7FDBFF", "#870C25")
@@ -160,6 +160,15 @@ def _task_section(task: Task, rec: TaskRecord | None, row: TaskRow, programs: li
     return head + body + "</script></details></section>"
 
 
+def _totals_table(title: str, table_id: str, key: str, rows: list[tuple[str, str, EpochTotals]]) -> list[str]:
+    """A table of candidate counts, one row per (row attributes, first cell, totals)."""
+    out = [f'<h3>{title}</h3><table class="counts" id="{table_id}"><tr><th>{key}</th><th>candidates</th>'
+           "<th>valid</th><th>all train correct</th><th>tasks with a test-correct program</th></tr>"]
+    out += [f"<tr {attrs}><td>{first}</td><td>{t.candidates}</td><td>{t.valid}</td>"
+            f"<td>{t.train_correct}</td><td>{t.solved}</td></tr>" for attrs, first, t in rows]
+    return [*out, "</table>"]
+
+
 def _seconds(s: float | None) -> str:
     if s is None:
         return "unknown"
@@ -187,17 +196,11 @@ def _summary(s: RunSummary) -> str:
     out += [f'<tr><td>{k}</td><td>{v}</td></tr>' for k, v in rows]
     out.append("</table>")
     if s.per_epoch:
-        out.append('<h3>Per epoch</h3><table class="counts" id="epochs"><tr><th>epoch</th><th>candidates</th>'
-                   "<th>valid</th><th>all train correct</th><th>tasks with a test-correct program</th></tr>")
-        out += [f'<tr class="run-epoch" data-epoch="{e}"><td>{e}</td><td>{t.candidates}</td><td>{t.valid}</td>'
-                f"<td>{t.train_correct}</td><td>{t.solved}</td></tr>" for e, t in s.per_epoch.items()]
-        out.append("</table>")
+        out += _totals_table("Per epoch", "epochs", "epoch",
+                             [(f'class="run-epoch" data-epoch="{e}"', str(e), t) for e, t in s.per_epoch.items()])
     if s.per_model:
-        out.append('<h3>Per model</h3><table class="counts" id="models"><tr><th>model</th><th>candidates</th>'
-                   "<th>valid</th><th>all train correct</th><th>tasks with a test-correct program</th></tr>")
-        out += [f'<tr class="run-model"><td>{html.escape(m)}</td><td>{t.candidates}</td><td>{t.valid}</td>'
-                f"<td>{t.train_correct}</td><td>{t.solved}</td></tr>" for m, t in s.per_model.items()]
-        out.append("</table>")
+        out += _totals_table("Per model", "models", "model",
+                             [('class="run-model"', html.escape(m), t) for m, t in s.per_model.items()])
     out.append("<h3>pass@n and two-attempt score against n</h3>" + curves_svg(s.curves))
     out.append('<h3>Tasks</h3><table class="counts" id="tasks"><tr><th>task</th><th>status</th><th>score</th>'
                "<th>best train accuracy</th><th>candidates</th><th>epochs</th></tr>")
