@@ -79,19 +79,24 @@ def _candidates(ref: str, model: str) -> list[Candidate]:
     return [c.model_copy(update={"model": model}) for c in cands] if model else cands
 
 
-def graded_lanes(app: Celery, job: JobRecord, skip: set[str]) -> list[tuple[str, list[Candidate]]]:
-    """(execute job id, candidates) of each lane of a search or refinement that has already ended
-    well, while others may still run: a run with several models records each model's programs as
-    they come, and keeps them when the run stops before the slowest model answers. Lanes whose
-    execute id is in `skip` (recorded already) are left out; payloads stay until `release`."""
+def graded_lanes(app: Celery, job: JobRecord, skip: frozenset[str] | set[str] = frozenset()) -> list[tuple[str, str, str]]:
+    """(execute job id, model, payload ref) of each lane of a search or refinement that has already
+    ended well, while others may still run: a run with several models records each model's
+    programs as they come (`lane_candidates`), and keeps them when the run stops before the
+    slowest model answers. Lanes whose execute id is in `skip` are left out; payloads stay until
+    `release`."""
     if job.step not in ("search", "refine"):
         return []
     out = []
     for model, ids in job.lanes():
         if len(ids) == 2 and ids[-1] not in skip and AsyncResult(ids[-1], app=app).successful():
-            result = read_result(app, ids[-1], "execute")
-            out.append((ids[-1], _candidates(getattr(result, "candidates_ref", ""), model)))
+            out.append((ids[-1], model, getattr(read_result(app, ids[-1], "execute"), "candidates_ref", "")))
     return out
+
+
+def lane_candidates(ref: str, model: str) -> list[Candidate]:
+    """A lane's candidates from its payload, each naming the lane's model."""
+    return _candidates(ref, model)
 
 
 def release(app: Celery, state: RunState, job: JobRecord, outcome: Outcome) -> None:

@@ -180,10 +180,15 @@ class Producer:
             outcomes.release(self.app, self.state, job, out)
         return progressed
 
-    def _record_graded_lanes(self, st: TaskState) -> None:
-        """Record the lanes of the task's job that have ended (see `outcomes.graded_lanes`)."""
-        for execute_id, candidates in outcomes.graded_lanes(self.app, st.job, self.recorded):
-            self._record(st, execute_id, candidates)
+    def _record_graded_lanes(self, st: TaskState, every: bool = False) -> list[str]:
+        """Record the lanes of the task's job that have ended (see `outcomes.graded_lanes`), once
+        each; the payloads of those lanes (`every`: of recorded ones too, for their release)."""
+        refs = []
+        for execute_id, model, ref in outcomes.graded_lanes(self.app, st.job, set() if every else self.recorded):
+            if execute_id not in self.recorded:
+                self._record(st, execute_id, outcomes.lane_candidates(ref, model))
+            refs.append(ref)
+        return refs
 
     def _record(self, st: TaskState, key: str, candidates: list[Candidate]) -> None:
         """Append one execute job's candidates, once (`key`: the job's id)."""
@@ -225,8 +230,11 @@ class Producer:
         for st in self.learning.release_all():
             self.active[st.task.id] = st
         for st in list(self.active.values()):
-            self._record_graded_lanes(st)  # what ended before the stop still counts
+            refs = self._record_graded_lanes(st, every=True)  # what ended before the stop still counts
+            job = st.job
             self._apply(st, policy.decide(st, event, self.config))
+            if job.ids:  # its results and payloads go, as a finished job's do
+                outcomes.release(self.app, self.state, job, outcomes.Outcome(event, payload_refs=[r for r in refs if r]))
         for task in self.pending:
             st = self.active[task.id] = TaskState(task, JobRecord(step="search", ids=[]))
             self._apply(st, policy.decide(st, event, self.config))

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from arcsynth.common.jobs import ExecuteRequest, SampleResult, send_execute
+from arcsynth.common.jobs import ExecuteRequest, SampleResult, inference_queue, send_execute
 from arcsynth.common.models import Task
 from arcsynth.producer.cluster import KINDS, worker_name
 from tests.support import run_in_process, wait_until
@@ -48,7 +48,7 @@ def test_flower_requires_auth_and_sees_workers_queues_and_tasks(cluster, flower)
     wait_until(lambda: get(f"{base}/api/tasks").get(result.id, {}).get("state") == "SUCCESS", 60,
                "Flower to record the finished task")
     queues = {q["name"]: q["messages"] for q in get(f"{base}/api/queues/length")["active_queues"]}
-    assert {"inference", "execute", "finetune"} <= set(queues)
+    assert {inference_queue(cluster.model), "execute", "finetune"} <= set(queues)
     assert "s3cret-flower" not in log.read_text()
 
 

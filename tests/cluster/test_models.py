@@ -135,7 +135,8 @@ def test_two_vllm_engines_each_serve_their_model(smollm2, tmp_path):
     (tasks / "pooled.json").write_text(json.dumps(TASK))
     (tmp_path / "tmp").mkdir()
     env = {**os.environ, "ARCSYNTH_ARTIFACT_ROOT": str(tmp_path / "artifacts"), "TMPDIR": str(tmp_path / "tmp"),
-           "ARCSYNTH_MAX_MODEL_LEN": "4096", "ARCSYNTH_EXEC_TIMEOUT_S": "2"}
+           "ARCSYNTH_MAX_MODEL_LEN": "4096", "ARCSYNTH_EXEC_TIMEOUT_S": "2",
+           "ARCSYNTH_GPU_MEMORY_UTILIZATION": "0.05"}  # two more engines beside the session's: a small KV cache each
     out = tmp_path / "run"
     r = subprocess.run([sys.executable, "-m", "arcsynth.producer", "local", str(tasks), "--model", "smollm2",
                         "--model", other, "--samples", "3", "--max-tokens", "32", "--out", str(out)],
@@ -146,27 +147,34 @@ def test_two_vllm_engines_each_serve_their_model(smollm2, tmp_path):
     assert all(c["completion"]["completion_tokens"] > 0 for c in cands)
 
 
-def test_status_counts_by_model_and_names_the_model_nobody_serves(replay_cluster, tmp_path):
+def test_status_counts_by_model_and_names_the_model_nobody_serves(tmp_path):
     """smollm2 has its (replay) worker, `ghost` none: submit warns, status counts smollm2's
-    candidates and names ghost's queue, and the run ends at its --timeout instead of hanging."""
-    from tests.support import cli
-
-    out = tmp_path / "run"
-    submitted = cli(replay_cluster, "submit", "arc-agi-1/training", "--tasks", "6150a2bd", "--model", "smollm2",
-                    "--model", "ghost", "--samples", "2", "--timeout", "15", "--out", str(out), timeout=120)
-    run_id = submitted.stdout.strip().splitlines()[0]
-    ghost = "no worker consumes inference.ghost (inference worker for model ghost)"
-    assert f"warning: {ghost}; the run waits for one" in submitted.stderr
+    candidates and names ghost's queue, and the run ends at its --timeout instead of hanging. On a
+    cluster of its own: the revoked ghost jobs leave Redis state no other test should meet."""
     from arcsynth.common.redis_client import redis_client
+    from arcsynth.producer.cluster import LocalCluster
     from arcsynth.producer.runstate import RunState
-    from tests.support import wait_until
+    from tests.support import FLIP, cli, wait_until
 
-    state = RunState(redis_client(replay_cluster.redis.url), run_id)
-    wait_until(lambda: int(state.get("candidates") or 0) == 2, 60, "smollm2's candidates")
-    status = cli(replay_cluster, "status", run_id, timeout=120).stdout
-    assert "candidates: 2 (smollm2: 2)" in status.splitlines(), status
-    assert ghost in status.splitlines(), status
-    waited = cli(replay_cluster, "wait", run_id, timeout=120)
-    assert "done: submission" in waited.stdout
+    replay = tmp_path / "replay.jsonl"
+    replay.write_text(json.dumps({"task_id": "6150a2bd", "text": fenced(FLIP)}) + "\n")
+    env = {"ARCSYNTH_BACKEND": "replay", "ARCSYNTH_REPLAY_FILE": str(replay),
+           "ARCSYNTH_ARTIFACT_ROOT": str(tmp_path / "artifacts"), "ARCSYNTH_RUN_ROOT": str(tmp_path / "runs")}
+    with LocalCluster(model="smollm2", kinds=("execute", "inference"), env=env, log_dir=tmp_path / "logs",
+                      ready_timeout=120) as cluster:
+        out = tmp_path / "run"
+        submitted = cli(cluster, "submit", "arc-agi-1/training", "--tasks", "6150a2bd", "--model", "smollm2",
+                        "--model", "ghost", "--samples", "2", "--timeout", "15", "--out", str(out), timeout=120)
+        run_id = submitted.stdout.strip().splitlines()[0]
+        ghost = "no worker consumes inference.ghost (inference worker for model ghost)"
+        assert f"warning: {ghost}; the run waits for one" in submitted.stderr
+        state = RunState(redis_client(cluster.redis.url), run_id)
+        wait_until(lambda: int(state.get("candidates") or 0) == 1, 60, "smollm2's candidates")
+        status = cli(cluster, "status", run_id, timeout=120).stdout
+        assert "candidates: 1 (smollm2: 1)" in status.splitlines(), status
+        assert ghost in status.splitlines(), status
+        waited = cli(cluster, "wait", run_id, timeout=120)
+        assert "done: submission" in waited.stdout
     (record,) = [json.loads(line) for line in (out / "tasks.jsonl").read_text().splitlines()]
     assert (record["status"], record["reason"]) == ("failed", "timed out")
+    assert not list((tmp_path / "artifacts" / "payloads").iterdir())  # smollm2's payload went with the stop
