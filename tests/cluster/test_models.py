@@ -135,8 +135,7 @@ def test_two_vllm_engines_each_serve_their_model(smollm2, tmp_path):
     (tasks / "pooled.json").write_text(json.dumps(TASK))
     (tmp_path / "tmp").mkdir()
     env = {**os.environ, "ARCSYNTH_ARTIFACT_ROOT": str(tmp_path / "artifacts"), "TMPDIR": str(tmp_path / "tmp"),
-           "ARCSYNTH_MAX_MODEL_LEN": "4096", "ARCSYNTH_EXEC_TIMEOUT_S": "2",
-           "ARCSYNTH_GPU_MEMORY_UTILIZATION": "0.05"}  # two more engines beside the session's: a small KV cache each
+           "ARCSYNTH_MAX_MODEL_LEN": "4096", "ARCSYNTH_EXEC_TIMEOUT_S": "2"}
     out = tmp_path / "run"
     r = subprocess.run([sys.executable, "-m", "arcsynth.producer", "local", str(tasks), "--model", "smollm2",
                         "--model", other, "--samples", "3", "--max-tokens", "32", "--out", str(out)],
