@@ -166,3 +166,49 @@ def test_an_offered_package_that_does_not_import_is_a_clear_start_error():
     with pytest.raises(SandboxStartError, match="the package no_such_package_for_arcsynth offered to programs does not "
                                                 "import: ModuleNotFoundError"):
         e.start()
+
+
+def test_a_dsl_at_fork_handler_runs_in_every_run(tmp_path):
+    """The helper forks runs with glibc's fork, skipping CPython's own at-fork work; a DSL's handlers
+    still run as os.fork runs them: `before` in the helper before every fork, `after_in_child` in the run."""
+    path = module(tmp_path, "forkdsl.py", "import os\nSEEN = []\nos.register_at_fork(before=lambda: SEEN.append('b'), "
+                                          "after_in_child=lambda: SEEN.append('c'))\n")
+    e = Executor(dsl=[path])
+    try:
+        code = "import forkdsl\ndef transform(grid):\n    return [[forkdsl.SEEN.count('b'), forkdsl.SEEN.count('c')]]"
+        outputs = [e.grade(TASK, code).train[0].output for _ in range(3)]
+    finally:
+        e.close()
+    assert outputs == [[[1, 1]], [[2, 1]], [[3, 1]]]
+
+
+def test_a_helper_with_a_thread_forks_runs_with_os_fork(tmp_path):
+    """A DSL that leaves a thread running makes the helper fork with os.fork (whose after-fork repairs
+    then matter): runs still work, and `random` reseeds itself in each."""
+    path = module(tmp_path, "threaddsl.py", "import threading, time\n"
+                                            "threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n")
+    e = Executor(dsl=[path])
+    try:
+        code = "import random, threaddsl\ndef transform(grid):\n    return [[random.randint(0, 9) for _ in range(8)]]"
+        outputs = {str(e.grade(TASK, code).train[0].output) for _ in range(3)}
+    finally:
+        e.close()
+    assert len(outputs) == 3  # equal by chance with odds of 1e-8
+
+
+@pytest.mark.parametrize("isolation", ["run", "job"])
+def test_random_starts_as_the_helper_left_it_in_every_run(isolation):
+    """Like numpy's generator, `random` is not reseeded per run: a program's output does not depend on
+    the run, and a program that seeds it leaves no trace in the next."""
+    e = Executor(isolation=isolation)
+    try:
+        probe = "import random\ndef transform(grid):\n    return [[random.randint(0, 9) for _ in range(8)]]"
+        seeder = "import random\nrandom.seed(1)\ndef transform(grid):\n    return grid"
+        outputs = [r.train[0].output for r in e.grade_many(TASK, [probe, seeder, probe, probe])]
+    finally:
+        e.close()
+    import random
+
+    random.seed(1)
+    seeded = [[random.randint(0, 9) for _ in range(8)]]
+    assert outputs[0] == outputs[2] == outputs[3] != seeded

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from arcsynth.common.models import Task
@@ -31,7 +32,7 @@ POISONS = {
     "builtins_added": ("import builtins\nbuiltins.EVIL = 7", "return [[int('EVIL' in dir(__builtins__))]]"),
     "numpy_function": ("import numpy as np\nnp.flip = lambda g, *a, **k: g * 0", "import numpy as np\n    return np.flip(grid)"),
     "numpy_random_seed": ("import numpy as np\nnp.random.seed(1)\nnp.random.randint(10)",
-                          "import numpy as np\n    return [[int(np.random.randint(0, 10))]]"),
+                          "import numpy as np\n    return np.random.randint(0, 10, size=(1, 8))"),
     "numpy_errors": ("import numpy as np\nnp.seterr(all='raise')",
                      "import numpy as np\n    return [[int(np.geterr()['divide'] == 'raise')]]"),
     "numpy_print": ("import numpy as np\nnp.set_printoptions(threshold=1)",
@@ -124,9 +125,14 @@ def test_a_poisoner_costs_only_its_own_run(both, name):
     poisoner = f"{poison}\ndef transform(grid):\n    return grid"
     prober = f"{OPEN}def transform(grid):\n    {probe}"
     run, job = both
-    if name in UNSEEDED:  # each helper seeds numpy afresh: compare a job's probes with each other
-        first, _, after, again = verdicts(job.grade_many(TASK, [prober, poisoner, prober, prober]))
-        assert first == after == again
+    if name in UNSEEDED:  # numpy.random, imported by the program, is seeded afresh in every process
+        seeded = np.random.RandomState(1)
+        seeded.randint(10)
+        poisoned = seeded.randint(0, 10, size=(1, 8)).tolist()  # what a prober would draw after the poisoner
+        for mode in both:
+            probes = verdicts(mode.grade_many(TASK, [prober, poisoner, prober, prober]))
+            drawn = [p["train"][0]["output"] for p in probes[2:]]
+            assert poisoned not in drawn and drawn[0] != drawn[1]  # each 1e-8 by chance
         return
     same(both, TASK, [FLIP, poisoner, prober, prober, FLIP])
     outputs = [o for _, _, o in job.run_many([poisoner, prober], [[[1, 2]]])]

@@ -28,6 +28,16 @@ import sys
 
 STARTUP_MODULES = frozenset(sys.modules)  # what `site` loaded: never offered to programs
 HERE = os.path.dirname(os.path.abspath(__file__))
+AT_FORK: list[dict] = []  # every os.register_at_fork call made while the helper loads (see sandbox_run.prepare)
+_register_at_fork = os.register_at_fork
+
+
+def _recorded_register_at_fork(**handlers: object) -> None:
+    _register_at_fork(**handlers)
+    AT_FORK.append({k: v for k, v in handlers.items() if v is not None})
+
+
+os.register_at_fork = _recorded_register_at_fork
 
 import json  # noqa: E402
 import signal  # noqa: E402
@@ -35,10 +45,12 @@ import traceback  # noqa: E402
 from types import ModuleType  # noqa: E402
 from typing import IO  # noqa: E402
 
-# What generated programs import, loaded once here so every forked run starts warm.
+# What generated programs import, loaded once here so every forked run starts warm. Not numpy.random
+# or numpy.fft, which few programs use: loaded, they add about 80 mappings and 1.5 MB that every
+# run's fork copies and exit tears down; a program that uses them imports them itself.
 PRELOAD = ("collections", "itertools", "functools", "math", "copy", "re", "heapq", "random",
            "typing", "dataclasses", "operator", "string", "statistics", "fractions", "bisect",
-           "queue", "enum", "abc", "numpy.linalg", "numpy.fft", "numpy.random",
+           "queue", "enum", "abc", "numpy.linalg",
            # Loaded so hostile programs meet the real guards (seccomp, namespaces), not a missing file.
            "socket", "encodings.idna", "subprocess", "threading", "ctypes", "signal", "shutil", "tempfile")
 STARTUP_FAILED = 3
@@ -201,6 +213,8 @@ def main() -> None:
     import gc
 
     job.prepare()
+    os.register_at_fork = _register_at_fork
+    run.prepare(layers, AT_FORK, job.single_threaded())
     # Everything loaded so far is shared with every forked run; frozen, the collector never walks
     # (and so never copies) those pages in a child.
     gc.collect()

@@ -16,8 +16,8 @@ those (setting attributes of classes, frames and tracebacks' frames, `gc.get_obj
 audit hooks of its own). Not seen: state kept in C that Python cannot read back (the codec search
 functions of `codecs.register`, an extension module's internals) and an item replaced in place in
 a module-level list; run isolation, the default, has no such holes. `reset()` puts back, before
-each program, what a fresh fork would see: numpy's global generator as the helper left it, and
-`random` freshly seeded. Part of the helper: imports nothing from the project.
+each program, what a run would see: numpy's global generator and `random` as the process started
+with them (see `sandbox_run.prepare`). Part of the helper: imports nothing from the project.
 """
 
 from __future__ import annotations
@@ -100,9 +100,17 @@ def _thread_states() -> Callable[[], int]:
 
 
 _STATES = _thread_states()
+thread_states = _STATES  # the helper checks that it is alone before it forks with glibc's fork
 
 
 _WATCHED: tuple[dict, list[dict], list | None, list] | None = None
+
+
+def _numpy_random_state() -> dict | None:
+    """numpy's global generator's state (with its buffered 32 bits), or None where numpy.random is not
+    loaded (a program that imports it changes sys.modules, and so is a change the check sees)."""
+    module = sys.modules.get("numpy.random")
+    return None if module is None else module.get_state(legacy=False)
 
 
 def watched() -> tuple[dict, list[dict], list | None, list]:
@@ -140,7 +148,8 @@ class Guard:
         self.checking = False  # the check's own ctypes calls are not the program's
         self.containers = watched()[3]
         self.state = self._state()  # first, so whatever it imports lazily is in the snapshot below
-        self.numpy_random = np.random.get_state(legacy=False)  # with the buffered 32 bits
+        self.numpy_random = _numpy_random_state()
+        self.random = random.getstate()
         self.fds = self._fds()
         self.modules, dicts, tags, _ = watched()
         self.alive = dicts  # a version tag is read at its dict's address: keep each dict alive
@@ -161,7 +170,7 @@ class Guard:
     def warm() -> None:
         """Call what the check calls, so whatever that imports lazily is loaded before `watched()`."""
         Guard._state(Guard.__new__(Guard))
-        np.random.get_state(legacy=False)
+        _numpy_random_state()
 
     def _state(self) -> tuple:
         umask = os.umask(0o022)
@@ -196,10 +205,11 @@ class Guard:
         return tuple(own), tuple(sorted(self.poll.poll(0)))
 
     def reset(self) -> None:
-        """Before each program, the generators as a fresh fork has them: numpy's global one as the helper
-        left it, `random` seeded afresh (as `random` reseeds itself in every forked child)."""
-        random.seed()
-        np.random.set_state(self.numpy_random)
+        """Before each program, the generators as the process started with them (numpy's global one and
+        `random`), as every run starts with them."""
+        random.setstate(self.random)
+        if self.numpy_random is not None:
+            np.random.set_state(self.numpy_random)
 
     def changed(self) -> str:
         """What the last program changed of the shared state ("" when nothing); never raises."""

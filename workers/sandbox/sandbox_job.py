@@ -27,7 +27,7 @@ import time
 
 import sandbox_run as run
 from sandbox_channel import parse_results
-from sandbox_guard import Guard, watched
+from sandbox_guard import Guard, thread_states, watched
 from sandbox_run import CHANNEL, FAILED, MAX_CHANNEL, NOBODY
 
 GO = signal.SIGUSR1  # the helper's go: blocked (and so waited for) between programs, never during one
@@ -135,7 +135,7 @@ def _one_process(req: dict, first: int, layers: dict[str, bool]) -> list[dict]:
     rfd, wfd = os.pipe()
     signal.pthread_sigmask(signal.SIG_BLOCK, {GO})
     try:
-        pid = os.fork()
+        pid = run.fork()
         if pid == 0:
             try:
                 _job_child(req, first, folder, wfd, out, layers)
@@ -182,6 +182,13 @@ def prepare() -> None:
     """In the helper, once everything is loaded: what every job process's check watches (see `watched`)."""
     Guard.warm()
     watched()
+
+
+def single_threaded() -> bool:
+    """Whether the calling process has one thread (state) alone."""
+    import threading
+
+    return thread_states() == 1 and threading.active_count() == 1
 
 
 def run_job(req: dict, layers: dict[str, bool]) -> dict:

@@ -29,9 +29,18 @@ FAILED = 70  # the child's own exit status when it could not report (its channel
 MAX_CHANNEL = 4 << 20
 OUTPUT_CAP = 4096
 _CLOSE_RANGE = 436  # the same number on every Linux architecture
+_PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
-if seccomp.available():
-    seccomp.compiled(1)  # built once here, in the helper: every forked run only patches its pid in
+# Made here, in the helper, once: a forked run only uses them (whatever a run creates costs it copied pages).
+_prctl, _syscall = _libc.prctl, _libc.syscall
+_glibc_fork = ctypes.PyDLL(None, use_errno=True).fork  # called with the GIL held
+_DEVNULL = os.open(os.devnull, os.O_RDONLY)  # a run's stdin
+# A run's sys.stdout and sys.stderr, on its descriptors 1 and 2 (line-buffered: kept even on os._exit).
+_STDOUT = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - lives as long as the helper
+_STDERR = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+_seccomp: seccomp.Installer | None = None
+_fork_handlers: list[dict] | None = None  # None: os.fork; a list: glibc's fork, calling these at-fork handlers
+_CPYTHON_AT_FORK = frozenset({"random", "threading"})  # handlers a plain fork leaves out (see `prepare`)
 
 
 def _describe(e: BaseException) -> str:
@@ -50,37 +59,85 @@ def _emit(**kw: object) -> None:
 
 def _close_from(first: int) -> None:
     """Close every descriptor from `first` up: close_range(2) where the kernel has it (5.9+)."""
-    if _libc.syscall(_CLOSE_RANGE, first, 0xFFFFFFFF, 0) != 0:
+    if _syscall(_CLOSE_RANGE, first, 0xFFFFFFFF, 0) != 0:
         os.closerange(first, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 
 
+def prepare(layers: dict[str, bool], at_fork: list[dict], single_threaded: bool) -> None:
+    """In the helper, once it is ready: set up what every run it forks inherits instead of doing it itself.
+
+    - No core files, and a write past RLIMIT_FSIZE fails (EFBIG) instead of killing (SIGXFSZ ignored).
+    - The seccomp filter held ready, `NO_NEW_PRIVS` set (`sandbox_seccomp.Installer`).
+    - How runs are forked. `os.fork()` makes the child repair the interpreter's threads and locks and
+      run every `os.register_at_fork` handler: a few hundred pages copied per run, for nothing when the
+      helper has one thread (no lock can be held by another). Then `fork()` calls glibc's fork (with
+      the GIL held) and, by hand, the handlers in `at_fork` (every registration since the helper
+      started) that are not CPython's own: threading's (nothing to repair) and random's (it reseeds:
+      here every run starts with `random` as the helper left it, as with numpy's global generator, so a
+      program gives the same output in every run, and job isolation can put the same state back).
+      With more than one thread, `os.fork()`.
+    """
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    global _seccomp, _fork_handlers
+    if layers.get("seccomp"):
+        _seccomp = seccomp.Installer()
+    own = [h for h in at_fork if any(getattr(f, "__module__", None) not in _CPYTHON_AT_FORK for f in h.values())]
+    _fork_handlers = own if single_threaded else None
+
+
+def _call(handlers: list[dict], which: str) -> None:
+    for handler in handlers if which != "before" else reversed(handlers):  # as os.fork orders them
+        fn = handler.get(which)
+        if fn is not None:
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - os.fork too ignores a failing handler
+                pass
+
+
+def fork() -> int:
+    """Fork the helper for a run or a job process: see `prepare` for how. Raises OSError."""
+    handlers = _fork_handlers
+    if handlers is None:
+        return os.fork()
+    _call(handlers, "before")
+    pid = _glibc_fork()
+    if pid < 0:
+        raise OSError(ctypes.get_errno(), "fork failed")
+    _call(handlers, "after_in_child" if pid == 0 else "after_in_parent")
+    return pid
+
+
 def _confine(memory_mb: int, cpu_s: int, workdir: str, wfd: int, out: int, layers: dict[str, bool]) -> None:
-    """Limits, descriptors, user and seccomp for the forked child (a run, or a job process), in that order."""
+    """Limits, descriptors, user and seccomp for the forked child (a run, or a job process), in that order.
+
+    What every run shares (no core files, SIGXFSZ ignored, the filter ready) the helper set once (`prepare`).
+    """
     os.setpgid(0, 0)
-    _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the helper
+    _prctl(_PR_SET_PDEATHSIG, 9)  # SIGKILL: die with the helper
     mem = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
     resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a too-large write fails instead of killing
     os.chdir(workdir)
-    stdin = os.open(os.devnull, os.O_RDONLY)
-    captured = os.dup(out)
-    channel = os.dup(wfd)
-    for fd, new in ((stdin, 0), (captured, 1), (captured, 2), (channel, CHANNEL)):
+    # The helper's descriptors 0 to 2 are always open, so `out`, `wfd` and `_DEVNULL` are above 2, and in
+    # this order none is replaced before it is copied.
+    for fd, new in ((_DEVNULL, 0), (out, 1), (out, 2), (wfd, CHANNEL)):
         os.dup2(fd, new)
     _close_from(CHANNEL + 1)  # the helper's pipes, the read end, anything a DSL opened
     resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
-    sys.stdout = open(1, "w", buffering=1, closefd=False)  # line-buffered: kept even on os._exit
-    sys.stderr = open(2, "w", buffering=1, closefd=False)
+    sys.stdout, sys.stderr = _STDOUT, _STDERR
     if layers.get("unprivileged_user"):
         os.setgroups([])
         os.setgid(NOBODY)
         os.setuid(NOBODY)
         resource.setrlimit(resource.RLIMIT_NPROC, (256, 256))
     if layers.get("seccomp"):
-        seccomp.install(os.getpid())
+        if _seccomp is None:
+            seccomp.install(os.getpid())
+        else:
+            _seccomp.install(os.getpid())
 
 
 def _program(code: str, inputs: list) -> None:
@@ -226,7 +283,7 @@ def run_one(req: dict, layers: dict[str, bool]) -> dict:
     out = os.memfd_create("arcsynth-output", os.MFD_CLOEXEC)
     rfd, wfd = os.pipe()
     start = time.monotonic()
-    pid = os.fork()
+    pid = fork()
     if pid == 0:
         try:
             _child(req, folder, wfd, out, layers)

@@ -62,6 +62,7 @@ class _SockFprog(ctypes.Structure):
 
 _PID_MARK = 0x7FFFFFF0  # a pid no process has: where the compiled filter takes the run's own pid
 _COMPILED: tuple[bytes, tuple[int, ...]] | None = None
+_prctl = _libc.prctl  # resolved once, here
 
 
 def compiled(own_pid: int) -> bytes:
@@ -78,12 +79,30 @@ def compiled(own_pid: int) -> bytes:
     return bytes(patched)
 
 
+class Installer:
+    """The filter held ready in memory, so a freshly forked run installs it with one pid patch and one prctl.
+
+    Made once, in the helper; `NO_NEW_PRIVS` (which seccomp requires, and which every process forked
+    afterwards inherits) is set then too. A forked process calls `install(os.getpid())` once.
+    """
+
+    def __init__(self) -> None:
+        raw = compiled(_PID_MARK)
+        self.spots = _COMPILED[1] if _COMPILED else ()
+        self.buffer = ctypes.create_string_buffer(raw, len(raw))
+        self.fprog = _SockFprog(len(raw) // 8, ctypes.addressof(self.buffer))
+        self.pointer = ctypes.pointer(self.fprog)
+        if _prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
+            raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS failed")
+
+    def install(self, own_pid: int, pack_into=struct.pack_into) -> None:
+        """Install the filter on the calling process (for good: it cannot be removed). Raises OSError."""
+        for at in self.spots:
+            pack_into("I", self.buffer, at, own_pid)
+        if _prctl(22, 2, self.pointer, 0, 0) != 0:  # PR_SET_SECCOMP, MODE_FILTER
+            raise OSError(ctypes.get_errno(), "seccomp filter refused")
+
+
 def install(own_pid: int) -> None:
-    """Install the filter on the calling process (for good: it cannot be removed). Raises OSError."""
-    raw = compiled(own_pid)
-    buf = ctypes.create_string_buffer(raw, len(raw))
-    fprog = _SockFprog(len(raw) // 8, ctypes.addressof(buf))
-    if _libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
-        raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS failed")
-    if _libc.prctl(22, 2, ctypes.byref(fprog), 0, 0) != 0:  # PR_SET_SECCOMP, MODE_FILTER
-        raise OSError(ctypes.get_errno(), "seccomp filter refused")
+    """Install the filter on the calling process, building it first (for good). Raises OSError."""
+    Installer().install(own_pid)
