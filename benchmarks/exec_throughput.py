@@ -30,15 +30,25 @@ from corpus import corpus  # noqa: E402
 CORES = os.cpu_count() or 1
 
 
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds of the live process `pid`, its reaped children, and so on down its live children."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    total = sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = f.read().split()
+    except OSError:
+        children = []
+    return total + sum(_tree_cpu(int(c)) for c in children)
+
+
 def _cpu(helper: int | None = None) -> float:
-    """CPU seconds of this process, its reaped children and, if given, the live helper `helper` with its reaped runs."""
+    """CPU seconds of this process, its reaped children and, if given, the live helper `helper` with its
+    spawner and their reaped runs."""
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     total = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-    if helper is not None:
-        with open(f"/proc/{helper}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
-    return total
+    return total + (_tree_cpu(helper) if helper is not None else 0.0)
 
 
 def _executor_worker(chunk, isolation="run"):

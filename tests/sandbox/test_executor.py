@@ -220,3 +220,21 @@ def test_operator_dsl_modules_are_importable_by_programs(tmp_path):
         assert r.all_train_correct, r.train[0].message
     finally:
         e.close()
+
+
+def test_a_dead_spawner_costs_no_verdict():
+    """The helper forks runs through its spawner (sandbox_spawner); if the spawner dies, the helper
+    exits and the executor starts a new one: the next run still gets its true verdict."""
+    import signal
+
+    e = Executor(timeout_s=1.5, memory_mb=512)
+    try:
+        assert e.grade(TASK, FLIP).all_train_correct
+        helper = e._proc.pid
+        children = Path(f"/proc/{helper}/task/{helper}/children").read_text().split()
+        assert len(children) == 1  # the spawner, idle between runs
+        os.kill(int(children[0]), signal.SIGKILL)
+        assert e.grade(TASK, FLIP).all_train_correct
+        assert e._proc.pid != helper and not Path(f"/proc/{helper}").exists()  # the old one exited, reaped
+    finally:
+        e.close()

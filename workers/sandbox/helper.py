@@ -54,21 +54,23 @@ PRELOAD = ("collections", "itertools", "functools", "math", "copy", "re", "heapq
            # Loaded so hostile programs meet the real guards (seccomp, namespaces), not a missing file.
            "socket", "encodings.idna", "subprocess", "threading", "ctypes", "signal", "shutil", "tempfile")
 STARTUP_FAILED = 3
+SPAWNER_GONE = 4
 
 
 def one_line(text: str, cap: int = 300) -> str:
     return " ".join(text.split())[:cap].encode("utf-8", "replace").decode("utf-8")
 
 
-def _siblings() -> tuple[ModuleType, ModuleType, ModuleType]:
+def _siblings() -> tuple[ModuleType, ModuleType, ModuleType, ModuleType]:
     sys.path.insert(0, HERE)
     try:
         import sandbox_isolation
         import sandbox_job
         import sandbox_run
+        import sandbox_spawner
     finally:
         sys.path.remove(HERE)
-    return sandbox_isolation, sandbox_run, sandbox_job
+    return sandbox_isolation, sandbox_run, sandbox_job, sandbox_spawner
 
 
 def preload(names: tuple[str, ...]) -> None:
@@ -172,16 +174,28 @@ def _say(proto: IO[str], message: dict) -> None:
     proto.flush()
 
 
-def serve(proto: IO[str], run: ModuleType, job: ModuleType, layers: dict[str, bool]) -> None:
-    """Answer requests until stdin closes; a request that cannot be run gets an empty reply.
+def serve(proto: IO[str], run: ModuleType, job: ModuleType, spawner: ModuleType, layers: dict[str, bool]) -> None:
+    """Start the spawner, then answer requests until stdin closes; a request that cannot be run gets an
+    empty reply; if the spawner is gone, the helper exits (the executor starts a new one).
 
     A request with `code` is one run (`sandbox_run.run_one`); one with `codes` is one job
     (`sandbox_job.run_job`: {"runs": [a run's reply per code]}).
     """
+
+    def spawned(kind: bytes, req: dict, folder: str, wfd: int, out: int) -> None:
+        if kind == b"j":
+            job._job_child(req, req["first"], folder, wfd, out, layers)
+        else:
+            run._child(req, folder, wfd, out, layers)
+
+    forks = spawner.Spawner.start(spawned)
     for line in sys.stdin:
         try:
             req = json.loads(line)
-            reply = job.run_job(req, layers) if "codes" in req else run.run_one(req, layers)
+            reply = job.run_job(req, layers, forks) if "codes" in req else run.run_one(req, layers, forks)
+        except spawner.SpawnerGone as exc:
+            print(f"arcsynth sandbox: {exc}", file=sys.stderr, flush=True)
+            os._exit(SPAWNER_GONE)
         except Exception as exc:  # noqa: BLE001 - the executor's request was malformed
             reply = {"results": [], "runs": [], "seconds": 0.0, "output": "", "error": one_line(repr(exc))}
         _say(proto, reply)
@@ -195,7 +209,7 @@ def main() -> None:
     os.dup2(2, 1)  # stray prints go to stderr, never into the protocol
     try:
         config = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
-        isolation, run, job = _siblings()
+        isolation, run, job, spawner = _siblings()
         packages = ["numpy", *config.get("packages", [])]
         preload(PRELOAD)
         failure = load_packages(packages) or load_dsl(list(config.get("dsl", [])))
@@ -220,7 +234,7 @@ def main() -> None:
     gc.collect()
     gc.freeze()
     _say(proto, {"layers": layers, "why": why})
-    serve(proto, run, job, layers)
+    serve(proto, run, job, spawner, layers)
 
 
 if __name__ == "__main__":

@@ -24,11 +24,15 @@ import select
 import signal
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import sandbox_run as run
 from sandbox_channel import parse_results
 from sandbox_guard import Guard, thread_states, watched
 from sandbox_run import CHANNEL, FAILED, MAX_CHANNEL, NOBODY
+
+if TYPE_CHECKING:
+    from sandbox_spawner import Spawner
 
 GO = signal.SIGUSR1  # the helper's go: blocked (and so waited for) between programs, never during one
 _TGKILL = {"x86_64": 234, "aarch64": 131}.get(os.uname().machine)
@@ -125,27 +129,26 @@ def _pending(rfd: int) -> bool:
     return bool(ready)
 
 
-def _one_process(req: dict, first: int, layers: dict[str, bool]) -> list[dict]:
-    """Fork a job process for codes[first:]; the replies of the programs it ran (at least one)."""
-    inputs, timeout = req["inputs"], float(req["timeout"])
+def _one_process(req: dict, first: int, layers: dict[str, bool], spawner: Spawner) -> list[dict]:
+    """Spawn a job process for codes[first:]; the replies of the programs it ran (at least one)."""
     folder = run.workdir()
-    if layers.get("unprivileged_user"):
-        os.chown(folder, NOBODY, NOBODY)
-    out = os.memfd_create("arcsynth-output", os.MFD_CLOEXEC)
-    rfd, wfd = os.pipe()
-    signal.pthread_sigmask(signal.SIG_BLOCK, {GO})
     try:
-        pid = run.fork()
-        if pid == 0:
-            try:
-                _job_child(req, first, folder, wfd, out, layers)
-            finally:
-                os._exit(FAILED)
+        if layers.get("unprivileged_user"):
+            os.chown(folder, NOBODY, NOBODY)
+        pid, rfd, out = spawner.spawn(b"j", {**req, "first": first}, folder)
+        try:
+            return _programs(req, first, pid, rfd, out, spawner)
+        finally:
+            os.close(out)
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {GO})
-    os.close(wfd)
+        run.remove(folder)
+
+
+def _programs(req: dict, first: int, pid: int, rfd: int, out: int, spawner: Spawner) -> list[dict]:
+    """Drive the job process `pid` program by program; its replies once it has ended."""
+    inputs, timeout = req["inputs"], float(req["timeout"])
     replies: list[dict] = []
-    how, status = "end", 0
+    how, status, start = "end", 0, time.monotonic()
     try:
         for index in range(first, len(req["codes"])):
             start = time.monotonic()
@@ -166,15 +169,13 @@ def _one_process(req: dict, first: int, layers: dict[str, bool]) -> list[dict]:
                 os.kill(target, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        _, status = os.waitpid(pid, 0)
         os.close(rfd)
+        status = spawner.reap(pid)
     if how != "end":  # the program that was running when the process ended
         results, corrupt = parse_results(buf, len(inputs), complete=how == "eof")
         if len(results) < len(inputs):
             results += [corrupt or run._missing(how, status, timeout)] * (len(inputs) - len(results))
         replies.append({"results": results, "seconds": time.monotonic() - start, "output": run._captured(out)})
-    os.close(out)
-    run.remove(folder)
     return replies
 
 
@@ -191,10 +192,10 @@ def single_threaded() -> bool:
     return thread_states() == 1 and threading.active_count() == 1
 
 
-def run_job(req: dict, layers: dict[str, bool]) -> dict:
+def run_job(req: dict, layers: dict[str, bool], spawner: Spawner) -> dict:
     """Run every code of `req` in job processes, in order; {"runs": [one run_one-style reply per code]}."""
     codes = req["codes"]
     runs: list[dict] = []
     while len(runs) < len(codes):
-        runs.extend(_one_process(req, len(runs), layers))
+        runs.extend(_one_process(req, len(runs), layers, spawner))
     return {"runs": runs}

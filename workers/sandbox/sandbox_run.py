@@ -18,10 +18,14 @@ import signal
 import sys
 import tempfile
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import sandbox_seccomp as seccomp
 from sandbox_channel import MAX_LINE, check_grid, clean_message, parse_results
+
+if TYPE_CHECKING:
+    from sandbox_spawner import Spawner
 
 NOBODY = 65534
 CHANNEL = 3
@@ -109,13 +113,23 @@ def fork() -> int:
     return pid
 
 
+def die_with_parent() -> None:
+    """SIGKILL when the parent process dies (PR_SET_PDEATHSIG; a fork does not inherit it)."""
+    _prctl(_PR_SET_PDEATHSIG, 9)
+
+
+def devnull() -> int:
+    """The helper's descriptor on /dev/null (a run's stdin)."""
+    return _DEVNULL
+
+
 def _confine(memory_mb: int, cpu_s: int, workdir: str, wfd: int, out: int, layers: dict[str, bool]) -> None:
     """Limits, descriptors, user and seccomp for the forked child (a run, or a job process), in that order.
 
     What every run shares (no core files, SIGXFSZ ignored, the filter ready) the helper set once (`prepare`).
     """
     os.setpgid(0, 0)
-    _prctl(_PR_SET_PDEATHSIG, 9)  # SIGKILL: die with the helper
+    _prctl(_PR_SET_PDEATHSIG, 9)  # SIGKILL: die with the spawner, which dies with the helper
     mem = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
@@ -269,42 +283,39 @@ def remove(path: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def run_one(req: dict, layers: dict[str, bool]) -> dict:
+def run_one(req: dict, layers: dict[str, bool], spawner: Spawner) -> dict:
     """Run `req` (code, inputs, timeout, memory_mb) in a fresh confined fork; one verdict per input.
 
     Returns {"results": [verdict per input], "seconds": wall time, "output": what the run printed,
-    capped}. Each verdict is {"output": grid} or {"error": kind, "message": text}.
+    capped}. Each verdict is {"output": grid} or {"error": kind, "message": text}. The spawner forks
+    the run (`sandbox_spawner`); raises `SpawnerGone` if it is gone.
     """
     inputs = req["inputs"]
     timeout = float(req["timeout"])
     folder = workdir()
-    if layers.get("unprivileged_user"):
-        os.chown(folder, NOBODY, NOBODY)
-    out = os.memfd_create("arcsynth-output", os.MFD_CLOEXEC)
-    rfd, wfd = os.pipe()
-    start = time.monotonic()
-    pid = fork()
-    if pid == 0:
-        try:
-            _child(req, folder, wfd, out, layers)
-        finally:
-            os._exit(FAILED)
-    os.close(wfd)
     try:
-        buf, how = _read(rfd, timeout, start)
-        if how == "eof" and not _exited(pid, timeout - (time.monotonic() - start)):
-            how = "timeout"  # it closed its channel, then ran out of time
-    finally:
-        for target in (-pid, pid):
+        if layers.get("unprivileged_user"):
+            os.chown(folder, NOBODY, NOBODY)
+        start = time.monotonic()
+        pid, rfd, out = spawner.spawn(b"r", req, folder)
+        try:
+            buf, how = _read(rfd, timeout, start)
+            if how == "eof" and not _exited(pid, timeout - (time.monotonic() - start)):
+                how = "timeout"  # it closed its channel, then ran out of time
+        finally:
+            for target in (-pid, pid):
+                try:
+                    os.kill(target, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            os.close(rfd)
             try:
-                os.kill(target, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        _, status = os.waitpid(pid, 0)
-        os.close(rfd)
-    output = _captured(out)
-    os.close(out)
-    remove(folder)
+                status = spawner.reap(pid)
+            finally:
+                output = _captured(out)
+                os.close(out)
+    finally:
+        remove(folder)
     results, corrupt = parse_results(buf, len(inputs), complete=how == "eof")
     if len(results) < len(inputs):
         fill = corrupt or _missing(how, status, timeout)
