@@ -7,8 +7,10 @@ import beside the standard library; numpy is always one), `hide` (what the fallb
 covers) and `minimal_root` (false: the fallback view even where the minimal root is possible).
 It imports numpy, the usual standard-library modules and the DSL modules once, isolates itself
 once (`sandbox_isolation`: namespaces and the minimal root, inherited by every run at no cost per
-run), then serves: each request forks a confined child (`sandbox_run`), or, for a job, confined job
-processes that run its programs in turn (`sandbox_job`).
+run), forks its spawner (`sandbox_spawner`: the process that forks every run from the helper's
+image as it was when ready), then serves: for each request the spawner forks a confined child
+(`sandbox_run`), or, for a job, confined job processes that run its programs in turn
+(`sandbox_job`). If the spawner dies, the helper exits with status 4.
 
 DSL modules load in the listed order, each importable under its file name (BARC's
 `from common import *`): a later one may import an earlier one, never the reverse. A module that

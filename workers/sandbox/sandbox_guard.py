@@ -23,6 +23,7 @@ with them (see `sandbox_run.prepare`). Part of the helper: imports nothing from 
 from __future__ import annotations
 
 import _locale
+import _signal
 import _thread
 import abc
 import atexit
@@ -51,6 +52,7 @@ _LIMITS = (resource.RLIMIT_AS, resource.RLIMIT_FSIZE, resource.RLIMIT_NOFILE, re
            resource.RLIMIT_CORE, resource.RLIMIT_STACK, resource.RLIMIT_DATA)
 _SIGNALS = tuple(s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP))
 _TIMERS = (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF)
+_getsignal = _signal.getsignal  # the C function: signal.getsignal wraps each answer in an enum, 25 times slower
 _CONTAINERS = (list, set, bytearray, collections.deque)
 _MAX_FD = 64
 _IMMUTABLE = 1 << 8  # Py_TPFLAGS_IMMUTABLETYPE
@@ -178,7 +180,7 @@ class Guard:
         return (
             tuple(sys.path), tuple(sys.meta_path), tuple(sys.path_hooks), sys.gettrace(), sys.getprofile(),
             sys.getrecursionlimit(), sys.getswitchinterval(), sys.get_int_max_str_digits(),
-            tuple(map(signal.getsignal, _SIGNALS)), gc.isenabled(), gc.get_threshold(), tuple(gc.callbacks),
+            tuple(map(_getsignal, _SIGNALS)), gc.isenabled(), gc.get_threshold(), tuple(gc.callbacks),
             tuple(warnings.filters), str(np.geterr()), np.getbufsize(), str(np.get_printoptions()),
             os.getcwd(), umask, tuple(map(resource.getrlimit, _LIMITS)),
             tuple(map(signal.getitimer, _TIMERS)), os.getpriority(os.PRIO_PROCESS, 0),

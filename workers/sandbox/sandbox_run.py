@@ -1,8 +1,9 @@
-"""One run: fork the warm helper, confine the child, run the program on every input, read its verdicts.
+"""One run: the spawner forks the helper's image, the child confines itself and runs the program on
+every input, the helper reads its verdicts.
 
 The child holds exactly four descriptors when the program starts: 0 (/dev/null), 1 and 2 (its
-captured output, a memfd the helper reads) and 3 (its result channel, see `sandbox_channel`); everything else the
-helper had open is closed. Whatever the program does to them, `run_one` returns one verdict per
+captured output, a memfd the helper reads) and 3 (its result channel, see `sandbox_channel`);
+everything else the spawner had open is closed. Whatever the program does to them, `run_one` returns one verdict per
 input and never raises for it. Part of the helper: imports nothing from the project.
 """
 

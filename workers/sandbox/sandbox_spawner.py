@@ -137,7 +137,7 @@ class Spawner:
         if message[:1] != b"P" or len(message) != 5 or len(fds) != 2:
             for fd in fds:
                 os.close(fd)
-            raise SpawnerGone("the spawner said something unexpected")
+            raise SpawnerGone("the spawner is gone" if not message else "the spawner said something unexpected")
         return int.from_bytes(message[1:], "little"), fds[0], fds[1]
 
     def reap(self, pid: int) -> int:
