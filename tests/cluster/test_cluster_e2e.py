@@ -78,7 +78,9 @@ def test_inference_worker_answers_pings_while_it_generates(cluster):
     from arcsynth.producer.cluster import worker_name
 
     task = load_tasks("arc-agi-1/training", task_ids=["6150a2bd"])[0]
-    sampling = SamplingConfig(n=32, max_tokens=512, temperature=1.0, seed=3)
+    # Long enough that it cannot end before the ping (a second after it starts), short enough for CI:
+    # 8 x 256 tokens took 94 s on a 2-core AMD EPYC VM (32 x 512 took 556 s there).
+    sampling = SamplingConfig(n=8, max_tokens=256, temperature=1.0, seed=3)
     res = send_sample(cluster.app, SampleRequest(task=task, sampling=sampling, model=cluster.model))
     try:
         # task_track_started: the state turns STARTED once the worker has begun generating.
@@ -86,7 +88,7 @@ def test_inference_worker_answers_pings_while_it_generates(cluster):
         replies = cluster.app.control.ping(destination=[worker_name("inference")], timeout=5.0)
         assert not res.ready(), "generation finished before the ping; make it longer"
         assert replies and worker_name("inference") in replies[0]
-        assert len(res.get(timeout=600)["completions"]) == 32
+        assert len(res.get(timeout=600)["completions"]) == 8
     finally:
         res.revoke()
 

@@ -164,13 +164,7 @@ def _programs(req: dict, first: int, pid: int, rfd: int, out: int, spawner: Spaw
             if not clean:
                 break
     finally:
-        for target in (-pid, pid):
-            try:
-                os.kill(target, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        os.close(rfd)
-        status = spawner.reap(pid)
+        status = run.finish(pid, rfd, spawner)
     if how != "end":  # the program that was running when the process ended
         results, corrupt = parse_results(buf, len(inputs), complete=how == "eof")
         if len(results) < len(inputs):

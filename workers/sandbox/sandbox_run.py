@@ -284,6 +284,17 @@ def remove(path: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def finish(pid: int, rfd: int, spawner: Spawner) -> int:
+    """Kill a run or job process and its group, close its channel, have the spawner reap it; its wait status."""
+    for target in (-pid, pid):
+        try:
+            os.kill(target, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    os.close(rfd)
+    return spawner.reap(pid)
+
+
 def run_one(req: dict, layers: dict[str, bool], spawner: Spawner) -> dict:
     """Run `req` (code, inputs, timeout, memory_mb) in a fresh confined fork; one verdict per input.
 
@@ -304,14 +315,8 @@ def run_one(req: dict, layers: dict[str, bool], spawner: Spawner) -> dict:
             if how == "eof" and not _exited(pid, timeout - (time.monotonic() - start)):
                 how = "timeout"  # it closed its channel, then ran out of time
         finally:
-            for target in (-pid, pid):
-                try:
-                    os.kill(target, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            os.close(rfd)
             try:
-                status = spawner.reap(pid)
+                status = finish(pid, rfd, spawner)
             finally:
                 output = _captured(out)
                 os.close(out)
