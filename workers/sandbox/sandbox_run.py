@@ -22,6 +22,7 @@ import time
 from typing import TYPE_CHECKING
 
 import numpy as np
+import sandbox_fork as forking
 import sandbox_seccomp as seccomp
 from sandbox_channel import MAX_LINE, check_grid, clean_message, parse_results
 
@@ -38,14 +39,11 @@ _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 # Made here, in the helper, once: a forked run only uses them (whatever a run creates costs it copied pages).
 _prctl, _syscall = _libc.prctl, _libc.syscall
-_glibc_fork = ctypes.PyDLL(None, use_errno=True).fork  # called with the GIL held
 _DEVNULL = os.open(os.devnull, os.O_RDONLY)  # a run's stdin
 # A run's sys.stdout and sys.stderr, on its descriptors 1 and 2 (line-buffered: kept even on os._exit).
 _STDOUT = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - lives as long as the helper
 _STDERR = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
 _seccomp: seccomp.Installer | None = None
-_fork_handlers: list[dict] | None = None  # None: os.fork; a list: glibc's fork, calling these at-fork handlers
-_CPYTHON_AT_FORK = frozenset({"random", "threading"})  # handlers a plain fork leaves out (see `prepare`)
 
 
 def _describe(e: BaseException) -> str:
@@ -73,45 +71,14 @@ def prepare(layers: dict[str, bool], at_fork: list[dict], single_threaded: bool)
 
     - No core files, and a write past RLIMIT_FSIZE fails (EFBIG) instead of killing (SIGXFSZ ignored).
     - The seccomp filter held ready, `NO_NEW_PRIVS` set (`sandbox_seccomp.Installer`).
-    - How runs are forked. `os.fork()` makes the child repair the interpreter's threads and locks and
-      run every `os.register_at_fork` handler: a few hundred pages copied per run, for nothing when the
-      helper has one thread (no lock can be held by another). Then `fork()` calls glibc's fork (with
-      the GIL held) and, by hand, the handlers in `at_fork` (every registration since the helper
-      started) that are not CPython's own: threading's (nothing to repair) and random's (it reseeds:
-      here every run starts with `random` as the helper left it, as with numpy's global generator, so a
-      program gives the same output in every run, and job isolation can put the same state back).
-      With more than one thread, `os.fork()`.
+    - How runs are forked (`sandbox_fork.prepare`).
     """
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    global _seccomp, _fork_handlers
+    global _seccomp
     if layers.get("seccomp"):
         _seccomp = seccomp.Installer()
-    own = [h for h in at_fork if any(getattr(f, "__module__", None) not in _CPYTHON_AT_FORK for f in h.values())]
-    _fork_handlers = own if single_threaded else None
-
-
-def _call(handlers: list[dict], which: str) -> None:
-    for handler in handlers if which != "before" else reversed(handlers):  # as os.fork orders them
-        fn = handler.get(which)
-        if fn is not None:
-            try:
-                fn()
-            except Exception:  # noqa: BLE001 - os.fork too ignores a failing handler
-                pass
-
-
-def fork() -> int:
-    """Fork the helper for a run or a job process: see `prepare` for how. Raises OSError."""
-    handlers = _fork_handlers
-    if handlers is None:
-        return os.fork()
-    _call(handlers, "before")
-    pid = _glibc_fork()
-    if pid < 0:
-        raise OSError(ctypes.get_errno(), "fork failed")
-    _call(handlers, "after_in_child" if pid == 0 else "after_in_parent")
-    return pid
+    forking.prepare(at_fork, single_threaded)
 
 
 def die_with_parent() -> None:

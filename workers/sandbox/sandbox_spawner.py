@@ -29,6 +29,7 @@ import signal
 import socket
 from collections.abc import Callable
 
+import sandbox_fork as forking
 import sandbox_run as run
 
 GO = signal.SIGUSR1  # a job process's go signal (see sandbox_job), blocked from its first instruction
@@ -62,7 +63,7 @@ def _serve(requests: int, replies: socket.socket, child: Callable[..., None]) ->
         rfd, wfd = os.pipe()
         if kind == b"j":
             signal.pthread_sigmask(signal.SIG_BLOCK, {GO})
-        pid = run.fork()
+        pid = forking.fork()
         if pid == 0:
             try:  # the spawner's own descriptors and `rfd` are closed by the confinement
                 req = json.loads(payload)
@@ -104,7 +105,7 @@ class Spawner:
         theirs, ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         rfd, wfd = os.pipe()
         helper = os.getpid()
-        pid = run.fork()
+        pid = forking.fork()
         if pid == 0:
             try:
                 run.die_with_parent()
