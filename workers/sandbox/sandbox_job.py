@@ -30,11 +30,12 @@ import sandbox_run as run
 from sandbox_channel import parse_results
 from sandbox_guard import Guard, thread_states, watched
 from sandbox_run import CHANNEL, FAILED, MAX_CHANNEL, NOBODY
+from sandbox_spawner import GO
 
 if TYPE_CHECKING:
     from sandbox_spawner import Spawner
 
-GO = signal.SIGUSR1  # the helper's go: blocked (and so waited for) between programs, never during one
+# GO, the helper's go: blocked (and so waited for) between programs, never during one.
 _TGKILL = {"x86_64": 234, "aarch64": 131}.get(os.uname().machine)
 _LIBC = ctypes.CDLL(None, use_errno=True) if _TGKILL is not None else None
 
