@@ -10,6 +10,8 @@ of the other tests, run as one job, give the verdicts of run isolation too.
 from __future__ import annotations
 
 import importlib.util
+import signal
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +191,37 @@ def test_a_job_with_a_timeout_and_a_crash_goes_on_in_a_fresh_process(both):
     codes = ["def transform(grid):\n    while True: pass", FLIP, "import os\ndef transform(grid):\n    os._exit(3)", FLIP]
     errors = [[r.error for r in g.train] for g in job.grade_many(TASK, codes)]
     assert errors == [["timeout"] * 2, ["none"] * 2, ["crashed"] * 2, ["none"] * 2]
+
+
+SIGNALS_SEEN = ("import os, signal\ndef transform(grid):\n    print(os.getpid())\n"
+                "    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, set())\n"
+                "    return [[len(blocked), int(signal.getsignal(signal.SIGHUP) == signal.SIG_DFL)]]")
+
+
+@pytest.mark.parametrize("isolation", ["run", "job"])
+def test_signals_the_executors_process_inherited_do_not_reach_programs(isolation):
+    """An executor started by a thread that blocks a signal (as under `perf record`), in a process that
+    ignores another (as under `nohup`): its programs still run with nothing blocked and every
+    signal's default action, and a job's programs share one process (before the fix, the job
+    process saw the inherited mask after each program and was replaced every time)."""
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    ex = Executor(timeout_s=2.0, memory_mb=512, isolation=isolation)
+    try:
+        def start() -> None:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGWINCH})
+            ex.start()
+
+        starter = threading.Thread(target=start)
+        starter.start()
+        starter.join()
+        runs = ex.run_many([SIGNALS_SEEN] * 3, [[[1, 2]]])
+    finally:
+        ex.close()
+        signal.signal(signal.SIGHUP, before)
+    assert [[r.model_dump(include={"error", "output"}) for r in results] for results, _, _ in runs] == \
+        [[{"error": "none", "output": [[0, 1]]}]] * 3
+    pids = {output.strip() for _, _, output in runs}
+    assert len(pids) == (1 if isolation == "job" else 3)
 
 
 def test_isolation_must_be_run_or_job():

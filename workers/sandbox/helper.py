@@ -203,9 +203,30 @@ def serve(proto: IO[str], run: ModuleType, job: ModuleType, spawner: ModuleType,
         _say(proto, reply)
 
 
+# Ignored by every Python process from its start (SIGPIPE, SIGXFSZ), and by the helper (SIGINT: a
+# terminal's ^C is for the executor's process, which closes the helper).
+_IGNORED = frozenset({signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT})
+
+
+def reset_signals() -> None:
+    """Give the helper, and so every run, the same signals whatever started the executor's process.
+
+    A process keeps its signal mask and ignored signals through fork and exec: a thread with a
+    signal blocked (`perf record` blocks SIGWINCH), `nohup` (SIGHUP ignored), a shell's background
+    job (SIGINT and SIGQUIT ignored). Here nothing is blocked, and every signal has its default
+    action but `_IGNORED`. (Timers are not inherited: fork clears them.)
+    """
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    for sig in signal.valid_signals():
+        if sig in _IGNORED:
+            signal.signal(sig, signal.SIG_IGN)
+        elif signal.getsignal(sig) == signal.SIG_IGN:
+            signal.signal(sig, signal.SIG_DFL)
+
+
 def main() -> None:
     """Start (load, isolate, say hello or why not on the first line), then serve until stdin closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    reset_signals()
     os.umask(0o022)
     proto = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # stray prints go to stderr, never into the protocol
