@@ -64,7 +64,7 @@ from celery.result import AsyncResult
 from kombu.transport.redis import PRIORITY_STEPS, Channel
 
 from arcsynth.common.jobs import KEY_PREFIX, SampleResult, Stage, inference_queue, send_execute, send_finetune, send_search
-from arcsynth.common.models import JobRecord
+from arcsynth.common.records import JobRecord
 from arcsynth.producer.policy import Messages
 from arcsynth.producer.runstate import RunState
 

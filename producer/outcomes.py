@@ -15,7 +15,8 @@ from celery.result import AsyncResult
 from arcsynth.common import payloads
 from arcsynth.common.attempts import forget_jobs, job_attempts
 from arcsynth.common.jobs import FinetuneResult, read_result
-from arcsynth.common.models import Candidate, JobRecord
+from arcsynth.common.models import Candidate
+from arcsynth.common.records import JobRecord
 from arcsynth.producer.policy import Event, Failed, Finetuned, Searched
 from arcsynth.producer.runstate import RunState
 

@@ -26,18 +26,8 @@ from dataclasses import dataclass, field
 from arcsynth.common.augment import Augmentation, random_augmentation
 from arcsynth.common.extract import normalise
 from arcsynth.common.jobs import ExecuteRequest, FinetuneRequest, RefineSource, SampleRequest
-from arcsynth.common.models import (
-    Candidate,
-    EpochCounts,
-    JobRecord,
-    LearnConfig,
-    PromptFormat,
-    RunConfig,
-    Task,
-    TaskRecord,
-    TaskStatus,
-    TrainingExample,
-)
+from arcsynth.common.models import Candidate, LearnConfig, PromptFormat, RunConfig, Task, TrainingExample
+from arcsynth.common.records import EpochCounts, JobRecord, TaskRecord, TaskStatus
 from arcsynth.common.relabel import refinement_examples, relabel
 from arcsynth.common.scoring import Vote, select_attempts
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from arcsynth.common.models import TaskStatus
+from arcsynth.common.records import TaskStatus
 from arcsynth.producer.policy import TaskState
 from arcsynth.producer.rundir import RunDir
 from arcsynth.producer.runstate import RunState

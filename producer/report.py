@@ -20,7 +20,8 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import PythonLexer
 
-from arcsynth.common.models import Candidate, Task, TaskRecord
+from arcsynth.common.models import Candidate, Task
+from arcsynth.common.records import TaskRecord
 from arcsynth.producer.charts import curves_svg
 from arcsynth.producer.rundir import RunDir
 from arcsynth.producer.summary import EpochTotals, RunSummary, Summariser, TaskRow, iter_run

@@ -22,7 +22,8 @@ from celery import Celery
 from tqdm import tqdm
 
 from arcsynth.common.jobs import FinetuneRequest, send_finetune, send_search
-from arcsynth.common.models import Candidate, JobRecord, RunConfig, Task, TaskRecord, TaskStatus
+from arcsynth.common.models import Candidate, RunConfig, Task
+from arcsynth.common.records import JobRecord, TaskRecord, TaskStatus
 from arcsynth.common.scoring import score_task
 from arcsynth.producer import lost_jobs, outcomes, policy
 from arcsynth.producer.liveness import stderr_line

@@ -22,7 +22,8 @@ from celery import Celery
 from celery.result import AsyncResult
 
 from arcsynth.common.jobs import FinetuneResult, read_result, send_finetune
-from arcsynth.common.models import JobRecord, RunConfig, TaskStatus
+from arcsynth.common.models import RunConfig
+from arcsynth.common.records import JobRecord, TaskStatus
 from arcsynth.producer import policy
 from arcsynth.producer.policy import Event, Failed, Finetuned, Stopped, TaskState
 from arcsynth.producer.recovery import load_candidates

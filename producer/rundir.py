@@ -25,7 +25,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from arcsynth.common.models import Attempt, Candidate, Frozen, RunConfig, Task, TaskRecord, TrainingExample
+from arcsynth.common.models import Attempt, Candidate, Frozen, RunConfig, Task, TrainingExample
+from arcsynth.common.records import TaskRecord
 from arcsynth.common.scoring import RunScore, score_run
 from arcsynth.common.submission import build_submission, validate_submission_shape
 

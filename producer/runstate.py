@@ -26,7 +26,7 @@ import redis
 
 from arcsynth.common.jobs import KEY_PREFIX, STAGES
 from arcsynth.common.lifetime import pid_alive
-from arcsynth.common.models import JobRecord, TaskStatus
+from arcsynth.common.records import JobRecord, TaskStatus
 
 __all__ = ["STAGES", "TASK_STATUSES", "TERMINAL", "RunState", "list_runs"]
 

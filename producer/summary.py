@@ -25,8 +25,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from arcsynth.common.models import Candidate, RunConfig, Task, TaskRecord
+from arcsynth.common.models import Candidate, RunConfig, Task
 from arcsynth.common.passk import Curve, CurveBuilder, is_correct
+from arcsynth.common.records import TaskRecord
 from arcsynth.common.scoring import score_task
 from arcsynth.producer.rundir import RunDir, RunDirError
 

@@ -7,17 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from arcsynth.common.models import (
-    Candidate,
-    Completion,
-    EpochCounts,
-    ExecutionResult,
-    InputResult,
-    RunConfig,
-    SamplingConfig,
-    Task,
-    TaskRecord,
-)
+from arcsynth.common.models import Candidate, Completion, ExecutionResult, InputResult, RunConfig, SamplingConfig, Task
+from arcsynth.common.records import EpochCounts, TaskRecord
 from arcsynth.common.scoring import pixel_accuracy, select_attempts
 from arcsynth.producer.rundir import RunDir
 

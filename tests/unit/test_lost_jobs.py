@@ -6,7 +6,7 @@ import json
 
 from celery import Celery
 
-from arcsynth.common.models import JobRecord
+from arcsynth.common.records import JobRecord
 from arcsynth.producer.lost_jobs import RUN_JOB, Expected, LostJobWatch, describe, expected, message_id, queue_keys
 
 SEARCH = JobRecord(step="search", ids=["s1", "e1"], sent=True)

@@ -8,13 +8,12 @@ from arcsynth.common.models import (
     Completion,
     ExecutionResult,
     InputResult,
-    JobRecord,
     LearnConfig,
     RunConfig,
     SamplingConfig,
     Task,
-    TaskStatus,
 )
+from arcsynth.common.records import JobRecord, TaskStatus
 from arcsynth.producer.policy import (
     Failed,
     Finetuned,

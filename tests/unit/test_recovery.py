@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from arcsynth.common.models import JobRecord
+from arcsynth.common.records import JobRecord
 from arcsynth.producer.policy import TaskState
 from arcsynth.producer.recovery import load_candidates
 from tests.support.crafted import SWAP, learning_candidates, write_run
