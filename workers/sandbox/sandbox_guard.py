@@ -31,7 +31,6 @@ import builtins
 import collections
 import ctypes
 import gc
-import operator
 import os
 import random
 import resource
@@ -56,7 +55,6 @@ _getsignal = _signal.getsignal  # the C function: signal.getsignal wraps each an
 _CONTAINERS = (list, set, bytearray, collections.deque)
 _MAX_FD = 64
 _IMMUTABLE = 1 << 8  # Py_TPFLAGS_IMMUTABLETYPE
-_VALUE = operator.attrgetter("value")
 _OWN_FDS = 4  # 0, 1 and 2, the result channel
 
 
@@ -77,6 +75,25 @@ def _dict_tag() -> int | None:
 
 
 _OFFSET = _dict_tag()
+
+
+class TagReader:
+    """Reads the version tags at `addresses` (of dicts kept alive elsewhere) in one gather, as bytes.
+
+    A numpy view over the address range they span: no memory is copied or touched but the tags. What
+    it calls (`ndarray.take`, `tobytes`) belongs to an immutable type, so a program cannot patch it.
+    """
+
+    def __init__(self, addresses: list[int]) -> None:
+        base = min(addresses)
+        span = (max(addresses) - base) // 8 + 1
+        view = type("Memory", (), {"__array_interface__": {"data": (base, True), "shape": (span,),
+                                                           "typestr": "<u8", "version": 3}})()
+        self.take = np.asarray(view).take
+        self.offsets = np.array([(a - base) // 8 for a in addresses], dtype=np.int64)
+
+    def __call__(self) -> bytes:
+        return self.take(self.offsets).tobytes()
 
 
 def _thread_states() -> Callable[[], int]:
@@ -105,7 +122,7 @@ _STATES = _thread_states()
 thread_states = _STATES  # the helper checks that it is alone before it forks with glibc's fork
 
 
-_WATCHED: tuple[dict, list[dict], list | None, list] | None = None
+_WATCHED: tuple[dict, list[dict], TagReader | None, list] | None = None
 
 
 def _numpy_random_state() -> dict | None:
@@ -115,8 +132,8 @@ def _numpy_random_state() -> dict | None:
     return None if module is None else module.get_state(legacy=False)
 
 
-def watched() -> tuple[dict, list[dict], list | None, list]:
-    """(sys.modules as it is, the dicts the check watches, a version-tag reader per dict or None, the
+def watched() -> tuple[dict, list[dict], TagReader | None, list]:
+    """(sys.modules as it is, the dicts the check watches, the reader of their version tags or None, the
     module-level lists, sets, deques and bytearrays, whose lengths the check compares).
 
     The same in every job process the helper forks (the dicts sit at the same addresses), so the
@@ -133,7 +150,7 @@ def watched() -> tuple[dict, list[dict], list | None, list]:
                if isinstance(v, type) and not v.__flags__ & _IMMUTABLE}  # pure-Python classes
     dicts += [d for cls in classes.values() for d in gc.get_referents(cls.__dict__) if type(d) is dict]
     dicts += [v for d in dicts[3:] for v in list(d.values()) if type(v) is dict]  # module-level dicts
-    tags = None if _OFFSET is None else [ctypes.c_uint64.from_address(id(d) + _OFFSET) for d in dicts]
+    tags = None if _OFFSET is None else TagReader([id(d) + _OFFSET for d in dicts])
     containers = list({id(v): v for d in dicts[3:] for v in list(d.values()) if type(v) in _CONTAINERS}.values())
     _WATCHED = modules, dicts, tags, containers
     return _WATCHED
@@ -157,7 +174,7 @@ class Guard:
         self.alive = dicts  # a version tag is read at its dict's address: keep each dict alive
         if tags is not None:
             self.tags = tags
-            self.values = [t.value for t in tags]
+            self.values = tags()
         else:
             self.dicts = [(d, len(d), tuple(map(id, d.values()))) for d in dicts]
             self.environ = dict(os.environ)
@@ -222,11 +239,11 @@ class Guard:
         finally:
             self.checking = False
 
-    def _changed(self, list=list, map=map, value=_VALUE) -> str:  # noqa: A002 - bound now: builtins may be patched
+    def _changed(self, map=map) -> str:  # noqa: A002 - bound now: builtins may be patched
         if self.tainted:
             return self.tainted
         if _OFFSET is not None:
-            if list(map(value, self.tags)) != self.values:
+            if self.tags() != self.values:
                 return "a module's or class's attributes, sys.modules, the builtins or the environment"
         elif any(len(d) != n or tuple(map(id, d.values())) != ids for d, n, ids in self.dicts):
             return "a module's or class's attributes, sys.modules or the builtins"
