@@ -156,6 +156,49 @@ def test_more_hostile_programs(ex, name):
     assert not os.path.exists("/tmp/pwned") and not os.path.exists("/tmp/evil.txt")
 
 
+def test_a_returned_grid_is_read_once(ex):
+    """A cell whose int() answers differently each time: the value checked is the value sent (it was
+    read twice, and the second, huge answer left the run unable to report: `crashed`)."""
+    code = ("class Cell(int):\n    calls = 0\n    def __int__(self):\n        self.calls += 1\n"
+            "        return 5 if self.calls == 1 else 10 ** 5000\n"
+            "class Row(list):\n    def __len__(self):\n        return 1\n"
+            "def transform(grid):\n    return [Row([Cell(1), Cell(1), Cell(1)])]")
+    r = ex.grade(TASK, code)
+    assert [(x.error, x.output) for x in r.train] == [("none", [[5, 5, 5]])] * 2, r.train[0].message
+
+
+# System calls the filter denies that the layers above do not stop alone: each program makes the call
+# (on itself where a target is needed, so it would succeed without the filter) and returns the errno.
+_SYSCALL = "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\ndef transform(grid):\n"
+DENIED_CALLS = {
+    "pidfd_open": ("    r = libc.syscall(434, os.getpid(), 0)", 1),  # the way to pidfd_send_signal another run
+    "pidfd_send_signal": ("    r = libc.syscall(424, -1, 0, None, 0)", 1),
+    "rt_sigqueueinfo": ("    r = libc.syscall(129, os.getpid(), 0, ctypes.create_string_buffer(128))", 1),
+    "rt_tgsigqueueinfo": ("    r = libc.syscall(297, os.getpid(), os.getpid(), 0, ctypes.create_string_buffer(128))", 1),
+    "process_vm_readv": ("    r = libc.syscall(310, os.getpid(), None, 0, None, 0, 0)", 1),
+    "shmget": ("    r = libc.shmget(0, 1 << 20, 0o1600)\n    if r >= 0:\n        libc.shmctl(r, 0, None)", 1),
+    "semget": ("    r = libc.semget(0, 1, 0o1600)\n    if r >= 0:\n        libc.semctl(r, 0, 0)", 1),
+    "msgget": ("    r = libc.msgget(0, 0o1600)\n    if r >= 0:\n        libc.msgctl(r, 0, None)", 1),
+    "mq_open": ("    r = libc.syscall(240, b'arcsynth-test', 0o100 | 2, 0o600, None)\n    if r >= 0:\n"
+                "        libc.syscall(241, b'arcsynth-test')", 1),
+    "keyctl": ("    r = libc.syscall(250, 0, -3, 0)", 1),  # the session keyring, the worker's
+    "io_uring_setup": ("    r = libc.syscall(425, 1, ctypes.create_string_buffer(120))", 38),
+    "fsopen": ("    r = libc.syscall(430, b'tmpfs', 0)", 1),
+    "x32_socket": ("    r = libc.syscall(0x40000000 | 41, 2, 1, 0)", 38),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DENIED_CALLS))
+def test_the_filter_denies_what_reaches_past_the_run(ex, name):
+    """Signals by other routes than kill (pidfds, sigqueue), other processes' memory, IPC objects that
+    outlive the run, the worker's keyrings, io_uring (whose work no filter sees), the new mount API
+    and x32 calls: each fails with its errno, and the run goes on."""
+    needs(ex, "seccomp")
+    call, errno = DENIED_CALLS[name]
+    r = ex.grade(TASK, f"{_SYSCALL}{call}\n    return [[int(r == -1 and ctypes.get_errno() == {errno})]]")
+    assert [x.output for x in r.train] == [[[1]], [[1]]], r.train[0].message
+
+
 def test_no_network_not_even_the_brokers_redis(ex, redis_server):
     needs(ex, "network_namespace")
     code = ("import socket\ndef transform(grid):\n"

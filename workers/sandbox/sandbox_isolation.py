@@ -26,7 +26,7 @@ from collections.abc import Iterable
 import sandbox_rootfs as rootfs
 import sandbox_seccomp as seccomp
 
-CLONE_NEWNS, CLONE_NEWNET, CLONE_NEWUSER = 0x00020000, 0x40000000, 0x10000000
+CLONE_NEWNS, CLONE_NEWNET, CLONE_NEWUSER, CLONE_NEWIPC = 0x00020000, 0x40000000, 0x10000000, 0x08000000
 _WRITABLE = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 _CAPSET = {"x86_64": 126, "aarch64": 91}
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -102,6 +102,7 @@ def isolate(packages: Iterable[str], files: Iterable[str], hide: Iterable[str],
         mountns = _user_namespace()
         layers["network_namespace"] = mountns or _libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) == 0
         why["unprivileged_user"] = "the helper is not root, so runs keep its user"
+    _libc.unshare(CLONE_NEWIPC)  # System V and POSIX IPC of its own where the OS allows (the filter denies them too)
     if not mountns:
         why.setdefault("minimal_root", "the OS refused a mount namespace")
         why["mount_namespace"] = "the OS refused a mount namespace"

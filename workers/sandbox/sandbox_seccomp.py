@@ -14,12 +14,34 @@ import struct
 _SYS = {"socket": 41, "clone": 56, "fork": 57, "vfork": 58, "execve": 59, "kill": 62,
         "ptrace": 101, "chroot": 161, "pivot_root": 155, "mount": 165, "umount2": 166, "tkill": 200,
         "tgkill": 234, "unshare": 272, "open_by_handle_at": 304, "setns": 308,
-        "process_vm_writev": 311, "execveat": 322, "clone3": 435}
+        "process_vm_readv": 310, "process_vm_writev": 311, "execveat": 322, "clone3": 435,
+        # Signals by other routes than kill/tkill/tgkill (which may only name the run itself).
+        "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297, "pidfd_send_signal": 424, "pidfd_open": 434,
+        "pidfd_getfd": 438,
+        # System V and POSIX IPC: objects that outlive the run and are shared with the host.
+        "shmget": 29, "shmat": 30, "shmctl": 31, "semget": 64, "semop": 65, "semctl": 66, "shmdt": 67,
+        "msgget": 68, "msgsnd": 69, "msgrcv": 70, "msgctl": 71, "semtimedop": 220, "mq_open": 240,
+        "mq_unlink": 241, "mq_timedsend": 242, "mq_timedreceive": 243, "mq_notify": 244, "mq_getsetattr": 245,
+        # The new mount API, kernel keyrings (the worker's session keyring is inherited), and
+        # interfaces that run work the filter cannot see (io_uring) or serve kernel exploits.
+        "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
+        "mount_setattr": 442, "add_key": 248, "request_key": 249, "keyctl": 250, "io_uring_setup": 425,
+        "io_uring_enter": 426, "io_uring_register": 427, "bpf": 321, "perf_event_open": 298,
+        "userfaultfd": 323, "syslog": 103}
+_DENIED = ("fork", "vfork", "execve", "execveat", "ptrace", "mount", "umount2", "chroot", "pivot_root",
+           "unshare", "setns", "open_by_handle_at", "process_vm_readv", "process_vm_writev",
+           "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_send_signal", "pidfd_open", "pidfd_getfd",
+           "shmget", "shmat", "shmctl", "semget", "semop", "semctl", "shmdt", "msgget", "msgsnd", "msgrcv",
+           "msgctl", "semtimedop", "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify",
+           "mq_getsetattr", "open_tree", "move_mount", "fsopen", "fsconfig", "fsmount", "fspick",
+           "mount_setattr", "add_key", "request_key", "keyctl", "bpf", "perf_event_open", "userfaultfd", "syslog")
+_NOT_HERE = ("clone3", "io_uring_setup", "io_uring_enter", "io_uring_register")  # ENOSYS: as if the kernel had none
+_X32 = 0x40000000  # x32 system calls carry this bit, under the same audit arch: none is allowed
 _AUDIT_ARCH_X86_64 = 0xC000003E
 _CLONE_THREAD = 0x00010000
 _RET_ALLOW, _RET_KILL = 0x7FFF0000, 0x80000000
 _RET_ERRNO = 0x00050000
-_LD_W_ABS, _JEQ_K, _JSET_K, _RET_K = 0x20, 0x15, 0x45, 0x06
+_LD_W_ABS, _JEQ_K, _JGE_K, _JSET_K, _RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -29,20 +51,21 @@ def available() -> bool:
 
 
 def program(own_pid: int) -> list[tuple[int, int, int, int]]:
-    """Deny new processes, exec, sockets, signals to others, ptrace, mounts and namespace tricks."""
+    """Deny new processes, exec, sockets, signals to others, ptrace, mounts, namespace tricks, IPC,
+    keyrings, io_uring and x32 calls (see `_SYS`)."""
     eperm, eacces, enosys = _RET_ERRNO | 1, _RET_ERRNO | 13, _RET_ERRNO | 38
     prog = [
         (_LD_W_ABS, 0, 0, 4), (_JEQ_K, 1, 0, _AUDIT_ARCH_X86_64), (_RET_K, 0, 0, _RET_KILL),
-        (_LD_W_ABS, 0, 0, 0),
+        (_LD_W_ABS, 0, 0, 0), (_JGE_K, 0, 1, _X32), (_RET_K, 0, 0, enosys),
     ]
 
     def deny(nr: int, ret: int) -> None:
         prog.extend([(_JEQ_K, 0, 1, nr), (_RET_K, 0, 0, ret)])
 
     deny(_SYS["socket"], eacces)
-    deny(_SYS["clone3"], enosys)  # glibc then falls back to clone, checked below
-    for name in ("fork", "vfork", "execve", "execveat", "ptrace", "mount", "umount2", "chroot",
-                 "pivot_root", "unshare", "setns", "open_by_handle_at", "process_vm_writev"):
+    for name in _NOT_HERE:  # glibc falls back from clone3 to clone, checked below
+        deny(_SYS[name], enosys)
+    for name in _DENIED:
         deny(_SYS[name], eperm)
     # clone: threads only.
     prog.extend([(_JEQ_K, 0, 4, _SYS["clone"]), (_LD_W_ABS, 0, 0, 16),
