@@ -56,14 +56,22 @@ def check_grid(value: object) -> tuple[list[list[int]] | None, str]:
         value = value.tolist()
     if _plain_grid(value):
         return value, ""  # type: ignore[return-value]
-    if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= MAX_SIDE:
+    # Each level is read once, into plain lists and ints: a subclass's __len__, __iter__ or __int__
+    # may answer differently each time, and what was checked must be what is sent.
+    if not isinstance(value, (list, tuple)):
+        return None, "not a list of 1..30 rows"
+    value = list(value)
+    if not 1 <= len(value) <= MAX_SIDE:
         return None, "not a list of 1..30 rows"
     rows = []
     width = None
     for row in value:
         if isinstance(row, np.ndarray):
             row = row.tolist()
-        if not isinstance(row, (list, tuple)) or not 1 <= len(row) <= MAX_SIDE:
+        if not isinstance(row, (list, tuple)):
+            return None, "a row is not a list of 1..30 cells"
+        row = list(row)
+        if not 1 <= len(row) <= MAX_SIDE:
             return None, "a row is not a list of 1..30 cells"
         if width is None:
             width = len(row)
@@ -73,9 +81,12 @@ def check_grid(value: object) -> tuple[list[list[int]] | None, str]:
         for c in row:
             if isinstance(c, (bool, np.bool_)) or not isinstance(c, (int, np.integer)):
                 return None, f"cell {c!r:.20} is not an int"
-            if not 0 <= int(c) <= 9:
-                return None, f"colour {int(c)} outside 0..9"
-            cells.append(int(c))
+            colour = int(c)
+            if type(colour) is not int:
+                return None, "a cell's int() is not an int"
+            if not 0 <= colour <= 9:
+                return None, f"colour {colour if abs(colour) < 10**12 else 'of more than 12 digits'} outside 0..9"
+            cells.append(colour)
         rows.append(cells)
     return rows, ""
 
