@@ -93,6 +93,27 @@ POISONS = {
                        "import resource\n    return [[resource.getrlimit(resource.RLIMIT_NOFILE)[0] % 10]]"),
     "function_code": ("import json\njson.loads.__code__ = (lambda *a, **k: 7).__code__",
                       "import json\n    return [[json.loads('3')]]"),
+    "decimal_context": ("import decimal\ndecimal.getcontext().prec = 2",
+                        "import decimal\n    return [[len(str(decimal.Decimal(1) / 7)) % 10]]"),
+    "decimal_default_context": ("import decimal\ndecimal.DefaultContext.prec = 2",
+                                "import decimal\n    return [[decimal.DefaultContext.prec % 10]]"),
+    "instance_attribute": ("import random\nrandom._inst._randbelow = lambda n: 0",
+                           "import random\n    random.seed(3)\n    return [[random.choice(range(1, 10)) for _ in range(8)]]"),
+    "encoder_attribute": ("import json\njson._default_encoder.indent = 1",
+                          "import json\n    return [[len(json.dumps([1, 2])) % 10]]"),
+    "stream_closed": ("import sys\nsys.stdout.close()", "print('seen')\n    return grid"),
+    "stream_method": ("import sys\nsys.stdout.write = lambda s: 0", "print('seen')\n    return grid"),
+    "directory_mode": ("import os\nos.chmod('.', 0o500)",
+                       "import os\n    open('x', 'w').close()\n    os.remove('x')\n    return grid"),
+    "gc_debug": ("import gc\ngc.set_debug(gc.DEBUG_SAVEALL)", "import gc\n    return [[int(gc.get_debug() == 0)]]"),
+    "cpu_hard_limit": ("import resource\nresource.setrlimit(resource.RLIMIT_CPU, (1, 1))", "return grid"),
+    "channel_flags": ("import fcntl, os\nfcntl.fcntl(3, fcntl.F_SETFL, fcntl.fcntl(3, fcntl.F_GETFL) | os.O_NONBLOCK)",
+                      "import fcntl, os\n    return [[int(bool(fcntl.fcntl(3, fcntl.F_GETFL) & os.O_NONBLOCK))]]"),
+    "other_frames": ("import sys, threading\nf = sys._current_frames()[threading.get_ident()]\nwhile f is not None:\n"
+                     "    grids = f.f_locals.get('inputs')\n    if isinstance(grids, list):\n"
+                     "        grids[0] = [[7]]\n    f = f.f_back", "return grid"),
+    "check_switched_off": ("import sandbox_guard\nsandbox_guard.Guard.changed = lambda self: ''\n"
+                           "import builtins\nbuiltins.len = lambda x: 0", "return [[len([1, 2, 3])]]"),
 }
 UNSEEDED = {"numpy_random_seed"}
 OPEN = ("def _open(fd):\n    import os\n    try:\n        os.fstat(fd)\n        return True\n"

@@ -171,6 +171,15 @@ def offered(packages: list[str], dsl: list[str], rootfs: ModuleType) -> list[str
     return sorted(n for n in names if n in sys.modules)
 
 
+def hide_siblings() -> None:
+    """Take this folder's modules (`sandbox_*`) out of sys.modules, so a program cannot import them
+    (say, to switch off job isolation's check); the helper keeps its own references."""
+    here = os.path.realpath(HERE)
+    for name, mod in list(sys.modules.items()):
+        if name != "__main__" and os.path.dirname(os.path.realpath(getattr(mod, "__file__", None) or "/")) == here:
+            del sys.modules[name]
+
+
 def _say(proto: IO[str], message: dict) -> None:
     proto.write(json.dumps(message) + "\n")
     proto.flush()
@@ -249,6 +258,7 @@ def main() -> None:
         os._exit(STARTUP_FAILED)
     import gc
 
+    hide_siblings()
     job.prepare()
     os.register_at_fork = _register_at_fork
     run.prepare(layers, AT_FORK, job.single_threaded())

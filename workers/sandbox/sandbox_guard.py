@@ -3,21 +3,25 @@
 `Guard()` takes a snapshot in the confined job process before its first program; `guard.changed()`
 after each program names the first shared thing that program changed ("" when none), and the
 helper then replaces the process before the next program. Checked: the builtins, the attributes of
-every imported module (through each module dict's version tag where the interpreter has one, else
-the identity of every value), `sys.modules`, `sys.path`, `sys.meta_path` and `sys.path_hooks`,
-trace and profile hooks, recursion, switch-interval and int-digits limits, signal handlers,
-threads (every thread state, so a thread that has not run yet counts), atexit callbacks, the
-collector's settings and callbacks, warnings filters, numpy's error, error-callback and print
-settings, cwd, umask, the environment, resource limits, interval timers, priority, CPU affinity,
-ABC registrations, async-generator hooks, coroutine origin tracking, dlopen flags, the C locale,
-the length of every module-level list, set, deque and bytearray, open descriptors and the files
-of the job's directory. An audit hook taints the process on operations that reach past
-those (setting attributes of classes, frames and tracebacks' frames, `gc.get_objects`, ctypes,
-audit hooks of its own). Not seen: state kept in C that Python cannot read back (the codec search
-functions of `codecs.register`, an extension module's internals) and an item replaced in place in
-a module-level list; run isolation, the default, has no such holes. `reset()` puts back, before
-each program, what a run would see: numpy's global generator and `random` as the process started
-with them (see `sandbox_run.prepare`). Part of the helper: imports nothing from the project.
+every imported module and of the instances modules hold (`random._inst`, `json._default_encoder`,
+the standard streams: through each dict's version tag where the interpreter has one, else the
+identity of every value), `sys.modules`, `sys.path`, `sys.meta_path` and `sys.path_hooks`, trace
+and profile hooks, recursion, switch-interval and int-digits limits, signal handlers, threads
+(every thread state, so a thread that has not run yet counts), atexit callbacks, the collector's
+settings, debug flags and callbacks, warnings filters, numpy's error, error-callback and print
+settings, decimal's contexts, cwd, umask, the environment, resource limits (the CPU limit's hard
+one), interval timers, priority, CPU affinity, ABC registrations, async-generator hooks, coroutine
+origin tracking, dlopen flags, the C locale, the length of every module-level list, set, deque and
+bytearray, whether the standard streams are closed, open descriptors (with their flags and SIGIO
+owner), and the files and permissions of the job's directory. An audit hook taints the process on
+operations that reach past those (setting attributes of classes, frames, tracebacks' frames and
+other threads' frames, `gc.get_objects`, ctypes, audit hooks of its own). Not seen: state kept in
+C that Python cannot read back (the codec search functions of `codecs.register`, an extension
+module's internals), an item replaced in place in a module-level list, and a program written to
+defeat the check (numpy's array interface reads and writes memory without an audit event); run
+isolation, the default, has no such holes. `reset()` puts back, before each program, what a run
+would see: numpy's global generator and `random` as the process started with them (see
+`sandbox_run.prepare`). Part of the helper: imports nothing from the project.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import atexit
 import builtins
 import collections
 import ctypes
+import fcntl
 import gc
 import os
 import random
@@ -39,13 +44,15 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable
+from types import BuiltinFunctionType, FunctionType, MethodType, ModuleType
 
 import numpy as np
 
 # Audit events after which a process may hold changes that the snapshot cannot see.
 TAINTING = ("object.__setattr__", "object.__delattr__", "object.__getattr__", "sys._getframe", "sys.settrace",
             "sys.setprofile", "sys.addaudithook", "gc.get_objects", "gc.get_referrers", "gc.get_referents",
-            "ctypes.", "_thread.start_new_thread", "os.chdir", "os.fchdir", "os.putenv", "os.unsetenv",
+            "ctypes.", "_thread.start_new_thread", "sys._current_frames", "sys._current_exceptions",
+            "os.chdir", "os.fchdir", "os.putenv", "os.unsetenv",
             "signal.", "function.__new__", "code.__new__", "setopencode")
 _LIMITS = (resource.RLIMIT_AS, resource.RLIMIT_FSIZE, resource.RLIMIT_NOFILE, resource.RLIMIT_NPROC,
            resource.RLIMIT_CORE, resource.RLIMIT_STACK, resource.RLIMIT_DATA)
@@ -125,11 +132,42 @@ thread_states = _STATES  # the helper checks that it is alone before it forks wi
 _WATCHED: tuple[dict, list[dict], TagReader | None, list] | None = None
 
 
+def _decimal_contexts() -> str:
+    """The decimal module's current and template contexts (precision, rounding, flags, traps), or ""
+    where it is not loaded: a program that sets `getcontext().prec` changes later programs' arithmetic."""
+    module = sys.modules.get("decimal")
+    if module is None:
+        return ""
+    return "|".join(map(repr, (module.getcontext(), module.DefaultContext, module.BasicContext, module.ExtendedContext)))
+
+
 def _numpy_random_state() -> dict | None:
     """numpy's global generator's state (with its buffered 32 bits), or None where numpy.random is not
     loaded (a program that imports it changes sys.modules, and so is a change the check sees)."""
     module = sys.modules.get("numpy.random")
     return None if module is None else module.get_state(legacy=False)
+
+
+_NOT_INSTANCES = (type, ModuleType, FunctionType, BuiltinFunctionType, MethodType)
+
+
+def _instance_dicts(module_dicts: list) -> list[dict]:
+    """The attribute dicts of module-level instances (`random._inst`, `json._default_encoder`, the
+    standard streams): a program that sets an attribute on one changes what later programs call."""
+    found: dict[int, dict] = {}
+    for d in module_dicts:
+        if type(d) is not dict:
+            continue
+        for v in list(d.values()):
+            if isinstance(v, _NOT_INSTANCES):
+                continue
+            try:
+                attrs = object.__getattribute__(v, "__dict__")
+            except (AttributeError, TypeError):
+                continue
+            if type(attrs) is dict:
+                found[id(attrs)] = attrs
+    return list(found.values())
 
 
 def watched() -> tuple[dict, list[dict], TagReader | None, list]:
@@ -150,6 +188,7 @@ def watched() -> tuple[dict, list[dict], TagReader | None, list]:
                if isinstance(v, type) and not v.__flags__ & _IMMUTABLE}  # pure-Python classes
     dicts += [d for cls in classes.values() for d in gc.get_referents(cls.__dict__) if type(d) is dict]
     dicts += [v for d in dicts[3:] for v in list(d.values()) if type(v) is dict]  # module-level dicts
+    dicts += _instance_dicts(own)
     tags = None if _OFFSET is None else TagReader([id(d) + _OFFSET for d in dicts])
     containers = list({id(v): v for d in dicts[3:] for v in list(d.values()) if type(v) in _CONTAINERS}.values())
     _WATCHED = modules, dicts, tags, containers
@@ -160,16 +199,19 @@ class Guard:
     """A snapshot of what the programs of one job process share; see the module docstring."""
 
     containers: list = []  # noqa: RUF012 - set per instance; `warm` reads the class's
+    streams: tuple = ()
 
     def __init__(self, folder: str) -> None:
         self.folder = folder
         self.tainted = ""
         self.checking = False  # the check's own ctypes calls are not the program's
         self.containers = watched()[3]
+        self.streams = (sys.stdout, sys.stderr)  # every program's: a closed one fails the next program's print
         self.state = self._state()  # first, so whatever it imports lazily is in the snapshot below
         self.numpy_random = _numpy_random_state()
         self.random = random.getstate()
         self.fds = self._fds()
+        self.folder_mode = os.stat(folder).st_mode
         self.modules, dicts, tags, _ = watched()
         self.alive = dicts  # a version tag is read at its dict's address: keep each dict alive
         if tags is not None:
@@ -203,11 +245,13 @@ class Guard:
             tuple(map(signal.getitimer, _TIMERS)), os.getpriority(os.PRIO_PROCESS, 0),
             tuple(sorted(os.sched_getaffinity(0))), abc.get_cache_token(), sys.get_asyncgen_hooks(),
             sys.get_coroutine_origin_tracking_depth(), sys.getdlopenflags(), _locale.setlocale(_locale.LC_ALL),
-            np.geterrcall(), tuple(map(len, self.containers)),
+            np.geterrcall(), tuple(map(len, self.containers)), gc.get_debug(),
+            resource.getrlimit(resource.RLIMIT_CPU)[1], _decimal_contexts(),
+            tuple((stream.closed, tuple(object.__getattribute__(stream, "__dict__").items())) for stream in self.streams),
         )
 
     def _fds(self) -> tuple:
-        """The job's own descriptors (by file) and which of the others are open, in two syscalls and five."""
+        """The job's own descriptors (by file, flags and owner) and which of the others are open."""
         if not hasattr(self, "poll"):
             import select
 
@@ -217,8 +261,8 @@ class Guard:
         own = []
         for fd in range(_OWN_FDS):
             try:
-                st = os.fstat(fd)
-                own.append((st.st_dev, st.st_ino))
+                st = os.fstat(fd)  # which file, and how it is open (O_NONBLOCK, O_ASYNC and SIGIO's target)
+                own.append((st.st_dev, st.st_ino, fcntl.fcntl(fd, fcntl.F_GETFL), fcntl.fcntl(fd, fcntl.F_GETOWN)))
             except OSError:
                 own.append(None)
         return tuple(own), tuple(sorted(self.poll.poll(0)))
@@ -265,10 +309,13 @@ class Guard:
                      "warnings filters", "numpy error settings", "numpy buffer size", "numpy print options",
                      "cwd", "umask", "resource limits", "interval timers", "priority", "CPU affinity",
                      "ABC registrations", "async generator hooks", "coroutine origin tracking", "dlopen flags",
-                     "locale", "numpy error callback", "a module's list or set")
+                     "locale", "numpy error callback", "a module's list or set", "gc debug flags",
+                     "the CPU time limit", "decimal contexts", "the standard streams")
             return next(n for n, a, b in zip(names, state, self.state) if a != b)
         if self._fds() != self.fds:
             return "open descriptors"
         if os.listdir(self.folder):
             return "files left in the job's directory"
+        if os.stat(self.folder).st_mode != self.folder_mode:
+            return "the job's directory's permissions"
         return ""
