@@ -188,9 +188,9 @@ def watched() -> tuple[dict, list[dict], TagReader | None, list]:
                if isinstance(v, type) and not v.__flags__ & _IMMUTABLE}  # pure-Python classes
     dicts += [d for cls in classes.values() for d in gc.get_referents(cls.__dict__) if type(d) is dict]
     dicts += [v for d in dicts[3:] for v in list(d.values()) if type(v) is dict]  # module-level dicts
+    containers = list({id(v): v for d in dicts[3:] for v in list(d.values()) if type(v) in _CONTAINERS}.values())
     dicts += _instance_dicts(own)
     tags = None if _OFFSET is None else TagReader([id(d) + _OFFSET for d in dicts])
-    containers = list({id(v): v for d in dicts[3:] for v in list(d.values()) if type(v) in _CONTAINERS}.values())
     _WATCHED = modules, dicts, tags, containers
     return _WATCHED
 
@@ -261,8 +261,9 @@ class Guard:
         own = []
         for fd in range(_OWN_FDS):
             try:
-                st = os.fstat(fd)  # which file, and how it is open (O_NONBLOCK, O_ASYNC and SIGIO's target)
-                own.append((st.st_dev, st.st_ino, fcntl.fcntl(fd, fcntl.F_GETFL), fcntl.fcntl(fd, fcntl.F_GETOWN)))
+                st = os.fstat(fd)  # which file, how it is open (O_NONBLOCK, O_ASYNC), the channel's SIGIO target
+                owner = fcntl.fcntl(fd, fcntl.F_GETOWN) if fd == _OWN_FDS - 1 else 0
+                own.append((st.st_dev, st.st_ino, fcntl.fcntl(fd, fcntl.F_GETFL), owner))
             except OSError:
                 own.append(None)
         return tuple(own), tuple(sorted(self.poll.poll(0)))
