@@ -42,8 +42,9 @@ def select_attempts(task: Task, candidates: Iterable[Candidate], vote: Vote = "t
     Only programs with an output for every test input take part; identical outputs pool their
     votes. `train-correct`: programs correct on every train pair vote (one each), the rest rank by
     their best train pixel accuracy. `weighted` (SOAR): every program votes with weight
-    1 + 1000 × the fraction of train pairs it gets right. The two attempts differ whenever two
-    distinct outputs exist."""
+    1 + 1000 × the fraction of train pairs it gets right. Every candidate votes, repeated samples of
+    one program too (how often a model writes it is evidence). The two attempts differ whenever two
+    distinct outputs exist; the same candidates in any order give the same attempts."""
     ranked: list[tuple[tuple[int, float, int], float, Candidate]] = []
     for c in candidates:
         ex = c.execution
@@ -59,10 +60,11 @@ def select_attempts(task: Task, candidates: Iterable[Candidate], vote: Vote = "t
             k = _key(c.execution.test[t].output)  # type: ignore[union-attr,arg-type]
             votes[k] += weight
             best[k] = max(best.get(k, rank), rank)
+        # The grid itself breaks the last ties: the choice never depends on the order candidates arrived in.
         if vote == "weighted":
-            order = sorted(best, key=lambda k: (votes[k], best[k]), reverse=True)
+            order = sorted(best, key=lambda k: (votes[k], best[k], k), reverse=True)
         else:
-            order = sorted(best, key=lambda k: (best[k][0], votes[k], best[k][1], best[k][2]), reverse=True)
+            order = sorted(best, key=lambda k: (best[k][0], votes[k], best[k][1], best[k][2], k), reverse=True)
         grids = [[list(r) for r in k] for k in order[:2]]
         while len(grids) < 2:
             grids.append(grids[0] if grids else PLACEHOLDER)

@@ -105,3 +105,14 @@ def test_weighted_vote_pools_half_right_programs_where_train_correct_does_not():
     crowd = [cand(1, (2, 0), [[[8]], [[8]]], 1), *(cand(10 + i, (0, 0), [[[9]], [[9]]], 0) for i in range(502))]
     assert select_attempts(TASK, crowd, vote="weighted")[0].attempt_1 == [[9]]
     assert select_attempts(TASK, crowd[:-2], vote="weighted")[0].attempt_1 == [[8]]
+
+
+@pytest.mark.parametrize("vote", ["train-correct", "weighted"])
+def test_tied_candidates_give_the_same_attempts_in_any_order(vote):
+    """Three train-perfect programs, each the first of its job (index 0: jobs and model lanes are
+    recorded as they finish), with different test outputs: the attempts must not depend on the order."""
+    import itertools
+
+    cands = [cand(0, [2, 4], [[[n]], [[n]]], 2) for n in (1, 3, 9)]
+    picks = {tuple(a.attempt_1[0][0] for a in select_attempts(TASK, order, vote)) for order in itertools.permutations(cands)}
+    assert len(picks) == 1
