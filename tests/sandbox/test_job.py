@@ -57,7 +57,7 @@ POISONS = {
     "interval_timer": ("import signal\nsignal.setitimer(signal.ITIMER_REAL, 0.3)",
                        "import time\n    time.sleep(0.5)\n    return grid"),
     "cpu_timer": ("import signal\nsignal.setitimer(signal.ITIMER_PROF, 0.2)",
-                  "t = __import__('time').process_time()\n    while __import__('time').process_time() - t < 0.4:\n"
+                  "t = __import__('time').process_time()\n    while __import__('time').process_time() - t < 0.3:\n"
                   "        pass\n    return grid"),
     "alarm": ("import signal\nsignal.alarm(5)", "import signal\n    return [[int(signal.alarm(0) > 0)]]"),
     "priority": ("import os\nos.nice(5)", "import os\n    return [[os.getpriority(os.PRIO_PROCESS, 0)]]"),

@@ -10,6 +10,7 @@ input and never raises for it. Part of the helper: imports nothing from the proj
 from __future__ import annotations
 
 import ctypes
+import io
 import json
 import os
 import resource
@@ -40,9 +41,37 @@ _libc = ctypes.CDLL(None, use_errno=True)
 # Made here, in the helper, once: a forked run only uses them (whatever a run creates costs it copied pages).
 _prctl, _syscall = _libc.prctl, _libc.syscall
 _DEVNULL = os.open(os.devnull, os.O_RDONLY)  # a run's stdin
+
+
+class _CappedOutput(io.RawIOBase):
+    """A run's descriptor 1 or 2 (one memfd) as its `print` writes to it: bytes past `OUTPUT_CAP` in the
+    file (all the helper reads) are dropped, not written. Written, they would reach the file-size
+    limit, and a correct program that prints a lot would fail on its later inputs."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd = fd
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        room = OUTPUT_CAP - os.lseek(self.fd, 0, os.SEEK_CUR)  # 1 and 2 share the offset (job processes reset it)
+        view = memoryview(data)[:max(room, 0)]
+        while view:
+            view = view[os.write(self.fd, view):]
+        return len(data)
+
+
+def _stream(fd: int) -> io.TextIOWrapper:
+    return io.TextIOWrapper(io.BufferedWriter(_CappedOutput(fd)), line_buffering=True)
+
+
 # A run's sys.stdout and sys.stderr, on its descriptors 1 and 2 (line-buffered: kept even on os._exit).
-_STDOUT = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - lives as long as the helper
-_STDERR = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+_STDOUT, _STDERR = _stream(1), _stream(2)
 _seccomp: seccomp.Installer | None = None
 
 
