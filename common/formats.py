@@ -33,7 +33,16 @@ from collections.abc import Callable
 from typing import get_args
 
 from arcsynth.common import prompts
-from arcsynth.common.extract import _FENCE, ExtractionError, extract_code
+from arcsynth.common.extract import (
+    PYTHON_TAGS,
+    block_program,
+    clean,
+    code_region,
+    extract_code,
+    fenced_blocks,
+    first_fence,
+    missing,
+)
 from arcsynth.common.models import ExecutionResult, PromptFormat, Task
 
 FORMATS: tuple[PromptFormat, ...] = get_args(PromptFormat)
@@ -61,7 +70,6 @@ _V1_INTRO = ("The following is a puzzle from the ARC dataset. Given training exa
              "by a space and each row is separated by a newline.\n"
              "Here are the input and output grids for the training examples:\n")
 _RENAMES = {"grey": "gray", "teal": "purple", "maroon": "brown"}  # BARC's COLOR_REPLACEMENTS on answers
-_PY = ("", "python", "py", "python3")
 
 
 def _check(fmt: str) -> None:
@@ -137,33 +145,35 @@ def completion_text(fmt: PromptFormat, code: str) -> str:
     return _rename_colours(f"{BARC_ANSWER_PREFIX}```python\n{code}\n```\n")
 
 
-_DEF_TRANSFORM = re.compile(r"^def\s+transform\s*\(", re.MULTILINE)
 _DEF_ENTRY = re.compile(r"^def\s+(?:transform|main)\s*\(", re.MULTILINE)
 
 
 def extract(fmt: PromptFormat, text: str) -> str:
     """The program in a model's answer; raises `ExtractionError` when there is none.
 
-    `arcsynth`: `extract_code`. `barc`: the first Python block (closed or cut off) defining
-    `transform` or `main` at top level, as BARC's evaluation takes the first block. `base`: the
-    completion starts inside the block, so the program is the text up to the first fence (or the
-    end) when it defines `transform`; otherwise any later fenced block, as `extract_code` finds it.
+    All formats read the text with LF line endings and without byte-order marks (`clean`), and
+    fences as `extract_code` does. `arcsynth`: `extract_code`. `barc`: the first Python block
+    (closed or cut off) defining `transform` or `main` at top level, as BARC's evaluation takes the
+    first block. `base`: the completion starts inside the block, so the program is the text up to
+    the first fence starting or ending a line (or the end) when it defines `transform`, less any
+    prose around it (`code_region`); otherwise any later fenced block, as `extract_code` finds it.
     """
     _check(fmt)
     if fmt == "arcsynth":
         return extract_code(text)
+    text = clean(text)
     if fmt == "base":
-        head = text.split("```", 1)[0]
-        if _DEF_TRANSFORM.search(head):
-            return head.strip("\n")
-        return extract_code(text)
-    blocks = [(lang.lower(), body) for lang, body in _FENCE.findall(text)]
+        fence = first_fence(text)
+        code = code_region(text[:fence])
+        return code if code is not None else extract_code(text)
+    blocks = fenced_blocks(text)
     for lang, body in blocks:
-        if lang in _PY and _DEF_ENTRY.search(body):
-            return body.strip("\n")
+        code = block_program(body, _DEF_ENTRY) if lang.lower() in PYTHON_TAGS else None
+        if code is not None:
+            return code
     if not blocks:
-        raise ExtractionError("no code block in the completion")
-    raise ExtractionError("no Python code block defines `transform` or `main`")
+        raise missing(text, "no code block in the completion", "transform|main")
+    raise missing(text, "no Python code block defines `transform` or `main`", "transform|main")
 
 
 _ADAPTER = '''
