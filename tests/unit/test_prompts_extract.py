@@ -1,6 +1,5 @@
 """Grid encoding, prompts and code extraction."""
 
-import time
 
 import pytest
 
@@ -147,7 +146,9 @@ def test_async_transform_is_reported_as_such(fmt, text):
         formats.extract(fmt, text)
 
 
-@pytest.mark.parametrize("text", [
+# Inputs that made an earlier version slow (runs of backticks and spaces took 8 s at 4 MB):
+# benchmarks/extract_speed.py measures how their time grows with their size.
+HUGE = [
     "```" + " " * 1000 + "x",
     ("```" + " " * 1000 + "x") * 1000,
     "```python\nx=1\n```\n" * 60_000,
@@ -160,12 +161,13 @@ def test_async_transform_is_reported_as_such(fmt, text):
     "def transform(g):\n    return g\n" + "a" * 1_000_000,
     # Too long to compile: comes back unchecked (compiling it would take many seconds).
     "def transform(g):\n    return g\n" + "def f():\n    return [i for i in range(9)]\n" * 25_000 + "(",
-])
-def test_huge_completions_are_read_in_linear_time(text):
+]
+
+
+@pytest.mark.parametrize("text", HUGE)
+def test_huge_completions_give_a_program_or_a_reason(text):
     for fmt in FORMATS:
-        start = time.perf_counter()
         try:
-            formats.extract(fmt, text)
-        except ExtractionError:
-            pass
-        assert time.perf_counter() - start < 1.0, fmt
+            assert isinstance(formats.extract(fmt, text), str)
+        except ExtractionError as exc:
+            assert str(exc)
