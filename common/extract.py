@@ -168,5 +168,6 @@ def extract_code(text: str) -> str:
 
 
 def normalise(code: str) -> str:
-    """Whitespace-insensitive identity of a program: identical programs run once and count once."""
+    """Whitespace-insensitive identity of a program, for counting distinct train-perfect programs (the
+    execute worker runs programs that differ in any character apart: whitespace in a string matters)."""
     return "\n".join(line.rstrip() for line in code.strip().splitlines() if line.strip())
