@@ -6,28 +6,60 @@ before anything is enqueued; tracebacks are for bugs only.
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+from typing import Any
+
 import click
 from pydantic import ValidationError
 
-from arcsynth.common.settings import Settings
+from arcsynth.common.env_file import EnvFileError, check_env_file
+from arcsynth.common.settings import ENV_FILE, Settings
+from arcsynth.common.text import escape
 
 
 class UserError(click.ClickException):
+    """A user error: printed as `error: MESSAGE` on one line (control characters escaped), exit code 2."""
+
     exit_code = 2
 
     def show(self, file=None) -> None:  # one line, no "Usage:" banner
-        click.echo(f"error: {self.message}", err=True)
+        click.echo(f"error: {escape(self.message)}", err=True)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click's FloatRange that also refuses NaN and infinity (NaN passes every comparison with a bound)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+def first_error(exc: ValidationError) -> tuple[tuple[Any, ...], str]:
+    """The location and message of a validation error's first problem (without pydantic's "Value error, ")."""
+    err = exc.errors(include_url=False, include_input=False, include_context=False)[0]
+    return tuple(err["loc"]), err["msg"].removeprefix("Value error, ")
+
+
+def setting_name(field: str) -> str:
+    return f"ARCSYNTH_{field.upper()}"
 
 
 def load_settings() -> Settings:
-    """The process's settings (environment and `.env`); a bad value is a one-line user error."""
+    """The process's settings (environment and `.env`); a bad value, or a `.env` line that is not
+    UTF-8 or not NAME=value, is a one-line user error."""
     try:
+        check_env_file(Path(ENV_FILE))
         return Settings()
+    except EnvFileError as exc:
+        raise UserError(str(exc)) from None
     except ValidationError as exc:
-        err = exc.errors()[0]
-        if not err["loc"]:  # a rule across settings; its message names them
-            raise UserError(f"settings: {err['msg'].removeprefix('Value error, ')}") from None
-        raise UserError(f"setting ARCSYNTH_{str(err['loc'][0]).upper()}: {err['msg']}") from None
+        loc, msg = first_error(exc)
+        if not loc:  # a rule across settings; its message names them
+            raise UserError(f"settings: {msg}") from None
+        raise UserError(f"setting {setting_name(str(loc[0]))}: {msg}") from None
 
 
 def settings() -> Settings:

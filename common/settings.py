@@ -7,25 +7,30 @@ where prepared models live, read where a model name is resolved (like `HF_HOME`)
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from arcsynth.common.models import DEFAULT_MAX_TOKENS
+from arcsynth.common.models import DEFAULT_MAX_TOKENS, MAX_TEMPERATURE, MAX_TOKENS, Text
+
+ENV_FILE = ".env"  # read from the working directory (checked line by line first: common/env_file.py)
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ARCSYNTH_", env_file=".env", extra="ignore")
+    """Every setting, validated: a value out of its range, NaN or infinity is refused with its name."""
+
+    model_config = SettingsConfigDict(env_prefix="ARCSYNTH_", env_file=ENV_FILE, extra="ignore", allow_inf_nan=False)
 
     # Queue. Empty broker URL: `arcsynth local` starts a private Redis; other commands refuse.
+    # A Redis URL (redis://, rediss://, unix://), checked when read: the producer and workers talk to it directly.
     broker_url: SecretStr | None = None
     result_backend: SecretStr | None = None
     result_expires_s: int = Field(7 * 24 * 3600, ge=60)
 
     # Model and engine. Backends: vllm (default), transformers, openai (any compatible endpoint), replay.
     backend: Literal["vllm", "transformers", "openai", "replay"] = "vllm"
-    model: str = "Qwen/Qwen2.5-Coder-0.5B-Instruct"
+    model: Text = "Qwen/Qwen2.5-Coder-0.5B-Instruct"
     replay_file: str = ""
     openai_base_url: str = ""
     openai_api_key: SecretStr | None = None
@@ -44,14 +49,14 @@ class Settings(BaseSettings):
     tensor_parallel_size: int = Field(1, ge=1)
 
     # Sampling defaults (the CLI's options override them per run).
-    temperature: float = Field(1.0, ge=0.0)
+    temperature: float = Field(1.0, ge=0.0, le=MAX_TEMPERATURE)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     min_p: float = Field(0.0, ge=0.0, le=1.0)
-    max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1)
+    max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1, le=MAX_TOKENS)
 
-    # Execution limits for one candidate run (all inputs of its task).
-    exec_timeout_s: float = Field(5.0, gt=0)
-    exec_memory_mb: int = Field(1024, ge=64)
+    # Execution limits for one candidate run (all inputs of its task): at most an hour, at most 1 TiB.
+    exec_timeout_s: float = Field(5.0, gt=0, le=3600)
+    exec_memory_mb: int = Field(1024, ge=64, le=1024 * 1024)
     # Comma-separated isolation layers an execute worker must have, or it refuses to start:
     # network_namespace, mount_namespace, minimal_root, seccomp, unprivileged_user, rlimits.
     exec_require: str = ""
@@ -89,7 +94,7 @@ class Settings(BaseSettings):
     max_job_attempts: int = Field(3, ge=1)
     # The producer looks for the messages of its jobs in flight this often; one found nowhere (queue, unacked,
     # lease, result) on two checks was lost by the broker and is sent again under its id (producer/lost_jobs.py).
-    lost_job_check_s: float = Field(30.0, gt=0)
+    lost_job_check_s: float = Field(30.0, ge=1.0)
 
     def longest_time_limit_s(self) -> int:
         return max(self.inference_time_limit_s, self.finetune_time_limit_s, self.execute_time_limit_s)
@@ -108,14 +113,37 @@ class Settings(BaseSettings):
     progress: bool = False
     # `wait`, `submit/resume --wait` and `local` say on stderr when a queue the run needs has had no live
     # consumer (no worker answering that it consumes it) for this many seconds, and when it has one again.
-    no_worker_warn_s: float = Field(60.0, gt=0)
+    no_worker_warn_s: float = Field(60.0, ge=1.0)
 
-    # Where adapters and run directories go.
-    artifact_root: str = "artifacts"
+    # Where adapters and run directories go (their paths are written to JSON and Redis: UTF-8 only).
+    artifact_root: Text = "artifacts"
     adapter_cache: str = Field(default_factory=lambda: os.path.expanduser("~/.cache/arcsynth/adapters"))
-    run_root: str = "runs"
+    run_root: Text = "runs"
     # Tasks a producer keeps in flight at once (bounds its memory and the queues' length).
     max_active_tasks: int = Field(64, ge=1)
+
+    @field_validator("broker_url", mode="before")
+    @classmethod
+    def _redis_url(cls, value: Any) -> Any:
+        """Empty is unset; anything else must be a URL redis-py takes (its scheme, port and query)."""
+        url = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if isinstance(url, str) and not url.strip():
+            return None
+        if isinstance(url, str):
+            from redis.connection import parse_url
+
+            try:
+                parse_url(url)
+            except ValueError as exc:  # its messages name the scheme or the port, never the password
+                raise ValueError(f"not a Redis URL: {exc}") from None
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _model_named(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a model name is empty")
+        return value
 
     def broker(self) -> str:
         if self.broker_url is None:

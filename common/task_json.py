@@ -23,11 +23,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from arcsynth.common.text import show, show_path
+
 # Lowered from 100 MiB: validation holds the file ~9-16 times over as Python objects. The largest
 # published ARC file (ARC-AGI-2's training challenges) is 4.7 MB; pretty-printed it stays under this.
 MAX_FILE_BYTES = 32 * 1024 * 1024
 MAX_DEPTH = 100  # an ARC task file needs 6 levels (a Kaggle file: task id, train, pair, grid, row)
-SHOW_CHARS = 60  # ids, keys and numbers longer than this are cut short in messages
 
 
 class TaskLoadError(ValueError):
@@ -44,14 +45,6 @@ def estimate_memory(raw: bytes) -> int:
     a JSON object becomes a dict and a pydantic model, an array two lists, a comma two pointers,
     a key (a colon) a string, a tuple and a slot in its dict."""
     return 800 * raw.count(b"{") + 130 * raw.count(b"[") + 16 * raw.count(b",") + 200 * raw.count(b":")
-
-
-def show(text: str) -> str:
-    """`text` fit for a one-line message: as is when short and printable, else escaped and cut."""
-    if len(text) <= SHOW_CHARS and text.isprintable():
-        return text
-    cut = json.dumps(text[:SHOW_CHARS])[1:-1]
-    return cut + (f"… ({len(text)} characters)" if len(text) > SHOW_CHARS else "")
 
 
 def short_numbers(message: str) -> str:
@@ -82,38 +75,38 @@ def read_json(path: Path, task_id: str | None = None) -> Any:
     try:
         st = path.stat()
     except (OSError, ValueError) as exc:
-        raise TaskLoadError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+        raise TaskLoadError(f"{show_path(path)}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
     if not stat.S_ISREG(st.st_mode):
-        raise TaskLoadError(f"{path}: not a regular file")
+        raise TaskLoadError(f"{show_path(path)}: not a regular file")
     if st.st_size > MAX_FILE_BYTES:
-        raise TaskLoadError(f"{path}: file is {st.st_size} bytes, more than the {MAX_FILE_BYTES} allowed "
+        raise TaskLoadError(f"{show_path(path)}: file is {st.st_size} bytes, more than the {MAX_FILE_BYTES} allowed "
                             "(32 MiB, lowered from 100 MiB so that validating a file stays within memory)")
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise TaskLoadError(f"{path}: cannot read: {exc.strerror}") from None
+        raise TaskLoadError(f"{show_path(path)}: cannot read: {exc.strerror}") from None
     need, budget = estimate_memory(raw), memory_budget(len(raw))
     if need > budget:
-        raise TaskLoadError(f"{path}: {raw.count(b'[') + raw.count(b'{')} JSON arrays and objects in {len(raw)} bytes "
+        raise TaskLoadError(f"{show_path(path)}: {raw.count(b'[') + raw.count(b'{')} JSON arrays and objects in {len(raw)} bytes "
                             f"would take about {need >> 20} MiB to validate, more than the {budget >> 20} MiB allowed "
                             "for a file this size (16 times its size + 64 MiB)")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise TaskLoadError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        raise TaskLoadError(f"{show_path(path)}: not UTF-8 text (byte {exc.start})") from None
     del raw
     try:
         return json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError as exc:
-        raise TaskLoadError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+        raise TaskLoadError(f"{show_path(path)}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
     except (RecursionError, ValueError) as exc:  # too deep, too many digits, or a repeated key
         found = locate(text)
         if found is None:
-            raise TaskLoadError(f"{path}: cannot parse: {short_numbers(str(exc))[:200]}") from None
+            raise TaskLoadError(f"{show_path(path)}: cannot parse: {short_numbers(str(exc))[:200]}") from None
         loc, problem = found
         if problem == "duplicate" and task_id is None and len(loc) == 1:
-            raise TaskLoadError(f"{path}: task {show(str(loc[0]))}: duplicate task id in one JSON object") from None
-        raise TaskLoadError(f"{path}: {where(loc, task_id)}: {problem_text(problem, loc)}") from None
+            raise TaskLoadError(f"{show_path(path)}: task {show(str(loc[0]))}: duplicate task id in one JSON object") from None
+        raise TaskLoadError(f"{show_path(path)}: {where(loc, task_id)}: {problem_text(problem, loc)}") from None
 
 
 def problem_text(problem: str, loc: tuple[Any, ...]) -> str:

@@ -20,15 +20,10 @@ from arcsynth.common.redis_client import redis_client
 from arcsynth.producer.lab_cli import compare, export
 from arcsynth.producer.liveness import ConsumerWatch, missing_consumers, needed_queues, no_consumer_line
 from arcsynth.producer.manage_cli import RUN_COMMANDS, connect, follow_to_end, need_state, resolve, start_producer
+from arcsynth.producer.model_files import chat_template_problem
+from arcsynth.producer.outputs import run_dir_for
 from arcsynth.producer.run import Producer, RunOutcome, start_run
-from arcsynth.producer.run_options import (
-    chat_template_problem,
-    check_out,
-    load_run_tasks,
-    run_config,
-    run_dir_for,
-    run_options,
-)
+from arcsynth.producer.run_options import load_run_tasks, run_config, run_options
 from arcsynth.producer.rundir import RunDir
 from arcsynth.producer.runstate import RunState
 from arcsynth.workers.cli import OPERATOR_COMMANDS
@@ -114,12 +109,12 @@ def local(**opts):
             problem = problem or chat_template_problem(model, config.prompt_format)
         if problem:
             raise UserError(problem)
-    check_out(opts["out"])
+    run_dir = run_dir_for(s, config, opts["out"])
     click.echo(f"starting a local cluster for {len(task_list)} tasks with model {', '.join(models)} ...", err=True)
     try:
         with LocalCluster(model=config.model, models=models, settings=s, supervise=True) as cluster:
             state = RunState(redis_client(cluster.app.conf.broker_url), config.run_id)
-            rundir = start_run(run_dir_for(s, config, opts["out"]), config, task_list, state)
+            rundir = start_run(run_dir, config, task_list, state)
             # A worker that keeps dying ends the run: its tasks are cancelled, the results written.
             cluster.when_given_up(lambda _line: state.set(state="cancelling"))
             progress = sys.stderr.isatty() or s.progress

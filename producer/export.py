@@ -32,6 +32,7 @@ from pydantic import BaseModel
 from arcsynth.common.models import Candidate, RunConfig, Task
 from arcsynth.common.prompts import format_completion, refinement_messages
 from arcsynth.common.relabel import relabel
+from arcsynth.producer.outputs import out_dir_problem
 from arcsynth.producer.summary import RunReadError, iter_run, open_run
 
 ExportFormat = Literal["jsonl", "hf"]
@@ -140,8 +141,9 @@ def export_run(run: Path | str, out: Path, fmt: str = "jsonl") -> ExportResult:
     if fmt not in FORMATS:
         raise ExportError(f"option --format: {fmt!r} is not one of {', '.join(FORMATS)}")
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ExportError(f"option --out: {out} exists and is not empty")
+    problem = out_dir_problem(out)  # not empty, or cannot be made: checked by making it and removing it
+    if problem:
+        raise ExportError(f"option --out: {problem}")
     records = learning_records(run)  # checks the run before anything is written
     counts = {"relabelled": 0, "refinement": 0}
     with tempfile.TemporaryDirectory(prefix="arcsynth-export-") as tmp:

@@ -2,8 +2,9 @@
 
 Register them on the `arcsynth` group with `main.add_command(compare)` and
 `main.add_command(export)`. RUN is a run directory: neither command needs Redis. Bad input (not
-a run directory, a malformed line, no task in common, a non-empty --out) prints one line naming
-the file and field and exits 2; the functions behind them raise `RunReadError` (a ValueError).
+a run directory, a malformed line, no task in common, a non-empty --out or one that cannot be made)
+prints one line naming the file and field and exits 2, before anything is written; the functions
+behind them raise `RunReadError` (a ValueError).
 """
 
 from __future__ import annotations
@@ -12,14 +13,13 @@ from pathlib import Path
 
 import click
 
+from arcsynth.common.cli_base import UserError
+from arcsynth.producer.outputs import out_file_problem
 from arcsynth.producer.summary import RunReadError
 
 
-class LabError(click.ClickException):
-    exit_code = 2
-
-    def show(self, file=None) -> None:  # one line, no "Usage:" banner
-        click.echo(f"error: {self.message}", err=True)
+class LabError(UserError):
+    """Bad input to `compare` or `export`: one line, exit code 2."""
 
 
 @click.command()
@@ -30,6 +30,9 @@ def compare(runs: tuple[Path, ...], out: Path) -> None:
     """Compare runs on their common tasks: score, solved, samples, times, and the tasks only one solved."""
     from arcsynth.producer.compare import compare_runs, comparison_text, write_compare_html
 
+    problem = out_file_problem(out)  # before the table is printed: the command does all of its work or none
+    if problem:
+        raise LabError(f"option --out: {problem}")
     try:
         comparison = compare_runs(list(runs))
     except RunReadError as exc:

@@ -17,7 +17,7 @@ import redis
 from celery import Celery
 
 from arcsynth.common.celery_app import make_app
-from arcsynth.common.cli_base import UserError, need_broker, settings
+from arcsynth.common.cli_base import FiniteFloatRange, UserError, need_broker, settings
 from arcsynth.common.redis_client import redis_client
 from arcsynth.common.settings import Settings
 from arcsynth.producer.run_options import notable_settings
@@ -176,7 +176,8 @@ def resume(run, wait_):
 
 @click.command()
 @click.argument("run")
-@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for the producer.")
+@click.option("--timeout", type=FiniteFloatRange(min=0), default=60.0, show_default=True,
+              help="Seconds to wait for the producer.")
 def cancel(run, timeout):
     """Revoke the run's unstarted jobs, mark unfinished tasks cancelled, write the results."""
     from arcsynth.producer.run import Producer
@@ -195,10 +196,17 @@ def cancel(run, timeout):
 @click.command()
 @click.argument("run")
 def results(run):
-    """Write submission.json (and score.json) from whatever has finished; unfinished tasks get placeholders."""
+    """Write submission.json (and score.json) from whatever has finished; unfinished tasks get placeholders.
+    A line of the run directory that does not validate is refused first (one line naming it), nothing written."""
+    from arcsynth.producer.summary import RunReadError, check_run
+
     rundir, _, _ = resolve(run)
-    rundir.repair()
-    submission, scores = rundir.write_results()
+    try:
+        rundir.repair()
+        check_run(rundir)
+        submission, scores = rundir.write_results()
+    except (RunReadError, RunDirError) as exc:
+        raise UserError(str(exc)) from None
     if scores is not None:
         click.echo(f"score: {scores.score:.3f} over {scores.total} tasks ({scores.finished} finished)")
     click.echo(f"submission: {submission}")
@@ -207,11 +215,16 @@ def results(run):
 @click.command()
 @click.argument("run")
 def report(run):
-    """Write report.html into the run directory: grids, attempts, programs, per-epoch counts."""
+    """Write report.html into the run directory: grids, attempts, programs, per-epoch counts. A line of
+    the run directory that does not validate is refused (one line naming it), nothing written."""
     from arcsynth.producer.report import write_report
+    from arcsynth.producer.summary import RunReadError
 
     rundir, _, _ = resolve(run)
-    click.echo(write_report(rundir))
+    try:
+        click.echo(write_report(rundir))
+    except (RunReadError, RunDirError) as exc:
+        raise UserError(str(exc)) from None
 
 
 RUN_COMMANDS = (runs, status, wait, resume, cancel, results, report)

@@ -1,29 +1,32 @@
 """The options every run command takes (`local`, `submit`), and the `RunConfig` they make.
 
-A bad option is a one-line user error naming it, raised before anything starts or is enqueued.
+A bad option is a one-line user error naming it, raised before anything starts or is enqueued: a
+combination that makes no sense (`check_combination`), or a value the run's models refuse (their
+ValidationError names the option that gave the value, or the setting when no option did).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import click
 from pydantic import ValidationError
 
-from arcsynth.common.cli_base import UserError
+from arcsynth.common.cli_base import UserError, first_error, setting_name
 from arcsynth.common.data import TaskLoadError, load_tasks
 from arcsynth.common.jobs import inference_queue
-from arcsynth.common.models import DEFAULT_SAMPLES, LearnConfig, RunConfig, SamplingConfig, Task, TrainConfig
+from arcsynth.common.models import DEFAULT_SAMPLES, RunConfig, SamplingConfig, Task, TrainConfig
 from arcsynth.common.settings import Settings
 from arcsynth.producer.compare import notable_settings as changed_settings
+from arcsynth.producer.model_files import check_adapter_format
+from arcsynth.producer.option_errors import option_error
 from arcsynth.producer.run import new_run_id
-from arcsynth.producer.rundir import RunDirError, ensure_empty
 from arcsynth.producer.summary import flat_settings
 from arcsynth.producer.tracking import TrackingUnavailable, ensure_available
 
 _TRAIN = TrainConfig()
+
 
 class SamplesType(click.ParamType):
     """`--samples`: one count for every model (`256`), or counts by model (`A=256,B=64`; a model not
@@ -131,14 +134,21 @@ def load_run_tasks(dataset: str, tasks: str | None, limit: int | None) -> list[T
 
 def sampling_config(s: Settings, samples: int, temperature: float | None, max_tokens: int | None, seed: int | None,
                     top_p: float | None, min_p: float | None = None) -> SamplingConfig:
+    """The run's sampling: each option given, else its setting; a bad value names the option, or the
+    setting (ARCSYNTH_TEMPERATURE…) when it came from the environment."""
+    given = {"n": samples, "temperature": temperature, "top_p": top_p, "min_p": min_p, "max_tokens": max_tokens,
+             "seed": seed}
     try:
         return SamplingConfig(n=samples, temperature=s.temperature if temperature is None else temperature,
                               top_p=s.top_p if top_p is None else top_p, min_p=s.min_p if min_p is None else min_p,
                               max_tokens=max_tokens or s.max_tokens, seed=seed)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        option = {"n": "samples"}.get(str(err["loc"][0]), str(err["loc"][0])).replace("_", "-")
-        raise UserError(f"option --{option}: {err['msg']}") from None
+        loc, msg = first_error(exc)
+        field = str(loc[0]) if loc else "n"
+        if given.get(field) is None:
+            raise UserError(f"setting {setting_name(field)}: {msg}") from None
+        option = {"n": "samples"}.get(field, field).replace("_", "-")
+        raise UserError(f"option --{option}: {msg}") from None
 
 
 def check_combination(o: dict) -> None:
@@ -180,49 +190,14 @@ def check_combination(o: dict) -> None:
             raise UserError(f"option --samples: {stray[0]} is not a model of this run (give it with --model)")
 
 
-def chat_template_problem(model: str, fmt: str) -> str | None:
-    """A chat prompt format for a local model whose tokenizer has no chat template (a base model):
-    the one line that says to use `--prompt base`. Hub ids are not looked up (nothing is fetched)."""
-    from arcsynth.common.model_store import ModelNotPrepared, resolve_model
-
-    if fmt == "base":
-        return None
-    try:
-        path = Path(resolve_model(model))
-    except ModelNotPrepared:
-        return None  # the model check says so
-    config = path / "tokenizer_config.json"
-    if not config.is_file() or (path / "chat_template.jinja").is_file() or (path / "chat_template.json").is_file():
-        return None
-    try:
-        has_template = bool(json.loads(config.read_text()).get("chat_template"))
-    except (OSError, ValueError):
-        return None
-    if has_template:
-        return None
-    return f"option --prompt: model {model} has no chat template (a base model): run it with --prompt base"
-
-
-def check_adapter_format(adapter: str, fmt: str) -> None:
-    """A start adapter trained in another prompt format is refused (read from its manifest when local)."""
-    manifest = Path(adapter) / "arcsynth_manifest.json" if adapter and "://" not in adapter else None
-    if manifest is None or not manifest.is_file():
-        return
-    try:
-        trained = json.loads(manifest.read_text()).get("prompt_format", "arcsynth")
-    except (OSError, ValueError):
-        raise UserError(f"option --adapter: {manifest}: not a readable manifest") from None
-    if trained != fmt:
-        raise UserError(f"option --adapter: {adapter} was trained with --prompt {trained}, this run uses --prompt {fmt}")
-
-
 def run_models(s: Settings, o: dict) -> list[str]:
     """The run's models in the order given (`--model`, repeatable), or the configured one."""
     return list(o.get("models") or ()) or [s.model]
 
 
 def run_config(s: Settings, task_list: Sequence[Task], **o) -> RunConfig:
-    """The run the options describe; a combination that makes no sense is a user error."""
+    """The run the options describe; a combination that makes no sense, or a value out of range
+    (NaN and infinity included), is a user error naming the option."""
     check_combination(o)
     models = run_models(s, o)
     model = models[0]
@@ -234,19 +209,22 @@ def run_config(s: Settings, task_list: Sequence[Task], **o) -> RunConfig:
         except TrackingUnavailable as exc:
             raise UserError(f"option --track: {exc}") from None
     sampling = sampling_config(s, samples, o["temperature"], o["max_tokens"], o["seed"], o["top_p"], o["min_p"])
-    learn = LearnConfig(epochs=o["epochs"], samples_per_epoch=o["samples_per_epoch"] or samples,
-                        refine_rounds=o["refine_rounds"], refine_samples=o["refine_samples"],
-                        refine_strategy=o["refine_strategy"], rex_c=o["rex_c"],
-                        stop_after=None if o["keep_searching"] else o["stop_after"], scope=o["learn_scope"],
-                        select=o["select"], select_k=o["select_k"], learn_from_refinements=o["learn_from_refinements"],
-                        base_model=model, augment=o["augment"], from_base=o["finetune_from"] == "base",
-                        train=TrainConfig(steps=o["finetune_steps"]))
-    return RunConfig(run_id=new_run_id(), dataset=o["dataset"], task_ids=[t.id for t in task_list], model=model,
-                     models=models if len(models) > 1 else [], samples_by_model=by_model, sampling=sampling,
-                     adapter=o["adapter"], max_model_len=s.max_model_len, learn=learn,
-                     prompt_format=o["prompt_format"], vote=o["vote"],
-                     max_active=o["max_active"] or s.max_active_tasks, timeout_s=o["timeout"],
-                     track=o["track"])
+    learn = dict(epochs=o["epochs"], samples_per_epoch=o["samples_per_epoch"] or samples,
+                 refine_rounds=o["refine_rounds"], refine_samples=o["refine_samples"],
+                 refine_strategy=o["refine_strategy"], rex_c=o["rex_c"],
+                 stop_after=None if o["keep_searching"] else o["stop_after"], scope=o["learn_scope"],
+                 select=o["select"], select_k=o["select_k"], learn_from_refinements=o["learn_from_refinements"],
+                 base_model=model, augment=o["augment"], from_base=o["finetune_from"] == "base",
+                 train={"steps": o["finetune_steps"]})
+    try:
+        return RunConfig(run_id=new_run_id(), dataset=o["dataset"], task_ids=[t.id for t in task_list], model=model,
+                         models=models if len(models) > 1 else [], samples_by_model=by_model, sampling=sampling,
+                         adapter=o["adapter"], max_model_len=s.max_model_len, learn=learn,
+                         prompt_format=o["prompt_format"], vote=o["vote"],
+                         max_active=o["max_active"] or s.max_active_tasks, timeout_s=o["timeout"],
+                         track=o["track"])
+    except ValidationError as exc:
+        raise option_error(exc, o) from None
 
 
 # What `arcsynth runs` always shows, then every other setting that differs from its default.
@@ -262,19 +240,3 @@ def notable_settings(config: RunConfig) -> str:
     parts += [f"{key.removeprefix('learn.').removeprefix('sampling.')}={value}"
               for key, value in changed_settings(config).items() if key not in _SHOWN and key not in _HIDDEN]
     return " ".join(parts)
-
-
-def run_dir_for(s: Settings, config: RunConfig, out: Path | None) -> Path:
-    """`--out`, or a fresh folder under the run root; refused when it already holds something."""
-    path = out or Path(s.run_root) / config.run_id
-    check_out(path)
-    return path
-
-
-def check_out(out: Path | None) -> None:
-    if out is None:
-        return
-    try:
-        ensure_empty(out)
-    except RunDirError:
-        raise UserError(f"option --out: {out} exists and is not empty") from None

@@ -11,7 +11,8 @@ Files, all written through `RunDir` (the only writer of its folder):
 - `submission.json`, `score.json`, `report.html`: derived, rewritten at will.
 
 Append-only files may end in a torn line when the producer is killed mid-write; readers drop
-it and `repair()` cuts it off before anything is appended again.
+it and `repair()` cuts it off before anything is appended again. Any other line that does not
+validate makes a reader raise `RunDirError` naming the file, the line and the field.
 """
 
 from __future__ import annotations
@@ -22,19 +23,39 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from arcsynth.common.models import Attempt, Candidate, Frozen, RunConfig, Task, TrainingExample
 from arcsynth.common.records import TaskRecord
 from arcsynth.common.scoring import RunScore, score_run
 from arcsynth.common.submission import build_submission, validate_submission_shape
+from arcsynth.common.task_json import field_path
+from arcsynth.common.text import show_path
 
 APPEND_ONLY = ("candidates.jsonl", "tasks.jsonl", "learning.jsonl")
+M = TypeVar("M", bound=BaseModel)
 
 
 class RunDirError(RuntimeError):
-    pass
+    """A run directory that cannot be read or written as it is; the message names the file (and line and field)."""
+
+
+def line_error(path: Path, lineno: int, exc: ValidationError | ValueError) -> RunDirError:
+    """The error for line `lineno` of `path` that does not validate: the file, the line, the field, why."""
+    if isinstance(exc, ValidationError):
+        err = exc.errors(include_url=False, include_input=False, include_context=False)[0]
+        where = f"field {field_path(err['loc'])}" if err["loc"] else "the line"
+        return RunDirError(f"{show_path(path)}: line {lineno}: {where}: {err['msg'].removeprefix('Value error, ')}")
+    return RunDirError(f"{show_path(path)}: line {lineno}: not a JSON object")
+
+
+def _parse(model: type[M], path: Path, lineno: int, line: str) -> M:
+    try:
+        return model.model_validate_json(line)
+    except ValidationError as exc:
+        raise line_error(path, lineno, exc) from None
 
 
 class LearningRecord(Frozen):
@@ -101,8 +122,9 @@ class RunDir:
 
     def iter_tasks(self) -> Iterator[Task]:
         """The run's tasks in order, one at a time (a producer never needs them all at once)."""
-        for line in _lines(self.path / "inputs.jsonl"):
-            yield Task.model_validate_json(line)
+        path = self.path / "inputs.jsonl"
+        for lineno, line in _lines(path):
+            yield _parse(Task, path, lineno, line)
 
     def repair(self) -> None:
         """Cut a torn last line off the append-only files (left by a producer killed mid-write)."""
@@ -119,17 +141,22 @@ class RunDir:
     def records(self) -> dict[str, TaskRecord]:
         """Finished tasks; the first record of a task wins (a record is never rewritten)."""
         out: dict[str, TaskRecord] = {}
-        for line in _lines(self.tasks_file):
-            rec = TaskRecord.model_validate_json(line)
+        for lineno, line in _lines(self.tasks_file):
+            rec = _parse(TaskRecord, self.tasks_file, lineno, line)
             out.setdefault(rec.task_id, rec)
         return out
 
     def candidates(self, task_ids: set[str] | None = None) -> Iterator[Candidate]:
         """Stream candidates (of `task_ids` only, when given) without holding the file in memory."""
-        for line in _lines(self.candidates_file):
-            if task_ids is not None and json.loads(line).get("task_id") not in task_ids:
-                continue
-            yield Candidate.model_validate_json(line)
+        for lineno, line in _lines(self.candidates_file):
+            if task_ids is not None:
+                try:
+                    task_id = json.loads(line).get("task_id")
+                except (ValueError, AttributeError) as exc:
+                    raise line_error(self.candidates_file, lineno, ValueError(exc)) from None
+                if task_id not in task_ids:
+                    continue
+            yield _parse(Candidate, self.candidates_file, lineno, line)
 
     def append_candidates(self, candidates: Iterable[Candidate]) -> None:
         with open(self.candidates_file, "a") as f:
@@ -144,8 +171,9 @@ class RunDir:
         """Each task's examples for the run's adapter of `epoch` (of `model`'s, in a run with several
         models; the last record of a task wins)."""
         out: dict[str, list[TrainingExample]] = {}
-        for line in _lines(self.path / "learning.jsonl"):
-            rec = LearningRecord.model_validate_json(line)
+        path = self.path / "learning.jsonl"
+        for lineno, line in _lines(path):
+            rec = _parse(LearningRecord, path, lineno, line)
             if rec.epoch == epoch and rec.model == model:
                 out[rec.task_id] = rec.examples
         return out
@@ -170,14 +198,18 @@ class RunDir:
         return submission, scores
 
 
-def _lines(path: Path) -> Iterator[str]:
-    """Complete lines of a JSONL file; a torn last line (no newline) is not a line yet."""
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Complete lines of a JSONL file with their numbers (from 1); a torn last line (no newline) is
+    not a line yet. A line that is not UTF-8 is a `RunDirError`."""
     if not path.exists():
         return
-    with open(path) as f:
-        for line in f:
-            if line.endswith("\n") and line.strip():
-                yield line
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if raw.endswith(b"\n") and raw.strip():
+                try:
+                    yield lineno, raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise RunDirError(f"{show_path(path)}: line {lineno}: not UTF-8 text (byte {exc.start})") from None
 
 
 def write_json_atomic(path: Path, data: BaseModel | dict) -> None:

@@ -29,7 +29,8 @@ from arcsynth.common.models import Candidate, RunConfig, Task
 from arcsynth.common.passk import Curve, CurveBuilder, is_correct
 from arcsynth.common.records import TaskRecord
 from arcsynth.common.scoring import score_task
-from arcsynth.producer.rundir import RunDir, RunDirError
+from arcsynth.common.text import show_path
+from arcsynth.producer.rundir import RunDir, RunDirError, line_error
 
 ADAPTER_MANIFEST = "arcsynth_manifest.json"  # written by the fine-tune worker beside each adapter
 _TASK_ID = re.compile(rb'^\{"task_id":"([^"\\]*)"')
@@ -93,7 +94,7 @@ def open_run(path: Path | str) -> RunDir:
     """The run directory at `path`, checked to hold a readable run.json."""
     rundir = RunDir(Path(path))
     if not rundir.exists():
-        raise RunReadError(f"{rundir.path / 'run.json'}: missing (not a run directory)")
+        raise RunReadError(f"{show_path(rundir.path / 'run.json')}: missing (not a run directory)")
     try:
         rundir.config()
     except RunDirError as exc:
@@ -102,9 +103,7 @@ def open_run(path: Path | str) -> RunDir:
 
 
 def _bad(path: Path, line: int, exc: ValidationError) -> RunReadError:
-    err = exc.errors()[0]
-    field = ".".join(str(x) for x in err["loc"]) or "line"
-    return RunReadError(f"{path}: line {line}: field {field}: {err['msg']}")
+    return RunReadError(str(line_error(path, line, exc)))
 
 
 def candidate_index(path: Path) -> dict[str, list[tuple[int, int]]]:
@@ -120,7 +119,7 @@ def candidate_index(path: Path) -> dict[str, list[tuple[int, int]]]:
                 try:
                     tid = m.group(1).decode() if m else json.loads(line)["task_id"]
                 except (ValueError, KeyError, TypeError):
-                    raise RunReadError(f"{path}: line {lineno}: field task_id: missing or not JSON") from None
+                    raise RunReadError(f"{show_path(path)}: line {lineno}: field task_id: missing or not JSON") from None
                 index.setdefault(tid, []).append((pos, lineno))
             pos += len(line)
     return index
@@ -142,9 +141,8 @@ def read_candidates(path: Path, where: list[tuple[int, int]]) -> list[Candidate]
 def records(rundir: RunDir) -> dict[str, TaskRecord]:
     try:
         return rundir.records()
-    except ValidationError as exc:
-        raise RunReadError(f"{rundir.tasks_file}: field {'.'.join(map(str, exc.errors()[0]['loc']))}: "
-                           f"{exc.errors()[0]['msg']}") from None
+    except RunDirError as exc:
+        raise RunReadError(str(exc)) from None
 
 
 def iter_run(rundir: RunDir, task_ids: set[str] | None = None) -> Iterator[tuple[Task, TaskRecord | None, list[Candidate]]]:
@@ -157,11 +155,17 @@ def iter_run(rundir: RunDir, task_ids: set[str] | None = None) -> Iterator[tuple
             task = next(tasks)
         except StopIteration:
             return
-        except ValidationError as exc:
-            raise RunReadError(f"{rundir.path / 'inputs.jsonl'}: field {'.'.join(map(str, exc.errors()[0]['loc']))}: "
-                               f"{exc.errors()[0]['msg']}") from None
+        except RunDirError as exc:
+            raise RunReadError(str(exc)) from None
         if task_ids is None or task.id in task_ids:
             yield task, recs.get(task.id), read_candidates(rundir.candidates_file, index.get(task.id, []))
+
+
+def check_run(rundir: RunDir) -> None:
+    """Read every task, record and candidate of the run as `iter_run` does (what `compare` and the
+    report read); RunReadError naming the file, line and field of the first that does not validate."""
+    for _ in iter_run(rundir):
+        pass
 
 
 def _status(rec: TaskRecord | None) -> str:

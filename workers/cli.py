@@ -17,7 +17,7 @@ import sys
 import click
 
 from arcsynth.common.celery_app import make_app
-from arcsynth.common.cli_base import UserError, need_broker, settings
+from arcsynth.common.cli_base import FiniteFloatRange, UserError, need_broker, settings
 from arcsynth.common.jobs import inference_queue
 from arcsynth.common.lifetime import children_die_with_me, die_with_parent
 from arcsynth.common.settings import Settings
@@ -123,7 +123,7 @@ def visible_gpus() -> list[int]:
 @click.option("--model", help="Model to load (inference).")
 @click.option("--max-restarts", type=click.IntRange(min=0), default=3, show_default=True,
               help="Give up on a worker that exits more often than this within --restart-window seconds.")
-@click.option("--restart-window", type=click.FloatRange(min=1), default=60.0, show_default=True)
+@click.option("--restart-window", type=FiniteFloatRange(min=1), default=60.0, show_default=True)
 def workers(kind, gpus, tp, model, max_restarts, restart_window):
     """Start one KIND worker per group of --tp GPUs (`KIND-<first gpu+1>@host`) and supervise them until stopped.
 
@@ -132,7 +132,8 @@ def workers(kind, gpus, tp, model, max_restarts, restart_window):
     A worker that exits (the OOM killer, a dead vLLM engine's exit code 4) is restarted with
     backoff; its jobs come back after the broker's visibility timeout and the job guard hands them
     on. One that keeps exiting ends the command with exit code 1 and one line naming it, its exit
-    code and the end of its output. SIGTERM or Ctrl-C stops every worker gracefully."""
+    code and the end of its output. SIGTERM or Ctrl-C stops every worker gracefully. Options and
+    settings are checked first (a bad one, or no broker, is one line and exit code 2 before any worker starts)."""
     if gpus == "all":
         ids = visible_gpus()
         if not ids:
@@ -149,6 +150,7 @@ def workers(kind, gpus, tp, model, max_restarts, restart_window):
         groups = gpu_groups(ids, tp)
     except ValueError as exc:
         raise UserError(f"option --tp: {exc}") from None
+    need_broker(settings())  # each worker would refuse to start without one, and be restarted in vain
     cmd = [sys.executable, "-m", "arcsynth.workers", "worker", kind] + (["--model", model] if model else [])
     supervisor = Supervisor(max_restarts=max_restarts, window_s=restart_window)
 

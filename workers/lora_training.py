@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from arcsynth.common.json_file import read_json_object
 from arcsynth.common.models import FinetuneRequest, FinetuneResult
 from arcsynth.workers.backends.adapters import local_adapter
 from arcsynth.workers.lora_backends import Trained, sft_trainer, total_steps, train_resident
@@ -85,7 +86,7 @@ def check_start_format(adapter: str, fmt: str) -> None:
     """Refuse to go on training an adapter trained in another prompt format (its manifest says which)."""
     manifest = Path(adapter) / MANIFEST
     if manifest.is_file():
-        trained = json.loads(manifest.read_text()).get("prompt_format", "arcsynth")
+        trained = read_json_object(manifest).get("prompt_format", "arcsynth")  # JsonFileError is a ValueError
         if trained != fmt:
             raise ValueError(f"start adapter {adapter} was trained with prompt format {trained!r}, "
                              f"this request uses {fmt!r}")

@@ -13,6 +13,8 @@ import os
 import uuid
 from pathlib import Path
 
+from arcsynth.common.folders import folder_problem
+from arcsynth.common.json_file import JsonFileError, read_json_object
 from arcsynth.common.model_store import ALIASES, ModelNotPrepared, resolve_model
 from arcsynth.common.settings import Settings
 
@@ -40,7 +42,13 @@ def model_problem(model: str) -> str | None:
         return None
     path = Path(model).expanduser()
     if path.exists():
-        return None if (path / "config.json").is_file() else f"model {model}: a path without config.json (not a model folder)"
+        if not (path / "config.json").is_file():
+            return f"model {model}: a path without config.json (not a model folder)"
+        try:
+            read_json_object(path / "config.json")
+        except JsonFileError as exc:
+            return f"model {model}: {exc}"
+        return None
     if looks_like_path(model):
         return f"model {model}: no such folder; {WHAT_TO_DO}"
     try:
@@ -123,21 +131,8 @@ def artifact_root_problem(root: str) -> str | None:
 
 
 def _local_root_problem(root: Path) -> str | None:
-    made: list[Path] = []
-    try:
-        for folder in [*reversed(root.parents), root]:
-            if not folder.exists():
-                folder.mkdir()
-                made.append(folder)
-        probe = root / f".arcsynth-probe-{uuid.uuid4().hex}"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as exc:
-        return f"artifact root {root} (ARCSYNTH_ARTIFACT_ROOT) is not writable here: {exc.strerror or exc}"
-    finally:
-        for folder in reversed(made):
-            folder.rmdir()
-    return None
+    problem = folder_problem(root)
+    return f"artifact root {root} (ARCSYNTH_ARTIFACT_ROOT) is not writable here: {problem}" if problem else None
 
 
 def replay_problem(settings: Settings) -> str | None:

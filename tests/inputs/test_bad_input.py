@@ -79,6 +79,10 @@ CASES = {
     "a_million_unknown_keys": ("a.json", task(**{f"k{i}": 0 for i in range(1_000_000)}), ["field k0: Extra inputs"]),
     "200000_tiny_pairs": ("a.json", task(train=[OK_PAIR] * 200_000), ["JSON arrays and objects", "MiB to validate"]),
     "a_million_empty_lists": ("a.json", task(x=[[]] * 1_000_000), ["JSON arrays and objects", "more than the"]),
+    # Issue 18: row 0 not a list was reported as "row 1 has 31 cells, row 0 has 0".
+    "grid_row_0_not_a_list": ("a.json", task(train=[{"input": [5, [1] * 31], "output": [[1]]}]),
+                              ["field train[0].input: grid row 0 is not a list"]),
+    "kaggle_task_id_empty": ("x_challenges.json", {"": task()}, ['task "": field id']),
 }
 
 
@@ -294,3 +298,251 @@ def test_an_adapter_trained_in_another_prompt_format_is_refused(tmp_path):
 def test_bad_model_and_sample_options(args, fragments):
     """Several models and samples by model: a bad value is one line naming the option, exit 2, before anything starts."""
     assert_user_error(arcsynth("local", "arc-agi-1/training", "--limit", "1", *args), fragments)
+
+
+# Issue 18: bad input that gave a traceback, two lines, the wrong file, or nothing at all.
+
+def run_cli(*args, cwd=None, **env):
+    """`arcsynth ARGS` with nothing but PATH and HOME in its environment, plus `env`."""
+    return subprocess.run([sys.executable, "-m", "arcsynth.producer", *args], capture_output=True, text=True,
+                          timeout=120, cwd=cwd, env={"PATH": "/usr/bin:/bin", "HOME": "/tmp", **env})
+
+
+@pytest.mark.parametrize("solutions, fragments", [
+    ({"t1": [[[10]]], "t2": [[[1]]]}, ["task t1", "field t1[0]: colour 10 at row 0, column 0 is outside 0..9"]),
+    ({"t1": [[1]], "t2": [[[1]]]}, ["task t1", "field t1[0]: grid row 0 is not a list"]),
+    ({"t1": [[["1"]]], "t2": [[[1]]]}, ["task t1", "field t1[0][0][0]: Input should be a valid integer"]),
+    ({"t1": [[[1, 2], [3]]], "t2": [[[1]]]}, ["task t1", "field t1[0]: grid is ragged"]),
+    ({"t1": [[[1]]], "t2": [[[1]] * 31]}, ["task t2", "field t2[0]: grid must have 1..30 rows, got 31"]),
+    ({"t1": [[[1]]]}, ["task t2: missing (it is in x_challenges.json"]),
+])
+def test_kaggle_solutions_errors_name_the_solutions_file(tmp_path, solutions, fragments):
+    """An error in x_solutions.json names that file and the field in it, never x_challenges.json; a
+    solutions file that leaves out a task of the challenges is refused (it would give no score)."""
+    (tmp_path / "x_challenges.json").write_text(json.dumps({"t1": task(), "t2": task()}))
+    (tmp_path / "x_solutions.json").write_text(json.dumps(solutions))
+    r = arcsynth("tasks", "validate", str(tmp_path / "x_challenges.json"))
+    assert_user_error(r, [f"error: {tmp_path / 'x_solutions.json'}: ", *fragments])
+
+
+@pytest.mark.parametrize("name, shown", [
+    ("bad\nname.json", "bad\\nname.json: invalid JSON"),
+    ("tab\there.json", "tab\\there.json: invalid JSON"),
+])
+def test_file_names_with_control_characters_are_shown_escaped(tmp_path, name, shown):
+    (tmp_path / name).write_text('{"train": [')
+    assert_user_error(arcsynth("tasks", "validate", str(tmp_path / name)), [shown])
+
+
+def test_names_that_are_not_utf8_are_refused_by_validate_and_submit(tmp_path):
+    """A folder, file or model name with a byte that is not UTF-8 cannot be written to run.json or Redis:
+    `tasks validate` and `submit` refuse it alike, before anything starts."""
+    folder = tmp_path / "d\udcff"
+    folder.mkdir()
+    (folder / "a.json").write_text(json.dumps(task()))
+    for args in (["tasks", "validate", str(folder)], ["submit", str(folder), "--out", str(tmp_path / "run")]):
+        assert_user_error(arcsynth(*args), ["d\\xff: the name is not UTF-8 (\\xff at character"])
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "x\udcff.json").write_text(json.dumps(task()))
+    assert_user_error(arcsynth("tasks", "validate", str(tmp_path / "e")), ["e/x\\xff.json: task x\\udcff: field id"])
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(task()))
+    assert_user_error(arcsynth("submit", str(path), "--model", "m\udcff", "--out", str(tmp_path / "run")),
+                      ["option --model: not UTF-8 (\\xff at character 1)"])
+    assert_user_error(arcsynth("submit", str(path), "--adapter", "a\udcff", "--out", str(tmp_path / "run")),
+                      ["option --adapter: not UTF-8"])
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("env, fragment", [
+    ({"ARCSYNTH_BROKER_URL": "notaurl"}, "ARCSYNTH_BROKER_URL: not a Redis URL: Redis URL must specify one of"),
+    ({"ARCSYNTH_BROKER_URL": "http://localhost:6379"}, "ARCSYNTH_BROKER_URL: not a Redis URL"),
+    ({"ARCSYNTH_BROKER_URL": "redis://localhost:notaport"}, "ARCSYNTH_BROKER_URL: not a Redis URL: Port could not be cast"),
+    ({"ARCSYNTH_BROKER_URL": "redis://:secret@localhost:99999"}, "ARCSYNTH_BROKER_URL: not a Redis URL: Port out of range"),
+    ({"ARCSYNTH_BROKER_URL": ""}, "ARCSYNTH_BROKER_URL is not set"),
+    ({"ARCSYNTH_MODEL": ""}, "ARCSYNTH_MODEL: a model name is empty"),
+    ({"ARCSYNTH_MODEL": " "}, "ARCSYNTH_MODEL: a model name is empty"),
+    ({"ARCSYNTH_MODEL": "m\udcff"}, "ARCSYNTH_MODEL: not UTF-8"),
+    ({"ARCSYNTH_EXEC_TIMEOUT_S": "inf"}, "ARCSYNTH_EXEC_TIMEOUT_S: Input should be a finite number"),
+    ({"ARCSYNTH_EXEC_TIMEOUT_S": "nan"}, "ARCSYNTH_EXEC_TIMEOUT_S: Input should be a finite number"),
+    ({"ARCSYNTH_EXEC_TIMEOUT_S": "1e20"}, "ARCSYNTH_EXEC_TIMEOUT_S: Input should be less than or equal to 3600"),
+    ({"ARCSYNTH_EXEC_MEMORY_MB": str(10**13)}, "ARCSYNTH_EXEC_MEMORY_MB: Input should be less than or equal to 1048576"),
+    ({"ARCSYNTH_LOST_JOB_CHECK_S": "1e-300"}, "ARCSYNTH_LOST_JOB_CHECK_S: Input should be greater than or equal to 1"),
+    ({"ARCSYNTH_TEMPERATURE": "10"}, "ARCSYNTH_TEMPERATURE: Input should be less than or equal to 4"),
+    ({"ARCSYNTH_TOP_P": "nan"}, "ARCSYNTH_TOP_P: Input should be a finite number"),
+    ({"ARCSYNTH_MAX_TOKENS": "100000"}, "ARCSYNTH_MAX_TOKENS: Input should be less than or equal to 32768"),
+])
+def test_bad_settings_are_named_and_checked_before_connecting(tmp_path, env, fragment):
+    """Each is refused when the settings are read, naming the setting (not an option it stands in for)."""
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(task()))
+    r = run_cli("submit", str(path), "--out", str(tmp_path / "run"), **env)
+    assert_user_error(r, ["setting " + fragment])
+    assert "secret" not in r.stderr and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (b"ARCSYNTH_MODEL=a\nARCSYNTH_MAX_ACTIVE_TASKS=\xff\n", ".env: line 2: not UTF-8 text (byte 27 of the line)"),
+    (b"ARCSYNTH_MODEL=a\n\n# note\nARCSYNTH_MAX_ACTIVE_TASKS=\"5\n", ".env: line 4: not a NAME=value line"),
+    (b"ARCSYNTH_MODEL=a\nnot a setting at all\n", ".env: line 2: not a NAME=value line"),
+])
+def test_a_bad_env_file_line_is_named_not_skipped(tmp_path, content, fragment):
+    (tmp_path / ".env").write_bytes(content)
+    (tmp_path / "t.json").write_text(json.dumps(task()))
+    assert_user_error(run_cli("submit", "t.json", cwd=tmp_path), [fragment])
+
+
+@pytest.mark.parametrize("options, fragment", [
+    (["--timeout", "0"], "option --timeout: Input should be greater than 0"),
+    (["--timeout", "-5"], "option --timeout: Input should be greater than 0"),
+    (["--timeout", "nan"], "option --timeout: Input should be a finite number"),
+    (["--timeout", "inf"], "option --timeout: Input should be a finite number"),
+    (["--refine", "1", "--refine-strategy", "rex", "--rex-c", "nan"], "option --rex-c: Input should be a finite number"),
+    (["--temperature", "inf"], "option --temperature: Input should be a finite number"),
+    (["--min-p", "nan"], "option --min-p: Input should be a finite number"),
+    (["--model", "m", "--samples", "m=5000"], "option --samples: m: Input should be less than or equal to 4096"),
+    (["--epochs", "1", "--samples-per-epoch", "5000"], "option --samples-per-epoch: Input should be less than or equal to 4096"),
+    (["--refine", "1", "--refine-samples", "5000"], "option --refine-samples: Input should be less than or equal to 4096"),
+    (["--seed", str(2**64)], "option --seed: Input should be less than or equal to 9223372036854775807"),
+    (["--seed", "-1"], "option --seed: Input should be greater than or equal to 0"),
+])
+def test_option_values_the_run_config_refuses_name_the_option(tmp_path, options, fragment):
+    """Values click lets through (NaN passes every range) but the run's models refuse: one line naming
+    the option, before a broker is looked for (none is set) and before anything is made."""
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(task()))
+    for command in ("submit", "local"):
+        r = run_cli(command, str(path), "--out", str(tmp_path / "run"), *options)
+        assert_user_error(r, [fragment])
+    assert not (tmp_path / "run").exists()
+
+
+def _out_cases(tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    return {"parent_is_a_file": (["--out", str(tmp_path / "a-file" / "run")], {}, "option --out: cannot create"),
+            "under_proc": (["--out", "/proc/arcsynth-run"], {}, "option --out: cannot create /proc/arcsynth-run"),
+            "empty": (["--out", ""], {}, "option --out: . is not a new folder's path"),
+            "dot": (["--out", "."], {}, "option --out: . is not a new folder's path"),
+            "dotdot": (["--out", str(tmp_path / "x" / "..")], {}, "is not a new folder's path"),
+            "run_root_is_a_file": ([], {"ARCSYNTH_RUN_ROOT": str(tmp_path / "a-file")},
+                                   "setting ARCSYNTH_RUN_ROOT: cannot create")}
+
+
+@pytest.mark.parametrize("case", ["parent_is_a_file", "under_proc", "empty", "dot", "dotdot", "run_root_is_a_file"])
+def test_a_run_directory_that_cannot_be_made_is_refused_before_connecting(tmp_path, case):
+    """The broker named here does not answer: the run directory is checked (made and removed) first."""
+    options, env, fragment = _out_cases(tmp_path)[case]
+    (tmp_path / "t.json").write_text(json.dumps(task()))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    r = run_cli("submit", "t.json", *options, cwd=tmp_path, ARCSYNTH_BROKER_URL="redis://127.0.0.1:1/0", **env)
+    assert_user_error(r, [fragment])
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_local_checks_its_run_directory_before_starting_a_cluster(tmp_path):
+    (tmp_path / "t.json").write_text(json.dumps(task()))
+    (tmp_path / "replay.jsonl").write_text("")
+    env = {"ARCSYNTH_BACKEND": "replay", "ARCSYNTH_REPLAY_FILE": str(tmp_path / "replay.jsonl"), "TMPDIR": str(tmp_path)}
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert_user_error(run_cli("local", "t.json", "--out", "/proc/nope", cwd=tmp_path, **env),
+                      ["option --out: cannot create /proc/nope"])
+    (tmp_path / "a-file").write_text("x")
+    before.append("a-file")
+    assert_user_error(run_cli("local", "t.json", cwd=tmp_path, ARCSYNTH_RUN_ROOT="a-file", **env),
+                      ["setting ARCSYNTH_RUN_ROOT: cannot create a-file/"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before)  # no log folder, no artifacts, no run
+
+
+@pytest.mark.parametrize("manifest, fragment", [
+    ([1], "arcsynth_manifest.json: expected a JSON object, got an array"),
+    ("barc", "arcsynth_manifest.json: expected a JSON object, got a string"),
+    ({"prompt_format": 5}, "arcsynth_manifest.json: field prompt_format: expected a string"),
+])
+def test_an_adapter_manifest_that_is_not_an_object_is_named(tmp_path, manifest, fragment):
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "arcsynth_manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "t.json").write_text(json.dumps(task()))
+    assert_user_error(run_cli("submit", "t.json", "--adapter", "adapter", cwd=tmp_path), ["option --adapter: ", fragment])
+
+
+@pytest.mark.parametrize("config, tokenizer, fragment", [
+    ("{}", "[1]", "option --model: model ./m: m/tokenizer_config.json: expected a JSON object, got an array"),
+    ("{}", '"barc"', "m/tokenizer_config.json: expected a JSON object, got a string"),
+    ("{}", '{"chat_template": ', "m/tokenizer_config.json: invalid JSON at line 1"),
+    ("[1]", "{}", "model ./m: m/config.json: expected a JSON object, got an array"),
+])
+def test_a_model_config_that_is_not_an_object_is_named(tmp_path, config, tokenizer, fragment):
+    """Checked by `local` before it starts anything (the folder holds nothing new afterwards)."""
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text(config)
+    (tmp_path / "m" / "tokenizer_config.json").write_text(tokenizer)
+    (tmp_path / "t.json").write_text(json.dumps(task()))
+    assert_user_error(run_cli("local", "t.json", "--model", "./m", cwd=tmp_path), [fragment])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "t.json"]
+
+
+def _run_dir(tmp_path):
+    from arcsynth.common.models import Task
+    from tests.support.crafted import candidate, write_run
+
+    t = Task(id="t1", train=[{"input": [[1]], "output": [[1]]}], test=[{"input": [[1]], "output": [[1]]}])
+    return write_run(tmp_path / "run", [t], {"t1": [candidate(t, 0, [[[1]]], [[[1]]])]}).path
+
+
+# file, a line that does not validate, and what the error names
+BAD_RUN_LINES = {
+    "tasks": ("tasks.jsonl", '{"task_id": "t1", "status": 12}', "tasks.jsonl: line 2: field status: Input should be"),
+    "inputs": ("inputs.jsonl", '{"id": "t2", "train": []}', "inputs.jsonl: line 2: field train: List should have"),
+    "candidates": ("candidates.jsonl", '{"task_id": "t1", "index": "x"}', "candidates.jsonl: line 2: field index"),
+    "candidates_not_json": ("candidates.jsonl", "{oops", "candidates.jsonl: line 2: field task_id: missing or not JSON"),
+    "not_utf8": ("tasks.jsonl", b'{"task_id": "t\xff"}', "tasks.jsonl: line 2: not UTF-8"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_RUN_LINES))
+@pytest.mark.parametrize("command", ["report", "results", "compare"])
+def test_a_bad_line_in_a_run_directory_is_one_line_for_every_command(tmp_path, case, command):
+    """`report` and `results` name the file, line and field as `compare` does, and write nothing
+    (`results` no placeholder submission)."""
+    run = _run_dir(tmp_path)
+    name, line, fragment = BAD_RUN_LINES[case]
+    with open(run / name, "ab") as f:
+        f.write((line if isinstance(line, bytes) else line.encode()) + b"\n")
+    for derived in ("submission.json", "score.json", "report.html"):
+        (run / derived).unlink(missing_ok=True)
+    args = [command, str(run)] if command != "compare" else [command, str(run), str(run), "--out", str(tmp_path / "c.html")]
+    assert_user_error(run_cli(*args), [fragment])
+    assert not any((run / derived).exists() for derived in ("submission.json", "score.json", "report.html"))
+    assert not (tmp_path / "c.html").exists()
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["compare", "RUN", "RUN", "--out", "/proc/x.html"], "option --out: cannot create /proc/x.html"),
+    (["compare", "RUN", "RUN", "--out", "A-FILE/x.html"], "option --out: cannot create"),
+    (["compare", "RUN", "RUN", "--out", "."], "'--out': File '.' is a directory"),
+    (["export", "RUN", "--out", "/proc/exp"], "option --out: cannot create /proc/exp"),
+    (["export", "RUN", "--out", "A-FILE/exp"], "option --out: cannot create"),
+])
+def test_compare_and_export_check_their_out_path_first(tmp_path, args, fragment):
+    run = _run_dir(tmp_path)
+    (tmp_path / "a-file").write_text("x")
+    args = [str(run) if a == "RUN" else a.replace("A-FILE", str(tmp_path / "a-file")) for a in args]
+    r = run_cli(*args, cwd=tmp_path)
+    assert_user_error(r, [fragment])
+    assert r.stdout == ""  # the table is not printed before the error
+
+
+@pytest.mark.parametrize("args, env, fragment", [
+    (["workers", "inference", "--gpus", "0"], {}, "setting ARCSYNTH_BROKER_URL is not set"),
+    (["workers", "inference", "--gpus", "0"], {"ARCSYNTH_BROKER_URL": "notaurl"}, "setting ARCSYNTH_BROKER_URL: not a"),
+    (["workers", "inference", "--gpus", "0", "--restart-window", "nan"], {}, "'--restart-window': 'nan' is not a finite"),
+    (["workers", "inference", "--gpus", "0", "--restart-window", "inf"], {}, "'--restart-window': 'inf' is not a finite"),
+    (["cancel", "some-run", "--timeout", "nan"], {}, "'--timeout': 'nan' is not a finite number"),
+])
+def test_operator_commands_check_settings_and_options_before_starting(args, env, fragment):
+    """`workers` with no broker used to start (and restart) its workers four times, then exit 1."""
+    import time
+
+    started = time.monotonic()
+    assert_user_error(run_cli(*args, **env), [fragment])
+    assert time.monotonic() - started < 30

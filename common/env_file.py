@@ -1,0 +1,38 @@
+"""The `.env` file the settings come from, checked line by line before pydantic-settings reads it.
+
+python-dotenv (under pydantic-settings) raises UnicodeDecodeError on bytes that are not UTF-8 and
+only warns about a line it cannot parse, then drops it: a setting would be silently lost.
+`check_env_file` refuses both with the line's number (never its text, which may hold a password).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from dotenv.parser import parse_stream
+
+
+class EnvFileError(ValueError):
+    """A `.env` that would not be read as written: one line naming the file and the line."""
+
+
+def check_env_file(path: Path) -> None:
+    """Raise `EnvFileError` when the regular file `path` has a line that is not UTF-8 or not
+    `NAME=value` (as python-dotenv reads it); a missing file, or one that is not regular, is not checked."""
+    if not path.is_file():
+        return
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise EnvFileError(f"{path}: cannot read: {exc.strerror}") from None
+    for number, line in enumerate(raw.split(b"\n"), 1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise EnvFileError(f"{path}: line {number}: not UTF-8 text (byte {exc.start + 1} of the line)") from None
+    for binding in parse_stream(io.StringIO(raw.decode("utf-8"))):
+        if binding.error:
+            text = binding.original.string
+            number = binding.original.line + text[: len(text) - len(text.lstrip())].count("\n")
+            raise EnvFileError(f"{path}: line {number}: not a NAME=value line (python-dotenv cannot parse it)")
