@@ -6,6 +6,8 @@ original task is never altered; a new `Task` carries the relabelled pairs). `sel
 chooses them: one per behaviour (output fingerprint), hard-coded answers excluded, then the best
 by train accuracy (`best`) or the best and the worst (`diverse`, SOAR's greedy-diverse).
 `refinement_examples` turns corrections that beat their parent into (feedback prompt → program).
+A program sampled on an augmented view of the task is relabelled on that view, the one it was
+written for.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from typing import Literal
 
 from arcsynth.common import formats
+from arcsynth.common.augment import Augmentation
 from arcsynth.common.models import Candidate, Pair, PromptFormat, Task, TrainingExample
 
 Selection = Literal["best", "diverse"]
@@ -33,11 +36,19 @@ def _usable(task: Task, cand: Candidate) -> bool:
     return any(r.output != grid for r, grid in zip(results, inputs))  # not a no-op
 
 
+def _parse(code: str) -> ast.AST | None:
+    """The program's syntax tree, or None where it has none (not Python, or nested past what the
+    parser takes: RecursionError, MemoryError)."""
+    try:
+        return ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+
+
 def _literal_grids(code: str) -> Iterable[object]:
     """Every list/tuple literal in the program, as a value (nested tuples become lists)."""
-    try:
-        tree = ast.parse(code)
-    except SyntaxError:
+    tree = _parse(code)
+    if tree is None:
         return
     for node in ast.walk(tree):
         if isinstance(node, (ast.List, ast.Tuple)):
@@ -55,9 +66,8 @@ def _as_lists(value: object) -> object:
 def _digit_rows(code: str) -> list[str]:
     """The digits of every line (or `;`/`|`-separated part) of every string literal in the program."""
     rows: list[str] = []
-    try:
-        tree = ast.parse(code)
-    except SyntaxError:
+    tree = _parse(code)
+    if tree is None:
         return rows
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
@@ -83,12 +93,23 @@ def is_hardcoded(code: str, task: Task) -> bool:
     return False
 
 
+def shown_task(task: Task, cand: Candidate) -> Task:
+    """`task` as the candidate's prompt showed it: its augmented view, if it was sampled on one."""
+    return Augmentation.model_validate(cand.augmentation).apply_task(task) if cand.augmentation else task
+
+
+def _hardcoded(task: Task, cand: Candidate) -> bool:
+    """Whether the program holds a train output of the task, or of the view its prompt showed."""
+    code = cand.code or ""
+    return is_hardcoded(code, task) or (bool(cand.augmentation) and is_hardcoded(code, shown_task(task, cand)))
+
+
 def select_programs(task: Task, candidates: Iterable[Candidate], select: Selection = "best",
                     k: int | None = None) -> list[Candidate]:
     """The programs to learn from, best first: usable ones (ran cleanly everywhere, not a no-op),
     one per output fingerprint (the best-scoring of each), hard-coded ones excluded; then the top
     `k` by train pixel accuracy (`best`), or the top `k` and the bottom `k` (`diverse`)."""
-    usable = [c for c in candidates if _usable(task, c) and not is_hardcoded(c.code or "", task)]
+    usable = [c for c in candidates if _usable(task, c) and not _hardcoded(task, c)]
     usable.sort(key=lambda c: (-c.execution.train_pixel_accuracy, c.epoch, c.index))  # type: ignore[union-attr]
     seen: set[str] = set()
     unique = []
@@ -103,11 +124,17 @@ def select_programs(task: Task, candidates: Iterable[Candidate], select: Selecti
 
 
 def relabelled_task(task: Task, cand: Candidate) -> Task:
-    """The task this program solves: the same inputs, the program's own outputs."""
+    """The task this program solves: the inputs its prompt showed (the augmented view, if any), with
+    the program's own outputs on them."""
     assert cand.execution is not None
-    train = [Pair(input=p.input, output=r.output) for p, r in zip(task.train, cand.execution.train)]
+    aug = Augmentation.model_validate(cand.augmentation) if cand.augmentation else None
+
+    def view(grid: list[list[int]]) -> list[list[int]]:
+        return aug.apply(grid) if aug is not None else grid
+
+    train = [Pair(input=view(p.input), output=view(r.output)) for p, r in zip(task.train, cand.execution.train)]
     return Task(id=f"{task.id}-relabelled-{cand.execution.fingerprint}", train=train,
-                test=[Pair(input=p.input) for p in task.test])
+                test=[Pair(input=view(p.input)) for p in task.test])
 
 
 def example(fmt: PromptFormat, task: Task, code: str) -> TrainingExample:
@@ -131,15 +158,20 @@ def refinement_examples(task: Task, candidates: Sequence[Candidate],
     and behaviour. (The `base` format has no refinement turn: none.)"""
     if fmt == "base":
         return []
-    by_fp = {c.execution.fingerprint: c for c in candidates if c.execution and c.code}
+    by_fp: dict[str, Candidate] = {}
+    for c in candidates:  # the first of each behaviour: the one a refinement prompt shows
+        if c.execution and c.code:
+            by_fp.setdefault(c.execution.fingerprint, c)
     out: list[TrainingExample] = []
     seen: set[tuple[str, str]] = set()
     for c in candidates:
         parent = by_fp.get(c.parent) if c.parent else None
-        if parent is None or c.execution is None or not c.code or is_hardcoded(c.code, task):
+        if parent is None or c.execution is None or not c.code:
             continue
         key = (c.parent, c.execution.fingerprint)
         if key in seen or c.execution.train_pixel_accuracy <= parent.execution.train_pixel_accuracy:  # type: ignore[union-attr]
+            continue
+        if _hardcoded(task, c):
             continue
         seen.add(key)
         shown = formats.refinement_messages(fmt, task, parent.code or "", parent.execution)  # type: ignore[arg-type]

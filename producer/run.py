@@ -11,6 +11,7 @@ again under the same ids.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections import Counter
@@ -33,6 +34,8 @@ from arcsynth.producer.run_learning import RunLearning
 from arcsynth.producer.rundir import RunDir
 from arcsynth.producer.runstate import RunState
 from arcsynth.producer.telemetry import Telemetry, peak_rss_mb
+
+log = logging.getLogger(__name__)
 
 DEFAULT_LOST_JOB_CHECK_S = 30.0  # an app without the setting (`make_app` sets it)
 
@@ -177,9 +180,18 @@ class Producer:
             if isinstance(out.event, Searched):
                 for execute_id, candidates in out.graded:
                     self._record(st, execute_id, candidates)
-            self._apply(st, policy.decide(st, out.event, self.config))
+            self._apply(st, self._decide(st, out.event))
             outcomes.release(self.app, self.state, job, out)
         return progressed
+
+    def _decide(self, st: TaskState, event: Event) -> JobRecord | Finish:
+        """The policy's next step for the task. A decision that raises (one task's odd data, a bug)
+        fails that task alone, with the error as its reason: never the run, and never again on resume."""
+        try:
+            return policy.decide(st, event, self.config)
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            log.exception("deciding the next step of task %s failed", st.task.id)
+            return Finish(TaskStatus.FAILED, f"the policy failed: {type(exc).__name__}: {exc}"[:300])
 
     def _record_graded_lanes(self, st: TaskState, every: bool = False) -> list[str]:
         """Record the lanes of the task's job that have ended (see `outcomes.graded_lanes`), once

@@ -1,7 +1,7 @@
 """Execute worker: turns one task's completions into graded candidates.
 
-Each pool process owns one sandbox executor; identical programs (after whitespace normalisation)
-run once and share their result.
+Each pool process owns one sandbox executor; identical programs (the same text) run once and share
+their result.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from celery import Celery, signals
 
 from arcsynth.common import formats
 from arcsynth.common.augment import Augmentation
-from arcsynth.common.extract import ExtractionError, normalise
+from arcsynth.common.extract import ExtractionError
 from arcsynth.common.jobs import EXECUTE, ExecuteRequest, ExecuteResult, SampleResult
 from arcsynth.common.models import Candidate, ExecutionResult, PromptFormat, Task
 from arcsynth.common.payloads import payload_url, store_candidates
@@ -36,12 +36,15 @@ def grade_completions(executor: Executor, task: Task, sampled: SampleResult, epo
             extracted.append((formats.extract(fmt, comp.text), ""))
         except ExtractionError as exc:
             extracted.append((None, str(exc)))
-    wrapped = {normalise(code): formats.entry_wrapper(fmt, code) for code, _ in extracted if code is not None}
+    # Keyed by the exact text: programs that differ only in whitespace may still behave differently
+    # (inside a string literal), so only identical ones share a run.
+    wrapped = {code: formats.entry_wrapper(fmt, code) for code, _ in extracted if code is not None}
     keys = list(wrapped)  # distinct programs in order: one batch (one process in job isolation)
     seen: dict[str, ExecutionResult] = dict(zip(keys, executor.grade_many(task, [wrapped[k] for k in keys], augmentation)))
+    view = augmentation.model_dump() if augmentation is not None and not augmentation.is_identity else None
     return [Candidate(task_id=task.id, index=i, code=code, extraction_error=reason, completion=comp, epoch=epoch,
-                      adapter=sampled.adapter, parent=sampled.parent, job=job,
-                      execution=seen[normalise(code)] if code is not None else None)
+                      adapter=sampled.adapter, parent=sampled.parent, job=job, augmentation=view,
+                      execution=seen[code] if code is not None else None)
             for i, (comp, (code, reason)) in enumerate(zip(sampled.completions, extracted))]
 
 

@@ -1,8 +1,9 @@
 """Hindsight relabelling, including every skip rule, on a fixed set of executed candidates."""
 
+from arcsynth.common.augment import Augmentation
 from arcsynth.common.models import Candidate, Completion, ExecutionResult, InputResult, Task
 from arcsynth.common.prompts import format_completion, refinement_messages, task_messages
-from arcsynth.common.relabel import is_hardcoded, refinement_examples, relabel, select_programs
+from arcsynth.common.relabel import is_hardcoded, refinement_examples, relabel, relabelled_task, select_programs
 
 TASK = Task(id="t", train=[{"input": [[1, 2]], "output": [[2, 1]]}, {"input": [[3, 4]], "output": [[4, 3]]}],
             test=[{"input": [[5, 6]]}])
@@ -98,3 +99,53 @@ def test_refinements_that_beat_their_parent_become_examples_in_the_refinement_fo
     (example,) = refinement_examples(TASK, [parent, better, worse])
     assert example.messages == refinement_messages(TASK, parent.code, parent.execution)
     assert example.completion == format_completion(better.code)
+
+
+AUG = Augmentation(transform="rot90", colours=(0, 2, 1, 3, 4, 5, 6, 7, 8, 9))
+SQUARE = Task(id="s", train=[{"input": [[1, 0], [0, 0]], "output": [[1, 1], [0, 0]]},
+                             {"input": [[0, 2], [0, 0]], "output": [[2, 2], [0, 0]]}], test=[{"input": [[0, 0], [3, 0]]}])
+
+
+def test_a_program_sampled_on_an_augmented_view_is_relabelled_on_that_view():
+    """Its code was written for the augmented grids: the relabelled pairs are the augmented inputs
+    with what the program returned for them (not the task's inputs with the reverted outputs,
+    which the program does not produce)."""
+    returned = [[1, 0], [0, 0]]  # `return [[1, 0], [0, 0]]`, whatever the input
+    reverted = AUG.revert(returned)
+    ex = ExecutionResult(train=[InputResult(output=reverted)] * 2, test=[InputResult(output=reverted)], train_correct=0,
+                         train_total=2, train_pixel_accuracy=0.25, fingerprint="f")
+    c = Candidate(task_id="s", index=0, code="def transform(grid):\n    return [[1, 0], [0, 0]]",
+                  completion=Completion(text=""), augmentation=AUG.model_dump(), execution=ex)
+    task = relabelled_task(SQUARE, c)
+    assert [(p.input, p.output) for p in task.train] == [(AUG.apply(p.input), returned) for p in SQUARE.train]
+    assert [p.input for p in task.test] == [AUG.apply(SQUARE.test[0].input)]
+    assert relabel(SQUARE, [c])[0].messages == task_messages(task)
+
+
+def test_a_program_holding_an_output_of_its_augmented_prompt_is_hard_coded():
+    shown = AUG.apply(SQUARE.train[0].output)
+    assert shown not in [p.output for p in SQUARE.train]  # hard-coded in the view it was shown alone
+    reverted = SQUARE.train[0].output
+    ex = ExecutionResult(train=[InputResult(output=reverted)] * 2, test=[InputResult(output=reverted)], train_correct=1,
+                         train_total=2, train_pixel_accuracy=0.5, fingerprint="f")
+    c = Candidate(task_id="s", index=0, code=f"def transform(grid):\n    return {shown}", completion=Completion(text=""),
+                  augmentation=AUG.model_dump(), execution=ex)
+    assert select_programs(SQUARE, [c]) == []
+
+
+def test_programs_nested_past_the_parser_are_not_hard_coded_and_raise_nothing():
+    for deep in ("x = " + "not " * 5000 + "1", "x = " + "-" * 5000 + "1", "x = " + "+".join(["1"] * 5000)):
+        assert not is_hardcoded(deep, BIG)
+        parent = cand(0, [[[2, 1]], [[3, 4]], [[5, 6]]], acc=0.5, fp="p")
+        child = cand(1, [[[2, 1]], [[4, 3]], [[6, 5]]], code=deep, acc=1.0, fp="c").model_copy(update={"parent": "p"})
+        assert len(refinement_examples(TASK, [parent, child])) == 1
+
+
+def test_a_refinement_example_shows_the_parent_its_prompt_showed_the_first_of_its_behaviour():
+    first = cand(0, [[[2, 1]], [[3, 4]], [[5, 6]]], code="def transform(grid):\n    return grid  # first", acc=0.5, fp="p")
+    second = cand(1, [[[2, 1]], [[3, 4]], [[5, 6]]], code="def transform(grid):\n    return grid  # second", acc=0.5,
+                  fp="p")
+    child = cand(2, [[[2, 1]], [[4, 3]], [[6, 5]]], code="def transform(grid):\n    return grid[:, ::-1]", acc=1.0,
+                 fp="c").model_copy(update={"parent": "p"})
+    (example,) = refinement_examples(TASK, [first, second, child])
+    assert example.messages == refinement_messages(TASK, first.code, first.execution)
