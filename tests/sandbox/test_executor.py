@@ -184,7 +184,9 @@ DENIED_CALLS = {
     "keyctl": ("    r = libc.syscall(250, 0, -3, 0)", 1),  # the session keyring, the worker's
     "io_uring_setup": ("    r = libc.syscall(425, 1, ctypes.create_string_buffer(120))", 38),
     "fsopen": ("    r = libc.syscall(430, b'tmpfs', 0)", 1),
-    "x32_socket": ("    r = libc.syscall(0x40000000 | 41, 2, 1, 0)", 38),
+    "x32_socket": ("    r = libc.syscall(0x40000000 | 41, 2, 1, 0)", 38),  # ENOSYS on kernels without x32 too
+    "sigio_owner": ("    rfd, wfd = os.pipe()\n    r = libc.fcntl(rfd, 8, os.getpid())", 1),  # F_SETOWN
+    "sigio_signal": ("    rfd, wfd = os.pipe()\n    r = libc.fcntl(rfd, 10, 9)", 1),  # F_SETSIG: SIGKILL
 }
 
 

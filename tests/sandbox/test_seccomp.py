@@ -48,7 +48,7 @@ PROGRAM = seccomp.program(OWN_PID)
 
 
 def test_every_system_call_gets_its_tables_decision():
-    special = {seccomp._SYS[n] for n in ("clone", "kill", "tkill", "tgkill")}  # argument-dependent: below
+    special = {seccomp._SYS[n] for n in ("clone", "kill", "tkill", "tgkill", "fcntl", "ioctl")}  # argument-dependent
     wrong = {nr: hex(decide(PROGRAM, nr)) for nr in range(470) if nr not in special and decide(PROGRAM, nr) != expected(nr)}
     assert not wrong
 
@@ -71,3 +71,12 @@ def test_x32_calls_and_other_architectures_are_refused():
 def test_the_compiled_filter_is_the_program_with_the_runs_pid():
     raw = seccomp.compiled(OWN_PID)
     assert [struct.unpack_from("HBBI", raw, i) for i in range(0, len(raw), 8)] == PROGRAM
+
+
+def test_no_descriptor_can_name_a_process_for_the_kernel_to_signal():
+    """SIGIO's owner (F_SETOWN, F_SETOWN_EX, FIOSETOWN, SIOCSPGRP) and signal (F_SETSIG) would let a run
+    have the kernel signal any process of its user: another run, or a rootless worker."""
+    for name, command in (("fcntl", 8), ("fcntl", 10), ("fcntl", 15), ("ioctl", 0x8901), ("ioctl", 0x8902)):
+        assert decide(PROGRAM, seccomp._SYS[name], (3, command, 1)) == EPERM, (name, command)
+    for name, command in (("fcntl", 1), ("fcntl", 3), ("fcntl", 4), ("fcntl", 9), ("ioctl", 0x5401)):
+        assert decide(PROGRAM, seccomp._SYS[name], (3, command, 0)) == ALLOW, (name, command)

@@ -27,7 +27,10 @@ _SYS = {"socket": 41, "clone": 56, "fork": 57, "vfork": 58, "execve": 59, "kill"
         "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
         "mount_setattr": 442, "add_key": 248, "request_key": 249, "keyctl": 250, "io_uring_setup": 425,
         "io_uring_enter": 426, "io_uring_register": 427, "bpf": 321, "perf_event_open": 298,
-        "userfaultfd": 323, "syslog": 103}
+        "userfaultfd": 323, "syslog": 103, "ioctl": 16, "fcntl": 72}
+# Commands that make the kernel signal a process of the caller's choosing (SIGIO and SIGURG when a
+# descriptor is ready): fcntl's F_SETOWN, F_SETSIG, F_SETOWN_EX; ioctl's FIOSETOWN, SIOCSPGRP.
+_SIGNAL_OWNER = {"fcntl": (8, 10, 15), "ioctl": (0x8901, 0x8902)}
 _DENIED = ("fork", "vfork", "execve", "execveat", "ptrace", "mount", "umount2", "chroot", "pivot_root",
            "unshare", "setns", "open_by_handle_at", "process_vm_readv", "process_vm_writev",
            "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_send_signal", "pidfd_open", "pidfd_getfd",
@@ -62,8 +65,8 @@ def _ranges(numbers: list[int]) -> list[tuple[int, int]]:
 
 
 def program(own_pid: int) -> list[tuple[int, int, int, int]]:
-    """Deny new processes, exec, sockets, signals to others, ptrace, mounts, namespace tricks, IPC,
-    keyrings, io_uring and x32 calls (see `_SYS`).
+    """Deny new processes, exec, sockets, signals to others (by kill, pidfds, sigqueue or a SIGIO
+    owner), ptrace, mounts, namespace tricks, IPC, keyrings, io_uring and x32 calls (see `_SYS`).
 
     Denied numbers are tested as ranges (one or two instructions each), each jumping to its
     errno's one return at the end: a short filter attaches faster (the kernel compiles it per run).
@@ -93,6 +96,13 @@ def program(own_pid: int) -> list[tuple[int, int, int, int]]:
         prog.extend([(_JEQ_K, 0, 5, _SYS[name]), (_LD_W_ABS, 0, 0, 16),
                      (_JEQ_K, 2, 0, own_pid), (_JEQ_K, 1, 0, 0), (_RET_K, 0, 0, eperm),
                      (_RET_K, 0, 0, _RET_ALLOW)])
+    # fcntl/ioctl: not the commands that choose a process for the kernel to signal.
+    for name, commands in _SIGNAL_OWNER.items():
+        prog.extend([(_JEQ_K, 0, len(commands) + 2, _SYS[name]), (_LD_W_ABS, 0, 0, 24)])
+        for command in commands:
+            jumps.append((len(prog), returns.index(eperm)))
+            prog.append((_JEQ_K, 0, 0, command))
+        prog.append((_RET_K, 0, 0, _RET_ALLOW))
     prog.append((_RET_K, 0, 0, _RET_ALLOW))
     at = {which: len(prog) + which for which in range(len(returns))}
     prog.extend((_RET_K, 0, 0, ret) for ret in returns)
