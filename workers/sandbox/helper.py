@@ -171,13 +171,16 @@ def offered(packages: list[str], dsl: list[str], rootfs: ModuleType) -> list[str
     return sorted(n for n in names if n in sys.modules)
 
 
-def hide_siblings() -> None:
+def hide_siblings() -> list[ModuleType]:
     """Take this folder's modules (`sandbox_*`) out of sys.modules, so a program cannot import them
-    (say, to switch off job isolation's check); the helper keeps its own references."""
+    (say, to switch off job isolation's check); the helper keeps its own references. Returns them:
+    job isolation's check still watches them (a program can reach one through a function's globals)."""
     here = os.path.realpath(HERE)
+    hidden = []
     for name, mod in list(sys.modules.items()):
         if name != "__main__" and os.path.dirname(os.path.realpath(getattr(mod, "__file__", None) or "/")) == here:
-            del sys.modules[name]
+            hidden.append(sys.modules.pop(name))
+    return hidden
 
 
 def _say(proto: IO[str], message: dict) -> None:
@@ -258,8 +261,7 @@ def main() -> None:
         os._exit(STARTUP_FAILED)
     import gc
 
-    hide_siblings()
-    job.prepare()
+    job.prepare(hide_siblings())
     os.register_at_fork = _register_at_fork
     run.prepare(layers, AT_FORK, job.single_threaded())
     # Everything loaded so far is shared with every forked run; frozen, the collector never walks

@@ -130,6 +130,22 @@ thread_states = _STATES  # the helper checks that it is alone before it forks wi
 
 
 _WATCHED: tuple[dict, list[dict], TagReader | None, list] | None = None
+_HIDDEN: list[ModuleType] = []  # modules out of sys.modules that the check still watches (see `watch_hidden`)
+
+
+def watch_hidden(modules: list[ModuleType]) -> None:
+    """Watch these modules too, though they are not in sys.modules (the sandbox's own, hidden from
+    programs, which can still reach them through a function's `__globals__`)."""
+    _HIDDEN[:] = modules
+
+
+def _stream_state(stream: object) -> tuple:
+    """Whether a standard stream is closed, and the attributes set on it and on the layers beneath it
+    (the run's own writer holds its descriptor as an attribute)."""
+    layers = [stream, getattr(stream, "buffer", None)]
+    layers.append(getattr(layers[1], "raw", None))
+    return (getattr(stream, "closed", None),
+            *(tuple(getattr(layer, "__dict__", {}).items()) for layer in layers if layer is not None))
 
 
 def _decimal_contexts() -> str:
@@ -182,7 +198,7 @@ def watched() -> tuple[dict, list[dict], TagReader | None, list]:
     if _WATCHED is not None and len(_WATCHED[0]) == len(sys.modules):
         return _WATCHED
     modules = dict(sys.modules)
-    own = [getattr(m, "__dict__", None) for m in modules.values()]
+    own = [getattr(m, "__dict__", None) for m in [*modules.values(), *_HIDDEN]]
     dicts = [sys.modules, builtins.__dict__, os.environ._data, *(d for d in own if type(d) is dict)]
     classes = {id(v): v for d in dicts[3:] for v in list(d.values())
                if isinstance(v, type) and not v.__flags__ & _IMMUTABLE}  # pure-Python classes
@@ -247,7 +263,7 @@ class Guard:
             sys.get_coroutine_origin_tracking_depth(), sys.getdlopenflags(), _locale.setlocale(_locale.LC_ALL),
             np.geterrcall(), tuple(map(len, self.containers)), gc.get_debug(),
             resource.getrlimit(resource.RLIMIT_CPU)[1], _decimal_contexts(),
-            tuple((stream.closed, tuple(object.__getattribute__(stream, "__dict__").items())) for stream in self.streams),
+            tuple(map(_stream_state, self.streams)),
         )
 
     def _fds(self) -> tuple:

@@ -24,11 +24,12 @@ import select
 import signal
 import sys
 import time
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import sandbox_run as run
 from sandbox_channel import parse_results
-from sandbox_guard import Guard, thread_states, watched
+from sandbox_guard import Guard, thread_states, watch_hidden, watched
 from sandbox_run import CHANNEL, FAILED, MAX_CHANNEL, NOBODY
 from sandbox_spawner import GO
 
@@ -174,8 +175,10 @@ def _programs(req: dict, first: int, pid: int, rfd: int, out: int, spawner: Spaw
     return replies
 
 
-def prepare() -> None:
-    """In the helper, once everything is loaded: what every job process's check watches (see `watched`)."""
+def prepare(hidden: list[ModuleType]) -> None:
+    """In the helper, once everything is loaded: what every job process's check watches (see
+    `watched`), the sandbox's own modules, out of sys.modules, included."""
+    watch_hidden(hidden)
     Guard.warm()
     watched()
 
