@@ -89,7 +89,7 @@ class SamplingConfig(Frozen):
     top_p: Finite = Field(1.0, gt=0.0, le=1.0)
     min_p: Finite = Field(0.0, ge=0.0, le=1.0)
     max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1, le=MAX_TOKENS)
-    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    seed: int | None = Field(None, le=MAX_SEED)  # new runs: 0 and up (run_config); older run.json files may hold -1
 
 
 class Completion(Frozen):

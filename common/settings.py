@@ -134,8 +134,9 @@ class Settings(BaseSettings):
 
             try:
                 parse_url(url)
-            except ValueError as exc:  # its messages name the scheme or the port, never the password
-                raise ValueError(f"not a Redis URL: {exc}") from None
+            except ValueError:  # its message may quote part of the password (cut at an unescaped / ? #)
+                raise ValueError("not a Redis URL: want redis://, rediss:// or unix://, a numeric port, and "
+                                 "/ ? # @ in a password percent-encoded") from None
         return value
 
     @field_validator("model")

@@ -199,6 +199,8 @@ def run_config(s: Settings, task_list: Sequence[Task], **o) -> RunConfig:
     """The run the options describe; a combination that makes no sense, or a value out of range
     (NaN and infinity included), is a user error naming the option."""
     check_combination(o)
+    if o["seed"] is not None and o["seed"] < 0:  # vLLM seeds numpy, which takes none below 0
+        raise UserError("option --seed: Input should be greater than or equal to 0")
     models = run_models(s, o)
     model = models[0]
     by_model = o["samples"] if isinstance(o["samples"], dict) else {}

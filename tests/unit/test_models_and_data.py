@@ -113,3 +113,12 @@ def test_a_kaggle_file_drops_each_task_once_validated(tmp_path):
     """Tasks keep the file's order (the raw JSON is released task by task)."""
     ch = write(tmp_path, "z_challenges.json", {f"t{i}": GOOD for i in (3, 1, 2)})
     assert [t.id for t in load_tasks(str(ch))] == ["t3", "t1", "t2"]
+
+
+def test_a_run_json_written_before_seeds_were_bounded_still_reads():
+    """`--seed -1` was accepted once and stored: such a run must still resume and report (new runs
+    refuse negative seeds at the option)."""
+    from arcsynth.common.models import RunConfig
+
+    stored = {"run_id": "r", "dataset": "d", "task_ids": ["t"], "model": "m", "sampling": {"seed": -1}}
+    assert RunConfig.model_validate_json(json.dumps(stored)).sampling.seed == -1
