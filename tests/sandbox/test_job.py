@@ -112,8 +112,8 @@ POISONS = {
     "other_frames": ("import sys, threading\nf = sys._current_frames()[threading.get_ident()]\nwhile f is not None:\n"
                      "    grids = f.f_locals.get('inputs')\n    if isinstance(grids, list):\n"
                      "        grids[0] = [[7]]\n    f = f.f_back", "return grid"),
-    "sandbox_globals": ("import sys\ntype(sys.stdout.buffer.raw).write.__globals__['check_grid'] = lambda v: ([[1]], '')",
-                        "return grid"),
+    "sandbox_globals": ("import sys\ntype(sys.stdout.buffer.raw).write.__globals__['OUTPUT_CAP'] = 0",
+                        "print('seen')\n    return grid"),
     "writer_descriptor": ("import sys\nsys.stdout.buffer.raw.fd = 99", "print('seen')\n    return grid"),
     "check_switched_off": ("import sandbox_guard\nsandbox_guard.Guard.changed = lambda self: ''\n"
                            "import builtins\nbuiltins.len = lambda x: 0", "return [[len([1, 2, 3])]]"),

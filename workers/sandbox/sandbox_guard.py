@@ -47,6 +47,7 @@ from collections.abc import Callable
 from types import BuiltinFunctionType, FunctionType, MethodType, ModuleType
 
 import numpy as np
+from sandbox_tags import OFFSET, TagReader
 
 # Audit events after which a process may hold changes that the snapshot cannot see.
 TAINTING = ("object.__setattr__", "object.__delattr__", "object.__getattr__", "sys._getframe", "sys.settrace",
@@ -63,44 +64,6 @@ _CONTAINERS = (list, set, bytearray, collections.deque)
 _MAX_FD = 64
 _IMMUTABLE = 1 << 8  # Py_TPFLAGS_IMMUTABLETYPE
 _OWN_FDS = 4  # 0, 1 and 2, the result channel
-
-
-def _dict_tag() -> int | None:
-    """Offset of a dict's version tag (PEP 509; CPython 3.11 to 3.13) if it behaves as one here, else None."""
-    if sys.implementation.name != "cpython" or not (3, 11) <= sys.version_info[:2] <= (3, 13):
-        return None
-    offset = 3 * ctypes.sizeof(ctypes.c_void_p)  # refcount, type, ma_used
-    d: dict = {"a": 1}
-    read = ctypes.c_uint64.from_address(id(d) + offset)
-    before = read.value
-    d["a"] = 1  # the same value: no change
-    same = read.value
-    d["a"] = 2
-    changed = read.value
-    d["b"] = 3
-    return offset if before == same and changed != same and read.value != changed else None
-
-
-_OFFSET = _dict_tag()
-
-
-class TagReader:
-    """Reads the version tags at `addresses` (of dicts kept alive elsewhere) in one gather, as bytes.
-
-    A numpy view over the address range they span: no memory is copied or touched but the tags. What
-    it calls (`ndarray.take`, `tobytes`) belongs to an immutable type, so a program cannot patch it.
-    """
-
-    def __init__(self, addresses: list[int]) -> None:
-        base = min(addresses)
-        span = (max(addresses) - base) // 8 + 1
-        view = type("Memory", (), {"__array_interface__": {"data": (base, True), "shape": (span,),
-                                                           "typestr": "<u8", "version": 3}})()
-        self.take = np.asarray(view).take
-        self.offsets = np.array([(a - base) // 8 for a in addresses], dtype=np.int64)
-
-    def __call__(self) -> bytes:
-        return self.take(self.offsets).tobytes()
 
 
 def _thread_states() -> Callable[[], int]:
@@ -206,7 +169,7 @@ def watched() -> tuple[dict, list[dict], TagReader | None, list]:
     dicts += [v for d in dicts[3:] for v in list(d.values()) if type(v) is dict]  # module-level dicts
     containers = list({id(v): v for d in dicts[3:] for v in list(d.values()) if type(v) in _CONTAINERS}.values())
     dicts += _instance_dicts(own)
-    tags = None if _OFFSET is None else TagReader([id(d) + _OFFSET for d in dicts])
+    tags = None if OFFSET is None else TagReader([id(d) + OFFSET for d in dicts])
     _WATCHED = modules, dicts, tags, containers
     return _WATCHED
 
@@ -303,7 +266,7 @@ class Guard:
     def _changed(self, map=map) -> str:  # noqa: A002 - bound now: builtins may be patched
         if self.tainted:
             return self.tainted
-        if _OFFSET is not None:
+        if OFFSET is not None:
             if self.tags() != self.values:
                 return "a module's or class's attributes, sys.modules, the builtins or the environment"
         elif any(len(d) != n or tuple(map(id, d.values())) != ids for d, n, ids in self.dicts):

@@ -10,7 +10,6 @@ input and never raises for it. Part of the helper: imports nothing from the proj
 from __future__ import annotations
 
 import ctypes
-import io
 import json
 import os
 import resource
@@ -26,6 +25,7 @@ import numpy as np
 import sandbox_fork as forking
 import sandbox_seccomp as seccomp
 from sandbox_channel import MAX_LINE, check_grid, clean_message, parse_results
+from sandbox_stdio import OUTPUT_CAP, STDERR, STDOUT
 
 if TYPE_CHECKING:
     from sandbox_spawner import Spawner
@@ -34,7 +34,6 @@ NOBODY = 65534
 CHANNEL = 3
 FAILED = 70  # the child's own exit status when it could not report (its channel was closed or replaced)
 MAX_CHANNEL = 4 << 20
-OUTPUT_CAP = 4096
 _CLOSE_RANGE = 436  # the same number on every Linux architecture
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -43,35 +42,6 @@ _prctl, _syscall = _libc.prctl, _libc.syscall
 _DEVNULL = os.open(os.devnull, os.O_RDONLY)  # a run's stdin
 
 
-class _CappedOutput(io.RawIOBase):
-    """A run's descriptor 1 or 2 (one memfd) as its `print` writes to it: bytes past `OUTPUT_CAP` in the
-    file (all the helper reads) are dropped, not written. Written, they would reach the file-size
-    limit, and a correct program that prints a lot would fail on its later inputs."""
-
-    def __init__(self, fd: int) -> None:
-        super().__init__()
-        self.fd = fd
-
-    def writable(self) -> bool:
-        return True
-
-    def fileno(self) -> int:
-        return self.fd
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
-        room = OUTPUT_CAP - os.lseek(self.fd, 0, os.SEEK_CUR)  # 1 and 2 share the offset (job processes reset it)
-        view = memoryview(data)[:max(room, 0)]
-        while view:
-            view = view[os.write(self.fd, view):]
-        return len(data)
-
-
-def _stream(fd: int) -> io.TextIOWrapper:
-    return io.TextIOWrapper(io.BufferedWriter(_CappedOutput(fd)), line_buffering=True)
-
-
-# A run's sys.stdout and sys.stderr, on its descriptors 1 and 2 (line-buffered: kept even on os._exit).
-_STDOUT, _STDERR = _stream(1), _stream(2)
 _seccomp: seccomp.Installer | None = None
 
 
@@ -138,7 +108,7 @@ def _confine(memory_mb: int, cpu_s: int, workdir: str, wfd: int, out: int, layer
         os.dup2(fd, new)
     _close_from(CHANNEL + 1)  # the helper's pipes, the read end, anything a DSL opened
     resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
-    sys.stdout, sys.stderr = _STDOUT, _STDERR
+    sys.stdout, sys.stderr = STDOUT, STDERR
     if layers.get("unprivileged_user"):
         os.setgroups([])
         os.setgid(NOBODY)
