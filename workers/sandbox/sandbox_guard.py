@@ -105,8 +105,7 @@ def watch_hidden(modules: list[ModuleType]) -> None:
 def _stream_state(stream: object) -> tuple:
     """Whether a standard stream is closed, and the attributes set on it and on the layers beneath it
     (the run's own writer holds its descriptor as an attribute)."""
-    layers = [stream, getattr(stream, "buffer", None)]
-    layers.append(getattr(layers[1], "raw", None))
+    layers = (stream, getattr(stream, "buffer", None), getattr(getattr(stream, "buffer", None), "raw", None))
     return (getattr(stream, "closed", None),
             *(tuple(getattr(layer, "__dict__", {}).items()) for layer in layers if layer is not None))
 
@@ -115,9 +114,9 @@ def _decimal_contexts() -> str:
     """The decimal module's current and template contexts (precision, rounding, flags, traps), or ""
     where it is not loaded: a program that sets `getcontext().prec` changes later programs' arithmetic."""
     module = sys.modules.get("decimal")
-    if module is None:
-        return ""
-    return "|".join(map(repr, (module.getcontext(), module.DefaultContext, module.BasicContext, module.ExtendedContext)))
+    contexts = () if module is None else (module.getcontext(), module.DefaultContext, module.BasicContext,
+                                          module.ExtendedContext)
+    return "|".join(map(repr, contexts))
 
 
 def _numpy_random_state() -> dict | None:
