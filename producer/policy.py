@@ -19,6 +19,7 @@ cluster (tests/unit/test_policy.py):
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -99,6 +100,8 @@ class Finish:
 
 Decision = JobRecord | Finish
 
+log = logging.getLogger(__name__)
+
 
 # --- decisions ------------------------------------------------------------------------------------
 def first_job(task_id: str, config: RunConfig) -> JobRecord:
@@ -154,6 +157,16 @@ def decide(state: TaskState, event: Event, config: RunConfig) -> Decision:
 
 
 NOTHING_TO_LEARN = "nothing to learn from: no program ran cleanly"
+
+
+def decide_or_fail(state: TaskState, event: Event, config: RunConfig) -> Decision:
+    """`decide`, except that a decision that raises (one task's odd data, a bug) ends that task alone as
+    failed, with the error as its reason: never the run, and never again when the run resumes."""
+    try:
+        return decide(state, event, config)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        log.exception("deciding the next step of task %s failed", state.task.id)
+        return Finish(TaskStatus.FAILED, f"the policy failed: {type(exc).__name__}: {exc}"[:300])
 
 
 def refinement_parent(state: TaskState, learn: LearnConfig) -> str | None:

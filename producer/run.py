@@ -151,7 +151,7 @@ class Producer:
         self.active[st.task.id] = st
         if isinstance(event, Finetuned):
             self.outcome.adapters.setdefault(st.task.id, []).append(event.adapter)
-        self._apply(st, policy.decide(st, event, self.config))
+        self._apply(st, policy.decide_or_fail(st, event, self.config))
 
     def _send(self, st: TaskState) -> None:
         """Record the job under fresh ids, send it, then mark it sent (see the module docstring)."""
@@ -180,18 +180,9 @@ class Producer:
             if isinstance(out.event, Searched):
                 for execute_id, candidates in out.graded:
                     self._record(st, execute_id, candidates)
-            self._apply(st, self._decide(st, out.event))
+            self._apply(st, policy.decide_or_fail(st, out.event, self.config))
             outcomes.release(self.app, self.state, job, out)
         return progressed
-
-    def _decide(self, st: TaskState, event: Event) -> JobRecord | Finish:
-        """The policy's next step for the task. A decision that raises (one task's odd data, a bug)
-        fails that task alone, with the error as its reason: never the run, and never again on resume."""
-        try:
-            return policy.decide(st, event, self.config)
-        except Exception as exc:  # noqa: BLE001 - see the docstring
-            log.exception("deciding the next step of task %s failed", st.task.id)
-            return Finish(TaskStatus.FAILED, f"the policy failed: {type(exc).__name__}: {exc}"[:300])
 
     def _record_graded_lanes(self, st: TaskState, every: bool = False) -> list[str]:
         """Record the lanes of the task's job that have ended (see `outcomes.graded_lanes`), once
@@ -245,12 +236,12 @@ class Producer:
         for st in list(self.active.values()):
             refs = self._record_graded_lanes(st, every=True)  # what ended before the stop still counts
             job = st.job
-            self._apply(st, policy.decide(st, event, self.config))
+            self._apply(st, policy.decide_or_fail(st, event, self.config))
             if job.ids:  # its results and payloads go, as a finished job's do
                 outcomes.release(self.app, self.state, job, outcomes.Outcome(event, payload_refs=[r for r in refs if r]))
         for task in self.pending:
             st = self.active[task.id] = TaskState(task, JobRecord(step="search", ids=[]))
-            self._apply(st, policy.decide(st, event, self.config))
+            self._apply(st, policy.decide_or_fail(st, event, self.config))
 
     def _complete(self, final: str) -> RunOutcome:
         _, scores = self.rundir.write_results()

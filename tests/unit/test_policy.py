@@ -22,6 +22,7 @@ from arcsynth.producer.policy import (
     Stopped,
     TaskState,
     decide,
+    decide_or_fail,
     first_job,
     requests,
     rex_pick,
@@ -132,6 +133,24 @@ def test_skipped_prompt_ends_a_search_but_not_a_refinement():
 def test_failed_job_and_stopped_run_end_the_task_with_their_reason():
     assert decide(state([]), Failed("execute", "ValueError: x"), config()) == Finish(TaskStatus.FAILED, "execute: ValueError: x")
     assert decide(state([]), Stopped(TaskStatus.CANCELLED, "cancelled"), config()) == Finish(
+        TaskStatus.CANCELLED, "cancelled")
+
+
+def test_a_decision_that_raises_fails_its_task_alone(monkeypatch):
+    import arcsynth.producer.policy as policy
+
+    cands = [cand(0, list(HALF))]
+    assert decide_or_fail(state(cands), Searched(), config(refine_rounds=1)) == decide(
+        state(cands), Searched(), config(refine_rounds=1))
+
+    def broken(*_):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(policy, "refinement_parent", broken)
+    assert decide_or_fail(state(cands), Searched(), config(refine_rounds=1)) == Finish(
+        TaskStatus.FAILED, "the policy failed: ZeroDivisionError: division by zero")
+    # A stop still ends the task with its own reason: the branch that raised is never reached.
+    assert decide_or_fail(state(cands), Stopped(TaskStatus.CANCELLED, "cancelled"), config()) == Finish(
         TaskStatus.CANCELLED, "cancelled")
 
 
