@@ -138,7 +138,7 @@ def measure(fn, items) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=1, help="interleave the modes this many times; medians")
+    parser.add_argument("--repeat", type=int, default=5, help="interleave the modes this many times; medians (default 5)")
     parser.add_argument("--no-naive", action="store_true", help="skip (c), the slowest")
     args = parser.parse_args()
     items = corpus()

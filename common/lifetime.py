@@ -9,6 +9,9 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import subprocess
+import time
+from collections.abc import Iterable
 
 PR_SET_PDEATHSIG = 1
 _installed = False
@@ -76,3 +79,19 @@ def pid_alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def terminate(procs: Iterable[subprocess.Popen], grace_s: float) -> None:
+    """SIGTERM every process still running (a warm shutdown for a worker), SIGKILL those still running
+    after one grace period shared by all, then reap them all."""
+    running = [p for p in procs if p.poll() is None]
+    for proc in running:
+        proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for proc in running:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    for proc in running:
+        proc.wait(timeout=10)

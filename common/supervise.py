@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from arcsynth.common.lifetime import terminate
+
 Starter = Callable[[], "subprocess.Popen[bytes]"]
 RESTART_MARK = "--- arcsynth supervisor: restart"  # written into a log before each restart
 
@@ -179,17 +181,7 @@ class Supervisor:
             threading.Thread(target=_pump, args=(proc.stdout, child.tail), daemon=True, name=f"out-{child.name}").start()
 
     def _stop_all(self) -> None:
-        running = [c.proc for c in self.children.values() if c.proc is not None and c.proc.poll() is None]
-        for proc in running:
-            proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + self._grace_s
-        for proc in running:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        for proc in running:
-            proc.wait(timeout=10)
+        terminate((c.proc for c in self.children.values() if c.proc is not None), self._grace_s)
 
 
 def _pump(stream, tail: collections.deque[str]) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 from celery import Celery
 
 from arcsynth.common.jobs import inference_queue
-from arcsynth.common.lifetime import die_with_parent
+from arcsynth.common.lifetime import die_with_parent, terminate
 from arcsynth.common.settings import Settings
 from arcsynth.common.supervise import Supervisor
 from arcsynth.producer.redis_server import RedisServer
@@ -210,17 +210,7 @@ class LocalCluster:
         `keep_logs` is set; then it stays and its path is said on stderr."""
         if self.supervisor is not None:
             self.supervisor.stop(grace_s)
-        running = [p for p in self.procs.values() if p.poll() is None]
-        for proc in running:
-            proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        for proc in running:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        for proc in running:
-            proc.wait(timeout=10)
+        terminate(self.procs.values(), grace_s)
         self.redis.stop()
         if self.owns_log_dir:
             if failed or self.failure or self.keep_logs:
