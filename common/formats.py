@@ -29,7 +29,6 @@ r,c"): pass `transpose=True` for programs written that way.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import get_args
 
 from arcsynth.common import prompts
@@ -210,27 +209,6 @@ def entry_wrapper(fmt: PromptFormat, code: str, *, transpose: bool = BARC_TRANSP
     return _PREAMBLE + code + _ADAPTER.format(t=".T" if transpose else "")
 
 
-def _feedback(task: Task, execution: ExecutionResult, encode: Callable[[list[list[int]]], str]) -> str:
-    """`prompts.execution_feedback` with another grid encoding."""
-    from arcsynth.common.scoring import pixel_accuracy
-
-    lines = []
-    for i, (pair, got) in enumerate(zip(task.train, execution.train), 1):
-        assert pair.output is not None
-        want = (len(pair.output), len(pair.output[0]))
-        if got.output is None:
-            lines.append(f"Example {i}: failed with {got.error}: {got.message}")
-        elif got.output == pair.output:
-            lines.append(f"Example {i}: correct.")
-        elif (len(got.output), len(got.output[0])) != want:
-            lines.append(f"Example {i}: wrong shape {len(got.output)}x{len(got.output[0])}, expected "
-                         f"{want[0]}x{want[1]}. Your output:\n{encode(got.output)}")
-        else:
-            acc = pixel_accuracy(got.output, pair.output)
-            lines.append(f"Example {i}: wrong, {acc:.0%} of cells match. Your output:\n{encode(got.output)}")
-    return "\n".join(lines)
-
-
 def refinement_messages(fmt: PromptFormat, task: Task, code: str, execution: ExecutionResult) -> list[dict[str, str]]:
     """A follow-up turn: the task, the previous program as the model's answer, what it did on each
     train pair, and a request to fix it.
@@ -248,6 +226,6 @@ def refinement_messages(fmt: PromptFormat, task: Task, code: str, execution: Exe
         *messages(fmt, task),
         {"role": "assistant", "content": completion_text(fmt, code)},
         {"role": "user", "content": "I ran your program on the examples:\n"
-         + _feedback(task, execution, lambda g: barc_grid(g).rstrip("\n"))
+         + prompts.execution_feedback(task, execution, lambda g: barc_grid(g).rstrip("\n"))
          + "\nWrite a corrected `transform` function. Answer with one ```python block."},
     ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from arcsynth.common.models import ExecutionResult, Task
 
 SYSTEM_PROMPT = (
@@ -41,24 +43,26 @@ def format_completion(code: str) -> str:
     return f"```python\n{code.strip()}\n```"
 
 
-def execution_feedback(task: Task, execution: ExecutionResult) -> str:
-    """Per train pair: does the program's output match, and if not, how far off is it."""
+def execution_feedback(task: Task, execution: ExecutionResult,
+                       encode: Callable[[list[list[int]]], str] = encode_grid) -> str:
+    """Per train pair: does the program's output match, and if not, how far off is it (a wrong
+    output shown in `encode`'s text)."""
     from arcsynth.common.scoring import pixel_accuracy
 
     lines = []
     for i, (pair, got) in enumerate(zip(task.train, execution.train), 1):
         assert pair.output is not None
-        want_shape = f"{len(pair.output)}x{len(pair.output[0])}"
+        want = (len(pair.output), len(pair.output[0]))
         if got.output is None:
             lines.append(f"Example {i}: failed with {got.error}: {got.message}")
         elif got.output == pair.output:
             lines.append(f"Example {i}: correct.")
-        elif (len(got.output), len(got.output[0])) != (len(pair.output), len(pair.output[0])):
-            lines.append(f"Example {i}: wrong shape {len(got.output)}x{len(got.output[0])}, expected {want_shape}. "
-                         f"Your output:\n{encode_grid(got.output)}")
+        elif (len(got.output), len(got.output[0])) != want:
+            lines.append(f"Example {i}: wrong shape {len(got.output)}x{len(got.output[0])}, expected "
+                         f"{want[0]}x{want[1]}. Your output:\n{encode(got.output)}")
         else:
             acc = pixel_accuracy(got.output, pair.output)
-            lines.append(f"Example {i}: wrong, {acc:.0%} of cells match. Your output:\n{encode_grid(got.output)}")
+            lines.append(f"Example {i}: wrong, {acc:.0%} of cells match. Your output:\n{encode(got.output)}")
     return "\n".join(lines)
 
 
