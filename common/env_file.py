@@ -19,7 +19,10 @@ class EnvFileError(ValueError):
 
 def check_env_file(path: Path) -> None:
     """Raise `EnvFileError` when the regular file `path` has a line that is not UTF-8 or not
-    `NAME=value` (as python-dotenv reads it); a missing file, or one that is not regular, is not checked."""
+    `NAME=value` (as python-dotenv reads it), or when `path` is a FIFO (pydantic-settings would read it,
+    waiting for ever on a writer); a missing file, or a folder (a virtualenv named .env), is not read."""
+    if path.is_fifo():
+        raise EnvFileError(f"{path}: a FIFO, not a regular file (reading it would wait for a writer)")
     if not path.is_file():
         return
     try:

@@ -17,6 +17,8 @@ DEFAULT_SAMPLES = 8
 MAX_SAMPLES = 4096  # programs sampled in one request
 MAX_TEMPERATURE = 4.0
 MAX_TOKENS = 32768
+MAX_ROUNDS = 1000  # epochs, refinement rounds: far past any run's
+MAX_TRAIN_STEPS = 1_000_000  # a fine-tune's optimizer steps
 MAX_SEED = 2**63 - 1  # torch.manual_seed and vLLM take any seed in 0..2**63-1
 # How a task is shown to a model and how its program comes back (see common/formats.py).
 PromptFormat = Literal["arcsynth", "barc", "base"]
@@ -170,17 +172,17 @@ class TrainingExample(Frozen):
 
 class LoraConfig(Frozen):
     rank: int = Field(16, ge=1, le=256)
-    alpha: int = Field(32, ge=1)
+    alpha: int = Field(32, ge=1, le=4096)
     dropout: Finite = Field(0.0, ge=0.0, lt=1.0)
     target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 class TrainConfig(Frozen):
     learning_rate: Finite = Field(2e-3, gt=0)
-    steps: int = Field(40, ge=1)
-    epochs: Finite | None = Field(None, gt=0)  # when set, passes over the examples instead of steps
-    batch_size: int = Field(1, ge=1)
-    max_seq_length: int = Field(4096, ge=16)
+    steps: int = Field(40, ge=1, le=MAX_TRAIN_STEPS)
+    epochs: Finite | None = Field(None, gt=0, le=MAX_ROUNDS)  # when set, passes over the examples instead of steps
+    batch_size: int = Field(1, ge=1, le=MAX_SAMPLES)
+    max_seq_length: int = Field(4096, ge=16, le=4 * MAX_TOKENS)
     seed: int = 0
 
 
@@ -215,7 +217,7 @@ class LearnConfig(Frozen):
     task's selected programs, refinement as search with `refine_strategy="rex"`, greedy-diverse
     selection, refinement traces as training data)."""
 
-    epochs: int = Field(0, ge=0)
+    epochs: int = Field(0, ge=0, le=MAX_ROUNDS)
     samples_per_epoch: int = Field(DEFAULT_SAMPLES, ge=1, le=MAX_SAMPLES)
     # A task stops once this many distinct (by source) train-perfect programs exist; None: never.
     stop_after: int | None = Field(1, ge=1)
@@ -226,14 +228,14 @@ class LearnConfig(Frozen):
     # Training data per task: `best` takes the top `select_k` programs by train accuracy, `diverse`
     # the `select_k` best and the `select_k` worst; one per behaviour, hard-coded answers excluded.
     select: Literal["best", "diverse"] = "best"
-    select_k: int = Field(25, ge=1)
+    select_k: int = Field(25, ge=1, le=MAX_SAMPLES)
     augment: bool = False  # each epoch's prompt shows a random rotation/reflection and colour map
     from_base: bool = False  # train each epoch's adapter from the base model, not the previous adapter
     # Refinement: after each epoch's search, up to `refine_rounds` times, show a program with its
     # per-pair feedback and sample `refine_samples` corrections of it. `best`: the best unrefined
     # program of the epoch; `rex`: drawn by Thompson sampling over all the task's programs
     # (Beta(1 + C·h, 1 + C·(1 − h) + N), h its train pixel accuracy, N the times it was refined).
-    refine_rounds: int = Field(0, ge=0)
+    refine_rounds: int = Field(0, ge=0, le=MAX_ROUNDS)
     refine_samples: int = Field(4, ge=1, le=MAX_SAMPLES)
     refine_strategy: Literal["best", "rex"] = "best"
     rex_c: Finite = Field(20.0, gt=0)
@@ -262,7 +264,7 @@ class RunConfig(Frozen):
     vote: Literal["train-correct", "weighted"] = "train-correct"
     # Tasks in flight at once: bounds the producer's memory and the queues' length, not the speed
     # (workers only need enough queued work to stay busy).
-    max_active: int = Field(64, ge=1)
+    max_active: int = Field(64, ge=1, le=100_000)
     timeout_s: Finite | None = Field(None, gt=0)
     track: Literal["none", "mlflow"] = "none"  # where the finished run is logged (MLFLOW_TRACKING_URI)
 

@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     # A Redis URL (redis://, rediss://, unix://), checked when read: the producer and workers talk to it directly.
     broker_url: SecretStr | None = None
     result_backend: SecretStr | None = None
-    result_expires_s: int = Field(7 * 24 * 3600, ge=60)
+    result_expires_s: int = Field(7 * 24 * 3600, ge=60, le=365 * 24 * 3600)
 
     # Model and engine. Backends: vllm (default), transformers, openai (any compatible endpoint), replay.
     backend: Literal["vllm", "transformers", "openai", "replay"] = "vllm"
@@ -35,18 +35,18 @@ class Settings(BaseSettings):
     openai_base_url: str = ""
     openai_api_key: SecretStr | None = None
     openai_model: str = ""
-    max_model_len: int = Field(8192, ge=256)
+    max_model_len: int = Field(8192, ge=256, le=1 << 20)
     gpu_memory_utilization: float | None = Field(None, gt=0.0, le=1.0)  # None: 0.9 GPU, 0.2 CPU
     enable_lora: bool = True
     max_lora_rank: int = Field(16, ge=1, le=512)
     # Adapters that share one batch on the device; None: 16 on a GPU, 4 on CPU. Each slot holds one
     # adapter of rank max_lora_rank (rank 16 on all linear layers of a 7B model: about 80 MB in bf16).
-    max_loras: int | None = Field(None, ge=1)
-    max_cpu_loras: int | None = Field(None, ge=1)  # None: 4 x max_loras kept in host memory
+    max_loras: int | None = Field(None, ge=1, le=1024)
+    max_cpu_loras: int | None = Field(None, ge=1, le=4096)  # None: 4 x max_loras kept in host memory
     dtype: str = "auto"
     # GPUs one vLLM engine spans by tensor parallelism (vLLM's tensor_parallel_size): a model too large for one
     # GPU. `arcsynth workers --tp N` and `arcsynth worker --gpus 0,1` set it per worker.
-    tensor_parallel_size: int = Field(1, ge=1)
+    tensor_parallel_size: int = Field(1, ge=1, le=64)
 
     # Sampling defaults (the CLI's options override them per run).
     temperature: float = Field(1.0, ge=0.0, le=MAX_TEMPERATURE)
@@ -83,18 +83,18 @@ class Settings(BaseSettings):
     # the broker's visibility timeout passes (default: twice the longest limit), and workers look
     # for such jobs every `redelivery_check_s`. A job that outlasts the timeout is handed out too,
     # but its second delivery waits on the job's lease instead of running it twice at once.
-    inference_time_limit_s: int = Field(3600, ge=10)
-    finetune_time_limit_s: int = Field(3600, ge=10)
-    execute_time_limit_s: int = Field(900, ge=10)
-    visibility_timeout_s: int | None = Field(None, ge=10)
-    redelivery_check_s: int = Field(10, ge=1)
+    inference_time_limit_s: int = Field(3600, ge=10, le=7 * 86400)
+    finetune_time_limit_s: int = Field(3600, ge=10, le=7 * 86400)
+    execute_time_limit_s: int = Field(900, ge=10, le=7 * 86400)
+    visibility_timeout_s: int | None = Field(None, ge=10, le=30 * 86400)
+    redelivery_check_s: int = Field(10, ge=1, le=86400)
     # A running job's lease lapses this long after its worker died (then another may take it);
     # a job whose worker died during each of `max_job_attempts` attempts fails as a poison job.
-    job_lease_s: int = Field(30, ge=3)
-    max_job_attempts: int = Field(3, ge=1)
+    job_lease_s: int = Field(30, ge=3, le=86400)
+    max_job_attempts: int = Field(3, ge=1, le=1000)
     # The producer looks for the messages of its jobs in flight this often; one found nowhere (queue, unacked,
     # lease, result) on two checks was lost by the broker and is sent again under its id (producer/lost_jobs.py).
-    lost_job_check_s: float = Field(30.0, ge=1.0)
+    lost_job_check_s: float = Field(30.0, ge=1.0, le=86400)
 
     def longest_time_limit_s(self) -> int:
         return max(self.inference_time_limit_s, self.finetune_time_limit_s, self.execute_time_limit_s)
@@ -107,20 +107,20 @@ class Settings(BaseSettings):
     flower_port: int = Field(5555, ge=1, le=65535)
 
     # Base models a fine-tune worker keeps loaded between jobs (an LRU; each job attaches its own LoRA).
-    finetune_resident_models: int = Field(1, ge=1)
+    finetune_resident_models: int = Field(1, ge=1, le=64)
 
     # Show a progress bar in `arcsynth local` even when stderr is not a terminal.
     progress: bool = False
     # `wait`, `submit/resume --wait` and `local` say on stderr when a queue the run needs has had no live
     # consumer (no worker answering that it consumes it) for this many seconds, and when it has one again.
-    no_worker_warn_s: float = Field(60.0, ge=1.0)
+    no_worker_warn_s: float = Field(60.0, ge=1.0, le=86400)
 
     # Where adapters and run directories go (their paths are written to JSON and Redis: UTF-8 only).
     artifact_root: Text = "artifacts"
     adapter_cache: str = Field(default_factory=lambda: os.path.expanduser("~/.cache/arcsynth/adapters"))
     run_root: Text = "runs"
     # Tasks a producer keeps in flight at once (bounds its memory and the queues' length).
-    max_active_tasks: int = Field(64, ge=1)
+    max_active_tasks: int = Field(64, ge=1, le=100_000)
 
     @field_validator("broker_url", mode="before")
     @classmethod

@@ -6,6 +6,7 @@ RUN is a run directory or a run id known to Redis. Settings are read once per pr
 from __future__ import annotations
 
 import datetime
+import os
 import socket
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from arcsynth.common.celery_app import make_app
 from arcsynth.common.cli_base import FiniteFloatRange, UserError, need_broker, settings
 from arcsynth.common.redis_client import redis_client
 from arcsynth.common.settings import Settings
+from arcsynth.common.text import show_path
 from arcsynth.producer.run_options import notable_settings
 from arcsynth.producer.rundir import RunDir, RunDirError
 from arcsynth.producer.runstate import RunState, list_runs
@@ -36,10 +38,22 @@ def connect(s: Settings) -> tuple[Celery, redis.Redis]:
 
 
 def resolve(run: str) -> tuple[RunDir, RunState | None, Celery | None]:
-    """RUN is a run directory or a run id known to Redis; its live state when a broker is configured."""
+    """RUN is a run directory or a run id known to Redis; its live state when a broker is configured.
+    A path that is there but is not a run directory, or no path and no broker to look the id up in,
+    is a user error saying which."""
     s = settings()
     rundir = RunDir(Path(run))
-    if rundir.exists():
+    problem = rundir.problem()
+    try:
+        there = os.path.lexists(run)
+    except ValueError:  # a NUL in the name
+        there = False
+    if problem and there:
+        raise UserError(problem if os.path.isdir(run) else f"{show_path(run)}: not a run directory (give its folder)")
+    if problem and s.broker_url is None:
+        raise UserError(f"run {show_path(run)}: no such run directory (a run id is looked up in Redis: "
+                        "set ARCSYNTH_BROKER_URL)")
+    if not problem:
         try:
             run_id = rundir.config().run_id
         except RunDirError as exc:

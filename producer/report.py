@@ -23,7 +23,7 @@ from pygments.lexers import PythonLexer
 from arcsynth.common.models import Candidate, Task
 from arcsynth.common.records import TaskRecord
 from arcsynth.producer.charts import curves_svg
-from arcsynth.producer.rundir import RunDir
+from arcsynth.producer.rundir import RunDir, write_text_atomic
 from arcsynth.producer.summary import EpochTotals, RunSummary, Summariser, TaskRow, iter_run
 
 ARC_PALETTE = ("#000000", "#0074D9", "#FF4136", "#2ECC40", "#FFDC00",
@@ -229,7 +229,5 @@ def write_report(rundir: RunDir) -> Path:
             f"<style>{STYLE}</style></head><body><h1>arcsynth run {title}</h1>\n{_summary(summary)}\n"
             + "\n".join(sections) + f"<script>{SCRIPT}</script></body></html>")
     path = rundir.path / "report.html"
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(page)
-    tmp.replace(path)
+    write_text_atomic(path, page)
     return path

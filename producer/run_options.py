@@ -125,8 +125,12 @@ def run_options(f):
 
 
 def load_run_tasks(dataset: str, tasks: str | None, limit: int | None) -> list[Task]:
+    """The tasks a run command names (`--tasks` given but naming no id, like `--tasks ,`, is refused:
+    it would run every task); a `TaskLoadError` becomes a user error."""
+    ids = [t.strip() for t in tasks.split(",") if t.strip()] if tasks is not None else None
+    if ids == []:
+        raise UserError("option --tasks: names no task id (give ID,ID,...)")
     try:
-        ids = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
         return load_tasks(dataset, ids, limit)
     except TaskLoadError as exc:
         raise UserError(str(exc)) from None

@@ -12,7 +12,10 @@ Files, all written through `RunDir` (the only writer of its folder):
 
 Append-only files may end in a torn line when the producer is killed mid-write; readers drop
 it and `repair()` cuts it off before anything is appended again. Any other line that does not
-validate makes a reader raise `RunDirError` naming the file, the line and the field.
+validate makes a reader raise `RunDirError` naming the file, the line and the field; so does a
+run.json that does not validate (naming the field), a file of the folder that is not a regular
+file (a folder, a FIFO or a device: reading it would fail or never end), and an inputs.jsonl
+whose tasks are not run.json's `task_ids` (a task repeated, unknown or missing).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -32,7 +36,7 @@ from arcsynth.common.records import TaskRecord
 from arcsynth.common.scoring import RunScore, score_run
 from arcsynth.common.submission import build_submission, validate_submission_shape
 from arcsynth.common.task_json import field_path
-from arcsynth.common.text import show_path
+from arcsynth.common.text import show, show_path
 
 APPEND_ONLY = ("candidates.jsonl", "tasks.jsonl", "learning.jsonl")
 M = TypeVar("M", bound=BaseModel)
@@ -42,13 +46,44 @@ class RunDirError(RuntimeError):
     """A run directory that cannot be read or written as it is; the message names the file (and line and field)."""
 
 
+def validation_text(exc: ValidationError, whole: str | None = "the line") -> str:
+    """`field F: why` for a validation error's first problem (`whole: why`, or `why`, when it has no field)."""
+    err = exc.errors(include_url=False, include_input=False, include_context=False)[0]
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["loc"]:
+        return f"field {field_path(err['loc'])}: {msg}"
+    return f"{whole}: {msg}" if whole else msg
+
+
 def line_error(path: Path, lineno: int, exc: ValidationError | ValueError) -> RunDirError:
     """The error for line `lineno` of `path` that does not validate: the file, the line, the field, why."""
     if isinstance(exc, ValidationError):
-        err = exc.errors(include_url=False, include_input=False, include_context=False)[0]
-        where = f"field {field_path(err['loc'])}" if err["loc"] else "the line"
-        return RunDirError(f"{show_path(path)}: line {lineno}: {where}: {err['msg'].removeprefix('Value error, ')}")
+        return RunDirError(f"{show_path(path)}: line {lineno}: {validation_text(exc)}")
     return RunDirError(f"{show_path(path)}: line {lineno}: not a JSON object")
+
+
+def regular_file(path: Path) -> bool:
+    """True when `path` is a regular file (through links), False when there is none; `RunDirError` when it
+    is something else (a folder, a FIFO, a device) or cannot be looked at."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise RunDirError(f"{show_path(path)}: cannot read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        raise RunDirError(f"{show_path(path)}: not a regular file")
+    return True
+
+
+def check_writable(path: Path) -> None:
+    """`RunDirError` unless `write_json_atomic` can write `path`: neither it nor its temporary name is
+    anything but a regular file (a folder there would stop the write half-way)."""
+    for p in (path, _tmp_name(path)):
+        try:
+            regular_file(p)
+        except RunDirError:
+            raise RunDirError(f"{show_path(path)}: cannot write: {show_path(p.name)} is not a regular file") from None
 
 
 def _parse(model: type[M], path: Path, lineno: int, line: str) -> M:
@@ -108,29 +143,56 @@ class RunDir:
             raise
         return cls(path)
 
+    def problem(self) -> str | None:
+        """None when the folder holds run.json and inputs.jsonl as regular files; else why it is not a run directory."""
+        try:
+            for name in ("run.json", "inputs.jsonl"):
+                if not regular_file(self.path / name):
+                    return f"{show_path(self.path / name)}: missing (not a run directory)"
+        except RunDirError as exc:
+            return str(exc)
+        return None
+
     def exists(self) -> bool:
-        return (self.path / "run.json").is_file() and (self.path / "inputs.jsonl").is_file()
+        return self.problem() is None
 
     def config(self) -> RunConfig:
+        """run.json, validated; `RunDirError` naming the file and the field otherwise."""
+        path = self.path / "run.json"
+        if not regular_file(path):
+            raise RunDirError(f"{show_path(path)}: missing (not a run directory)")
         try:
-            return RunConfig.model_validate_json((self.path / "run.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise RunDirError(f"{self.path / 'run.json'}: not a run ({exc.__class__.__name__})") from None
+            return RunConfig.model_validate_json(path.read_bytes())
+        except OSError as exc:
+            raise RunDirError(f"{show_path(path)}: cannot read: {exc.strerror or exc}") from None
+        except ValidationError as exc:
+            raise RunDirError(f"{show_path(path)}: {validation_text(exc, None)}") from None
 
     def tasks(self) -> list[Task]:
         return list(self.iter_tasks())
 
     def iter_tasks(self) -> Iterator[Task]:
-        """The run's tasks in order, one at a time (a producer never needs them all at once)."""
+        """The run's tasks in order, one at a time (a producer never needs them all at once); each of
+        run.json's `task_ids` once, or `RunDirError` at the first line that repeats one or is none of them."""
         path = self.path / "inputs.jsonl"
+        ids = self.config().task_ids
+        wanted, seen = set(ids), set()
         for lineno, line in _lines(path):
-            yield _parse(Task, path, lineno, line)
+            task = _parse(Task, path, lineno, line)
+            if task.id in seen or task.id not in wanted:
+                why = "repeats an earlier line's task" if task.id in seen else "is not in run.json's task_ids"
+                raise RunDirError(f"{show_path(path)}: line {lineno}: field id: task {show(task.id)} {why}")
+            seen.add(task.id)
+            yield task
+        missing = next((t for t in ids if t not in seen), None)
+        if missing is not None:
+            raise RunDirError(f"{show_path(path)}: task {show(missing)} of run.json's task_ids is missing")
 
     def repair(self) -> None:
         """Cut a torn last line off the append-only files (left by a producer killed mid-write)."""
         for name in APPEND_ONLY:
             p = self.path / name
-            if not p.exists():
+            if not regular_file(p):
                 p.touch()
                 continue
             data = p.read_bytes()
@@ -191,6 +253,8 @@ class RunDir:
             data.update(build_submission([task], attempts))
         validate_submission_shape(data)
         submission = self.path / "submission.json"
+        for path in (submission, self.path / "score.json"):
+            check_writable(path)  # both, before either is written
         write_json_atomic(submission, data)
         scores = score_run(self.iter_tasks(), attempts)
         if scores is not None:
@@ -201,7 +265,7 @@ class RunDir:
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
     """Complete lines of a JSONL file with their numbers (from 1); a torn last line (no newline) is
     not a line yet. A line that is not UTF-8 is a `RunDirError`."""
-    if not path.exists():
+    if not regular_file(path):
         return
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
@@ -212,9 +276,24 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
                     raise RunDirError(f"{show_path(path)}: line {lineno}: not UTF-8 text (byte {exc.start})") from None
 
 
-def write_json_atomic(path: Path, data: BaseModel | dict) -> None:
-    """Write to a temporary name, then rename: a reader sees the old file or the new one."""
+def _tmp_name(path: Path) -> Path:
+    return path.with_suffix(path.suffix + ".tmp")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write to a temporary name, then rename: a reader sees the old file or the new one. A write
+    that fails (see `check_writable`) leaves neither half-written and raises `RunDirError` naming `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(data.model_dump_json() if isinstance(data, BaseModel) else json.dumps(data))
-    os.replace(tmp, path)
+    check_writable(path)
+    tmp = _tmp_name(path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise RunDirError(f"{show_path(path)}: cannot write: {exc.strerror or exc}") from None
+
+
+def write_json_atomic(path: Path, data: BaseModel | dict) -> None:
+    """`write_text_atomic` of `data` as JSON."""
+    write_text_atomic(path, data.model_dump_json() if isinstance(data, BaseModel) else json.dumps(data))

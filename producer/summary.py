@@ -30,7 +30,7 @@ from arcsynth.common.passk import Curve, CurveBuilder, is_correct
 from arcsynth.common.records import TaskRecord
 from arcsynth.common.scoring import score_task
 from arcsynth.common.text import show_path
-from arcsynth.producer.rundir import RunDir, RunDirError, line_error
+from arcsynth.producer.rundir import RunDir, RunDirError, line_error, regular_file
 
 ADAPTER_MANIFEST = "arcsynth_manifest.json"  # written by the fine-tune worker beside each adapter
 _TASK_ID = re.compile(rb'^\{"task_id":"([^"\\]*)"')
@@ -93,8 +93,9 @@ class RunSummary(BaseModel):
 def open_run(path: Path | str) -> RunDir:
     """The run directory at `path`, checked to hold a readable run.json."""
     rundir = RunDir(Path(path))
-    if not rundir.exists():
-        raise RunReadError(f"{show_path(rundir.path / 'run.json')}: missing (not a run directory)")
+    problem = rundir.problem()
+    if problem:
+        raise RunReadError(problem)
     try:
         rundir.config()
     except RunDirError as exc:
@@ -109,8 +110,11 @@ def _bad(path: Path, line: int, exc: ValidationError) -> RunReadError:
 def candidate_index(path: Path) -> dict[str, list[tuple[int, int]]]:
     """Per task, the (byte offset, line number) of each of its complete lines, in recorded order."""
     index: dict[str, list[tuple[int, int]]] = {}
-    if not path.exists():
-        return index
+    try:
+        if not regular_file(path):
+            return index
+    except RunDirError as exc:
+        raise RunReadError(str(exc)) from None
     with open(path, "rb") as f:
         pos = 0
         for lineno, line in enumerate(f, 1):

@@ -375,6 +375,12 @@ def test_names_that_are_not_utf8_are_refused_by_validate_and_submit(tmp_path):
     ({"ARCSYNTH_TEMPERATURE": "10"}, "ARCSYNTH_TEMPERATURE: Input should be less than or equal to 4"),
     ({"ARCSYNTH_TOP_P": "nan"}, "ARCSYNTH_TOP_P: Input should be a finite number"),
     ({"ARCSYNTH_MAX_TOKENS": "100000"}, "ARCSYNTH_MAX_TOKENS: Input should be less than or equal to 32768"),
+    # Counts and durations without a bound once (review): they reached Redis, Celery and vLLM.
+    ({"ARCSYNTH_MAX_ACTIVE_TASKS": str(10**12)}, "ARCSYNTH_MAX_ACTIVE_TASKS: Input should be less than or equal to 100000"),
+    ({"ARCSYNTH_RESULT_EXPIRES_S": str(10**30)}, "ARCSYNTH_RESULT_EXPIRES_S: Input should be less than or equal to"),
+    ({"ARCSYNTH_EXECUTE_TIME_LIMIT_S": str(10**30)}, "ARCSYNTH_EXECUTE_TIME_LIMIT_S: Input should be less than or equal to"),
+    ({"ARCSYNTH_LOST_JOB_CHECK_S": "1e9"}, "ARCSYNTH_LOST_JOB_CHECK_S: Input should be less than or equal to 86400"),
+    ({"ARCSYNTH_MAX_JOB_ATTEMPTS": str(10**20)}, "ARCSYNTH_MAX_JOB_ATTEMPTS: Input should be less than or equal to 1000"),
 ])
 def test_bad_settings_are_named_and_checked_before_connecting(tmp_path, env, fragment):
     """Each is refused when the settings are read, naming the setting (not an option it stands in for)."""
@@ -409,6 +415,12 @@ def test_a_bad_env_file_line_is_named_not_skipped(tmp_path, content, fragment):
     (["--refine", "1", "--refine-samples", "5000"], "option --refine-samples: Input should be less than or equal to 4096"),
     (["--seed", str(2**64)], "option --seed: Input should be less than or equal to 9223372036854775807"),
     (["--seed", "-1"], "option --seed: Input should be greater than or equal to 0"),
+    # Counts without a bound once (review): they passed every check and reached the workers.
+    (["--epochs", "1", "--finetune-steps", str(10**20)], "option --finetune-steps: Input should be less than or equal to 1000000"),
+    (["--epochs", "100000"], "option --epochs: Input should be less than or equal to 1000"),
+    (["--refine", "5000"], "option --refine: Input should be less than or equal to 1000"),
+    (["--epochs", "1", "--select-k", "99999"], "option --select-k: Input should be less than or equal to 4096"),
+    (["--max-active", str(10**9)], "option --max-active: Input should be less than or equal to 100000"),
 ])
 def test_option_values_the_run_config_refuses_name_the_option(tmp_path, options, fragment):
     """Values click lets through (NaN passes every range) but the run's models refuse: one line naming
@@ -550,3 +562,134 @@ def test_operator_commands_check_settings_and_options_before_starting(args, env,
     started = time.monotonic()
     assert_user_error(run_cli(*args, **env), [fragment])
     assert time.monotonic() - started < 30
+
+
+# Review: run directories whose files are not what they should be.
+
+def _spoil(path, kind):
+    """Put a folder, a FIFO (reading it would block for ever) or a link to /dev/zero (never ends) at `path`."""
+    path.unlink(missing_ok=True)
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+
+
+@pytest.mark.parametrize("name, kind", [("candidates.jsonl", "fifo"), ("tasks.jsonl", "folder"), ("inputs.jsonl", "fifo"),
+                                        ("learning.jsonl", "device"), ("run.json", "folder"), ("candidates.jsonl", "device")])
+def test_a_run_file_that_is_not_a_regular_file_is_named_not_read(tmp_path, name, kind):
+    """Each command on runs used to hang on a FIFO or /dev/zero and give a traceback on a folder."""
+    run = _run_dir(tmp_path)
+    _spoil(run / name, kind)
+    for args in (["report", str(run)], ["results", str(run)], ["export", str(run), "--out", str(tmp_path / "exp")],
+                 ["compare", str(run), str(run), "--out", str(tmp_path / "c.html")]):
+        if name == "learning.jsonl" and args[0] in ("compare", "export"):
+            continue  # they do not read it
+        assert_user_error(run_cli(*args), [f"{run / name}: not a regular file"])
+    assert sorted(p.name for p in run.iterdir()) == ["candidates.jsonl", "inputs.jsonl", "learning.jsonl", "run.json",
+                                                     "tasks.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def _edit_run_json(run, **fields):
+    config = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**config, **fields}))
+
+
+@pytest.mark.parametrize("case, fragment", [
+    ("max_active_0", "run.json: field max_active: Input should be greater than or equal to 1"),
+    ("sampling_n_string", "run.json: field sampling.n: Input should be a valid integer"),
+    ("torn", "run.json: Invalid JSON: EOF while parsing"),
+    ("inputs_repeat_a_task", "inputs.jsonl: line 2: field id: task t1 repeats an earlier line's task"),
+    ("inputs_hold_another_task", "inputs.jsonl: line 1: field id: task t2 is not in run.json's task_ids"),
+    ("inputs_empty", "inputs.jsonl: task t1 of run.json's task_ids is missing"),
+])
+def test_a_run_json_or_inputs_that_do_not_validate_name_the_field(tmp_path, case, fragment):
+    """run.json was "not a run (ValidationError)"; inputs.jsonl repeating a task counted it twice."""
+    run = _run_dir(tmp_path)
+    inputs = (run / "inputs.jsonl").read_text()
+    if case == "max_active_0":
+        _edit_run_json(run, max_active=0)
+    elif case == "sampling_n_string":
+        _edit_run_json(run, sampling={"n": "many"})
+    elif case == "torn":
+        (run / "run.json").write_text((run / "run.json").read_text()[:20])
+    elif case == "inputs_repeat_a_task":
+        (run / "inputs.jsonl").write_text(inputs * 2)
+    elif case == "inputs_hold_another_task":
+        (run / "inputs.jsonl").write_text(inputs.replace('"t1"', '"t2"'))
+    else:
+        (run / "inputs.jsonl").write_text("")
+    for args in (["report", str(run)], ["results", str(run)], ["export", str(run), "--out", str(tmp_path / "exp")],
+                 ["compare", str(run), str(run), "--out", str(tmp_path / "c.html")]):
+        assert_user_error(run_cli(*args), [f"{run}/{fragment}"])
+    assert not any((run / derived).exists() for derived in ("submission.json", "score.json", "report.html"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+@pytest.mark.parametrize("command, name", [("results", "submission.json"), ("results", "score.json"),
+                                           ("results", "submission.json.tmp"), ("report", "report.html"),
+                                           ("report", "report.html.tmp")])
+def test_a_folder_where_results_go_is_refused_before_anything_is_written(tmp_path, command, name):
+    """A folder named score.json gave a traceback after submission.json was written, and left a .tmp behind."""
+    run = _run_dir(tmp_path)
+    for derived in ("submission.json", "score.json", "report.html"):
+        (run / derived).unlink(missing_ok=True)
+    (run / name).mkdir()
+    target = name.removesuffix(".tmp")
+    assert_user_error(run_cli(command, str(run)), [f"{run / target}: cannot write: {name} is not a regular file"])
+    assert sorted(p.name for p in run.iterdir()) == sorted(["candidates.jsonl", "inputs.jsonl", "learning.jsonl",
+                                                            "run.json", "tasks.jsonl", name])
+
+
+@pytest.mark.parametrize("command", ["report", "results", "status"])
+def test_a_run_that_is_no_run_directory_says_so_not_that_the_broker_is_unset(tmp_path, command):
+    """Without a broker, a folder that is not a run, a file, or no such path were all "ARCSYNTH_BROKER_URL is not set"."""
+    run = _run_dir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    assert_user_error(run_cli(command, str(tmp_path / "empty")), [f"{tmp_path / 'empty' / 'run.json'}: missing (not a run"])
+    assert_user_error(run_cli(command, str(run / "run.json")), [f"{run / 'run.json'}: not a run directory (give its folder)"])
+    assert_user_error(run_cli(command, str(tmp_path / "gone")),
+                      [f"run {tmp_path / 'gone'}: no such run directory (a run id is looked up in Redis: set ARCSYNTH_BROKER"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "run"]
+
+
+@pytest.mark.parametrize("replay", ["fifo", "/dev/zero", "."])
+def test_local_refuses_a_replay_file_that_is_not_a_regular_file(tmp_path, replay):
+    """`local` read ARCSYNTH_REPLAY_FILE before starting anything and waited for ever on a FIFO or /dev/zero."""
+    (tmp_path / "t.json").write_text(json.dumps(task()))
+    if replay == "fifo":
+        os.mkfifo(tmp_path / "fifo")
+    env = {"ARCSYNTH_BACKEND": "replay", "ARCSYNTH_REPLAY_FILE": replay, "TMPDIR": str(tmp_path)}
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert_user_error(run_cli("local", "t.json", cwd=tmp_path, **env), [f"replay file {replay}: not a regular file"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_a_env_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path):
+    """pydantic-settings reads a FIFO .env, which blocked every command until something wrote to it."""
+    os.mkfifo(tmp_path / ".env")
+    (tmp_path / "t.json").write_text(json.dumps(task()))
+    assert_user_error(run_cli("submit", "t.json", cwd=tmp_path), [".env: a FIFO, not a regular file"])
+    assert_user_error(run_cli("report", "some-run", cwd=tmp_path), [".env: a FIFO, not a regular file"])
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["tasks", "validate", ""], '"": no dataset named'),
+    (["submit", "", "--out", "RUN"], '"": no dataset named'),
+    (["submit", "t.json", "--tasks", ",", "--out", "RUN"], "option --tasks: names no task id"),
+    (["local", "t.json", "--tasks", "", "--out", "RUN"], "option --tasks: names no task id"),
+    (["tasks", "validate", "loop.json"], "loop.json: cannot read: Too many levels of symbolic links"),
+    (["tasks", "validate", "dangling.json"], "dangling.json: cannot read: No such file or directory"),
+])
+def test_a_selection_that_names_nothing_is_refused_not_taken_for_everything(tmp_path, args, fragment):
+    """An empty DATASET was the current folder, and `--tasks ,` every task: both ran what no one named.
+    A link that loops or leads nowhere was "no such file, folder or dataset"."""
+    (tmp_path / "t.json").write_text(json.dumps(task()))
+    (tmp_path / "loop.json").symlink_to("loop.json")
+    (tmp_path / "dangling.json").symlink_to("gone.json")
+    args = [str(tmp_path / "run") if a == "RUN" else a for a in args]
+    assert_user_error(run_cli(*args, cwd=tmp_path), [fragment])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling.json", "loop.json", "t.json"]

@@ -5,13 +5,16 @@ forms in use: `text` (a string), `completion` as a string, or `completion: {"tex
 `candidates.jsonl`). Records with `refine: true`, or a `parent` (as a run's candidates.jsonl has
 them), answer refinement prompts. A record with a `model` (a run's candidates.jsonl has it) is
 served only by the worker of that model, so a run with several models replays each model's own
-programs; a record without one is served by every worker. A file that cannot be read, or a record without these, is a
-`ReplayFileError` naming the file and the line: never a model.
+programs; a record without one is served by every worker. A file that cannot be read or is not a regular
+file (a FIFO or /dev/zero would never end), or a record without these, is a `ReplayFileError` naming the
+file and the line: never a model.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections import defaultdict
 from typing import Any
 
@@ -47,6 +50,8 @@ class ReplayBackend:
         self.by_task: dict[str, list[Completion]] = defaultdict(list)
         self.refinements: dict[str, list[Completion]] = defaultdict(list)
         try:
+            if not stat.S_ISREG(os.stat(path).st_mode):  # before open: opening a FIFO waits for a writer
+                raise ReplayFileError(f"replay file {path}: not a regular file (a folder, FIFO or device)")
             f = open(path, "rb")
         except OSError as exc:
             raise ReplayFileError(f"replay file {path}: cannot read: {exc.strerror}") from None
