@@ -49,6 +49,7 @@ PROGRAM = seccomp.program(OWN_PID)
 
 def test_every_system_call_gets_its_tables_decision():
     special = {seccomp._SYS[n] for n in ("clone", "kill", "tkill", "tgkill", "fcntl", "ioctl")}  # argument-dependent
+    special |= {*seccomp._OWN_PROCESS.values(), *(nr for nr, _ in seccomp._OWN_PRIORITY.values())}
     wrong = {nr: hex(decide(PROGRAM, nr)) for nr in range(470) if nr not in special and decide(PROGRAM, nr) != expected(nr)}
     assert not wrong
 
@@ -80,3 +81,20 @@ def test_no_descriptor_can_name_a_process_for_the_kernel_to_signal():
         assert decide(PROGRAM, seccomp._SYS[name], (3, command, 1)) == EPERM, (name, command)
     for name, command in (("fcntl", 1), ("fcntl", 3), ("fcntl", 4), ("fcntl", 9), ("ioctl", 0x5401)):
         assert decide(PROGRAM, seccomp._SYS[name], (3, command, 0)) == ALLOW, (name, command)
+
+
+def test_limits_priority_and_scheduling_reach_only_the_run_itself():
+    """prlimit, setpriority, sched_* and friends name any process of the run's user: another run (its CPU or
+    memory limit lowered, it failed), or, for a rootless worker, the worker itself. Only the run (0 or its
+    pid), its own group, and never a whole user (PRIO_USER, IOPRIO_WHO_USER)."""
+    for nr in seccomp._OWN_PROCESS.values():
+        assert decide(PROGRAM, nr, (OWN_PID, 0)) == ALLOW, nr
+        assert decide(PROGRAM, nr, (0, 0)) == ALLOW, nr
+        assert decide(PROGRAM, nr, (OWN_PID + 1, 0)) == EPERM, nr
+    for nr, user in seccomp._OWN_PRIORITY.values():
+        for which in range(user):  # the process, its group
+            assert decide(PROGRAM, nr, (which, 0, 5)) == ALLOW, (nr, which)
+            assert decide(PROGRAM, nr, (which, OWN_PID, 5)) == ALLOW, (nr, which)
+            assert decide(PROGRAM, nr, (which, 1, 5)) == EPERM, (nr, which)
+        assert decide(PROGRAM, nr, (user, 0, 5)) == EPERM, nr
+        assert decide(PROGRAM, nr, (user, OWN_PID, 5)) == EPERM, nr

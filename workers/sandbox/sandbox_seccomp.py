@@ -31,6 +31,13 @@ _SYS = {"socket": 41, "clone": 56, "fork": 57, "vfork": 58, "execve": 59, "kill"
 # Commands that make the kernel signal a process of the caller's choosing (SIGIO and SIGURG when a
 # descriptor is ready): fcntl's F_SETOWN, F_SETSIG, F_SETOWN_EX; ioctl's FIOSETOWN, SIOCSPGRP.
 _SIGNAL_OWNER = {"fcntl": (8, 10, 15), "ioctl": (0x8901, 0x8902)}
+# Calls that change another process of the run's user, named by its pid in the first argument (its
+# limits, scheduling, memory placement): another run, or every process of a rootless worker's user.
+# Allowed on the run itself alone (0 or its own pid).
+_OWN_PROCESS = {"prlimit64": 302, "sched_setparam": 142, "sched_setscheduler": 144, "sched_setaffinity": 203,
+                "sched_setattr": 314, "migrate_pages": 256, "move_pages": 279}
+# (which, who) calls: the same, and never for a whole user (PRIO_USER, IOPRIO_WHO_USER).
+_OWN_PRIORITY = {"setpriority": (141, 2), "ioprio_set": (251, 3)}
 _DENIED = ("fork", "vfork", "execve", "execveat", "ptrace", "mount", "umount2", "chroot", "pivot_root",
            "unshare", "setns", "open_by_handle_at", "process_vm_readv", "process_vm_writev",
            "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_send_signal", "pidfd_open", "pidfd_getfd",
@@ -66,7 +73,8 @@ def _ranges(numbers: list[int]) -> list[tuple[int, int]]:
 
 def program(own_pid: int) -> list[tuple[int, int, int, int]]:
     """Deny new processes, exec, sockets, signals to others (by kill, pidfds, sigqueue or a SIGIO
-    owner), ptrace, mounts, namespace tricks, IPC, keyrings, io_uring and x32 calls (see `_SYS`).
+    owner), changes to other processes (limits, priority, scheduling: `_OWN_PROCESS`), ptrace,
+    mounts, namespace tricks, IPC, keyrings, io_uring and x32 calls (see `_SYS`).
 
     Denied numbers are tested as ranges (one or two instructions each), each jumping to its
     errno's one return at the end: a short filter attaches faster (the kernel compiles it per run).
@@ -94,6 +102,16 @@ def program(own_pid: int) -> list[tuple[int, int, int, int]]:
     # kill/tkill/tgkill: only this process itself (or its own group, 0).
     for name in ("kill", "tkill", "tgkill"):
         prog.extend([(_JEQ_K, 0, 5, _SYS[name]), (_LD_W_ABS, 0, 0, 16),
+                     (_JEQ_K, 2, 0, own_pid), (_JEQ_K, 1, 0, 0), (_RET_K, 0, 0, eperm),
+                     (_RET_K, 0, 0, _RET_ALLOW)])
+    # Limits, scheduling and memory placement: only this process itself (0 or its pid, the first argument).
+    for nr in _OWN_PROCESS.values():
+        prog.extend([(_JEQ_K, 0, 5, nr), (_LD_W_ABS, 0, 0, 16),
+                     (_JEQ_K, 2, 0, own_pid), (_JEQ_K, 1, 0, 0), (_RET_K, 0, 0, eperm),
+                     (_RET_K, 0, 0, _RET_ALLOW)])
+    # Priorities: never a whole user (the first argument), else only this process or its group (the second).
+    for nr, user in _OWN_PRIORITY.values():
+        prog.extend([(_JEQ_K, 0, 7, nr), (_LD_W_ABS, 0, 0, 16), (_JEQ_K, 3, 0, user), (_LD_W_ABS, 0, 0, 24),
                      (_JEQ_K, 2, 0, own_pid), (_JEQ_K, 1, 0, 0), (_RET_K, 0, 0, eperm),
                      (_RET_K, 0, 0, _RET_ALLOW)])
     # fcntl/ioctl: not the commands that choose a process for the kernel to signal.
