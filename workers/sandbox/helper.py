@@ -259,15 +259,12 @@ def main() -> None:
         _say(proto, failure)
         sys.stderr.flush()
         os._exit(STARTUP_FAILED)
-    import gc
-
     job.prepare(hide_siblings())
     os.register_at_fork = _register_at_fork
     run.prepare(layers, AT_FORK, job.single_threaded())
     # Everything loaded so far is shared with every forked run; frozen, the collector never walks
-    # (and so never copies) those pages in a child.
-    gc.collect()
-    gc.freeze()
+    # (and so never copies) those pages in a child (`gc.collect(); gc.freeze()`, with job isolation's canary).
+    job.freeze_heap()
     _say(proto, {"layers": layers, "why": why})
     serve(proto, run, job, spawner, layers)
 

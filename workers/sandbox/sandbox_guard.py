@@ -1,27 +1,26 @@
 """What a job process shares between the programs it runs in turn, and the check that none changed it.
 
-`Guard()` takes a snapshot in the confined job process before its first program; `guard.changed()`
-after each program names the first shared thing that program changed ("" when none), and the
-helper then replaces the process before the next program. Checked: the builtins, the attributes of
-every imported module and of the instances modules hold (`random._inst`, `json._default_encoder`,
-the standard streams: through each dict's version tag where the interpreter has one, else the
-identity of every value), `sys.modules`, `sys.path`, `sys.meta_path` and `sys.path_hooks`, trace
-and profile hooks, recursion, switch-interval and int-digits limits, signal handlers, threads
-(every thread state, so a thread that has not run yet counts), atexit callbacks, the collector's
-settings, debug flags and callbacks, warnings filters, numpy's error, error-callback and print
-settings, decimal's contexts, cwd, umask, the environment, resource limits (the CPU limit's hard
-one), interval timers, priority, CPU affinity, ABC registrations, async-generator hooks, coroutine
-origin tracking, dlopen flags, the C locale, the length of every module-level list, set, deque and
-bytearray, whether the standard streams are closed, open descriptors (with their flags and SIGIO
-owner), and the files and permissions of the job's directory. An audit hook taints the process on
-operations that reach past those (setting attributes of classes, frames, tracebacks' frames and
-other threads' frames, `gc.get_objects`, ctypes, audit hooks of its own). Not seen: state kept in
-C that Python cannot read back (the codec search functions of `codecs.register`, an extension
-module's internals), an item replaced in place in a module-level list, and a program written to
-defeat the check (numpy's array interface reads and writes memory without an audit event); run
-isolation, the default, has no such holes. `reset()` puts back, before each program, what a run
-would see: numpy's global generator and `random` as the process started with them (see
-`sandbox_run.prepare`). Part of the helper: imports nothing from the project.
+`Guard()` takes a snapshot in the confined job process before its first program; `guard.changed()` after each
+program names the first shared thing that program changed ("" when none), and the helper then replaces the
+process before the next program. Checked: the builtins, the attributes of every imported module and of the
+instances modules hold (`random._inst`, `json._default_encoder`, the standard streams: through each dict's
+version tag where the interpreter has one, else the identity of every value), `sys.modules`, `sys.path`,
+`sys.meta_path` and `sys.path_hooks`, trace and profile hooks, recursion, switch-interval and int-digits
+limits, signal handlers, threads (every thread state, so a thread that has not run yet counts), atexit
+callbacks, the collector's settings, debug flags and callbacks, warnings filters, numpy's error,
+error-callback and print settings, decimal's contexts, cwd, umask, the environment, resource limits (the CPU
+limit's hard one), interval timers, priority, CPU affinity, ABC registrations, async-generator hooks,
+coroutine origin tracking, dlopen flags, the C locale, the length of every module-level list, set, deque and
+bytearray, whether the standard streams are closed, open descriptors (with their flags and SIGIO owner), and
+the files and permissions of the job's directory. An audit hook taints the process on operations that reach
+past those (setting attributes of classes, frames, tracebacks' frames and other threads' frames,
+`gc.get_objects`, ctypes, audit hooks of its own); `sandbox_hidden` adds what no module attribute reaches
+(at-fork handlers, codecs, lru caches, frozen count, scheduling, signals in the kernel). Not seen: an
+extension module's internals, an item replaced in place in a module-level list, and a program written to
+defeat the check (numpy's array interface reads and writes memory without an audit event); run isolation, the
+default, has no such holes. `reset()` puts back, before each program, what a run would see: numpy's global
+generator and `random` as the process started with them (see `sandbox_run.prepare`). Part of the helper:
+imports nothing from the project.
 """
 
 from __future__ import annotations
@@ -39,6 +38,7 @@ import gc
 import os
 import random
 import resource
+import select
 import signal
 import sys
 import threading
@@ -47,6 +47,7 @@ from collections.abc import Callable
 from types import BuiltinFunctionType, FunctionType, MethodType, ModuleType
 
 import numpy as np
+import sandbox_hidden as hidden
 from sandbox_tags import OFFSET, TagReader
 
 # Audit events after which a process may hold changes that the snapshot cannot see.
@@ -67,10 +68,9 @@ _OWN_FDS = 4  # 0, 1 and 2, the result channel
 
 
 def _thread_states() -> Callable[[], int]:
-    """A counter of the interpreter's thread states. A thread started by `_thread.start_new_thread`
-    has one from the moment the call returns, while `_thread._count()` (and the audit event, before
-    3.13) only sees it once the new thread first runs: a check that trusted those could pass a
-    process whose thread is about to start."""
+    """A counter of the interpreter's thread states. A thread started by `_thread.start_new_thread` has one from
+    the moment the call returns, while `_thread._count()` (and the audit event, before 3.13) only sees it once
+    the new thread first runs: a check that trusted those could pass a process whose thread is about to start."""
     api = ctypes.pythonapi
     api.PyInterpreterState_Get.restype = ctypes.c_void_p
     api.PyInterpreterState_ThreadHead.restype = ctypes.c_void_p
@@ -167,7 +167,8 @@ def watched() -> tuple[dict, list[dict], TagReader | None, list]:
     dicts += [d for cls in classes.values() for d in gc.get_referents(cls.__dict__) if type(d) is dict]
     dicts += [v for d in dicts[3:] for v in list(d.values()) if type(v) is dict]  # module-level dicts
     containers = list({id(v): v for d in dicts[3:] for v in list(d.values()) if type(v) in _CONTAINERS}.values())
-    dicts += _instance_dicts(own)
+    containers += hidden.lists()
+    dicts += _instance_dicts(own) + hidden.dicts()
     tags = None if OFFSET is None else TagReader([id(d) + OFFSET for d in dicts])
     _WATCHED = modules, dicts, tags, containers
     return _WATCHED
@@ -190,6 +191,7 @@ class Guard:
         self.random = random.getstate()
         self.fds = self._fds()
         self.folder_mode = os.stat(folder).st_mode
+        self.hidden = hidden.state()
         self.modules, dicts, tags, _ = watched()
         self.alive = dicts  # a version tag is read at its dict's address: keep each dict alive
         if tags is not None:
@@ -198,8 +200,8 @@ class Guard:
         else:
             self.dicts = [(d, len(d), tuple(map(id, d.values()))) for d in dicts]
             self.environ = dict(os.environ)
-        sys.addaudithook(self._audit)
         gc.freeze()  # the snapshot, like the helper's heap, is never walked by the collector
+        sys.addaudithook(self._audit)
 
     def _audit(self, event: str, args: tuple) -> None:
         if not self.tainted and not self.checking and event.startswith(TAINTING):
@@ -231,8 +233,6 @@ class Guard:
     def _fds(self) -> tuple:
         """The job's own descriptors (by file, flags and owner) and which of the others are open."""
         if not hasattr(self, "poll"):
-            import select
-
             self.poll = select.poll()
             for fd in range(_OWN_FDS, _MAX_FD):
                 self.poll.register(fd, 0)
@@ -256,6 +256,7 @@ class Guard:
     def changed(self) -> str:
         """What the last program changed of the shared state ("" when nothing); never raises."""
         try:
+            hidden.settle()
             return self._changed()
         except BaseException as exc:  # noqa: BLE001 - a program may have broken what the check uses
             return f"the check failed: {type(exc).__name__}"
@@ -272,9 +273,7 @@ class Guard:
             return "a module's or class's attributes, sys.modules or the builtins"
         elif dict(os.environ) != self.environ:
             return "the environment"
-        if threading.active_count() != 1:
-            return "a thread was left running"
-        if _thread._count() != 0:  # type: ignore[attr-defined]
+        if threading.active_count() != 1 or _thread._count() != 0:  # type: ignore[attr-defined]
             return "a thread was left running"
         self.checking = True
         if _STATES() != 1:
@@ -285,11 +284,10 @@ class Guard:
         if state != self.state:
             names = ("sys.path", "sys.meta_path", "sys.path_hooks", "trace hook", "profile hook", "recursion limit",
                      "switch interval", "int digits", "signal handlers", "gc", "gc thresholds", "gc callbacks",
-                     "warnings filters", "numpy error settings", "numpy buffer size", "numpy print options",
-                     "cwd", "umask", "resource limits", "interval timers", "priority", "CPU affinity",
-                     "ABC registrations", "async generator hooks", "coroutine origin tracking", "dlopen flags",
-                     "locale", "numpy error callback", "a module's list or set", "gc debug flags",
-                     "the CPU time limit", "decimal contexts", "the standard streams")
+                     "warnings filters", "numpy error settings", "numpy buffer size", "numpy print options", "cwd",
+                     "umask", "resource limits", "interval timers", "priority", "CPU affinity", "ABC registrations",
+                     "async generator hooks", "coroutine origin tracking", "dlopen flags", "locale", "numpy error callback",
+                     "a module's list or set", "gc debug flags", "the CPU time limit", "decimal contexts", "the standard streams")
             return next(n for n, a, b in zip(names, state, self.state) if a != b)
         if self._fds() != self.fds:
             return "open descriptors"
@@ -297,4 +295,4 @@ class Guard:
             return "files left in the job's directory"
         if os.stat(self.folder).st_mode != self.folder_mode:
             return "the job's directory's permissions"
-        return ""
+        return hidden.changed(self.hidden)

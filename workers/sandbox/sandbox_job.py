@@ -27,6 +27,7 @@ import time
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+import sandbox_hidden
 import sandbox_run as run
 from sandbox_channel import parse_results
 from sandbox_guard import Guard, thread_states, watch_hidden, watched
@@ -177,10 +178,17 @@ def _programs(req: dict, first: int, pid: int, rfd: int, out: int, spawner: Spaw
 
 def prepare(hidden: list[ModuleType]) -> None:
     """In the helper, once everything is loaded: what every job process's check watches (see
-    `watched`), the sandbox's own modules, out of sys.modules, included."""
+    `watched`), the sandbox's own modules, out of sys.modules, included, and what no module attribute
+    reaches (`sandbox_hidden.find`, before the helper freezes its heap)."""
+    sandbox_hidden.find()
     watch_hidden(hidden)
     Guard.warm()
     watched()
+
+
+def freeze_heap() -> None:
+    """In the helper, last thing before it is ready: collect, then freeze its heap (`sandbox_hidden.freeze_heap`)."""
+    sandbox_hidden.freeze_heap()
 
 
 def single_threaded() -> bool:
