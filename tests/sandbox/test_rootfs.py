@@ -261,9 +261,36 @@ def test_the_fallback_view_still_keeps_writes_off_the_host_and_can_be_refused(ex
                 "        pass\nreturn 0")
         assert run(wide, body) == 0
         assert not [p for p in targets if os.path.exists(p)]
+        assert run(wide, "return os.listdir('/proc')") == []  # no process of the host to reach
     finally:
         wide.close()
     refused = Executor(python=python[0], minimal_root=False, require=["minimal_root"])
     with pytest.raises(IsolationUnavailable, match=r"unavailable here: minimal_root \(active: .*; "
                                                    r"minimal_root: turned off by the executor\)"):
         refused.start()
+
+
+def test_a_rootless_fallback_view_shows_runs_no_process_memory(tmp_path):
+    """A rootless helper's runs keep its user and are dumpable: with the host's /proc in the fallback
+    view, a run opened the spawner's /proc/PID/mem for writing (and so could have rewritten what later
+    runs are forked from), or the worker's. The fallback view's /proc is empty."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root to start a helper as another user (setpriv)")
+    wrapper = tmp_path / "python-as-nobody"
+    wrapper.write_text(f'#!/bin/sh\nexec setpriv --reuid 65534 --regid 65534 --clear-groups {sys.executable} "$@"\n')
+    wrapper.chmod(0o755)
+    tmp_path.chmod(0o755)
+    wide = Executor(timeout_s=10.0, python=str(wrapper), minimal_root=False)
+    try:
+        try:
+            layers = wide.start()
+        except IsolationUnavailable as exc:
+            pytest.skip(f"no rootless helper here: {exc}")
+        if not layers["mount_namespace"] or layers["unprivileged_user"]:
+            pytest.skip("the fallback view needs a mount namespace, and the helper must be rootless")
+        body = ("opened = []\nfor pid in (os.getppid(), os.getpid()):\n    try:\n"
+                "        open(f'/proc/{pid}/mem', 'r+b').close()\n        opened.append(pid)\n"
+                "    except OSError:\n        pass\nreturn [opened, os.listdir('/proc')]")
+        assert run(wide, body) == [[], []]
+    finally:
+        wide.close()

@@ -53,7 +53,9 @@ def _drop_capabilities() -> None:
 
 
 def _wide_view(hide: Iterable[str]) -> bool:
-    """The fallback view: fresh root-only tmpfs on the world-writable places, `hide` covered."""
+    """The fallback view: fresh root-only tmpfs on the world-writable places, `hide` covered, and an empty
+    /proc: there, a run of a rootless helper (its user's, and dumpable) could open the spawner's, the
+    worker's or another run's /proc/PID/mem for writing, and it sees every process of the host."""
     ok = True
     for d in _WRITABLE:
         if os.path.isdir(d) and not os.path.islink(d):
@@ -61,6 +63,10 @@ def _wide_view(hide: Iterable[str]) -> bool:
                 rootfs.mount("tmpfs", d, "tmpfs", rootfs.MS_NOSUID | rootfs.MS_NODEV, "mode=0755,size=256m")
             except OSError:
                 ok = False
+    try:
+        rootfs.mount("tmpfs", "/proc", "tmpfs", rootfs.MS_RDONLY | rootfs.MS_NOSUID | rootfs.MS_NODEV, "mode=0555,size=4k")
+    except OSError:
+        ok = False
     for path in hide:
         try:
             if os.path.isdir(path):
