@@ -131,15 +131,16 @@ def load_kaggle(challenges: Path, solutions: Path | None = None) -> list[Task]:
         raise TaskLoadError(f"{show_path(challenges)}: no tasks in this file (an empty object)")
     if solutions is None:
         guess = challenges.with_name(challenges.name.replace("_challenges.json", "_solutions.json"))
-        solutions = guess if guess.exists() and guess != challenges else None
+        solutions = guess if os.path.lexists(guess) and guess != challenges else None  # a dangling link: say so
     sols = {} if solutions is None else _solutions(solutions, challenges, data)
     items = list(data.items())
     data.clear()
     tasks = []
     for i, (task_id, raw) in enumerate(items):
         items[i] = (task_id, None)
-        if solutions is not None and isinstance(raw, dict):
-            raw = {**raw, "test": _with_outputs(raw.get("test"), sols.pop(task_id), task_id, solutions)}
+        if solutions is not None and isinstance(raw, dict) and isinstance(raw.get("test"), list):
+            # (test pairs that are no list are the challenges file's fault: `parse_task` names it)
+            raw = {**raw, "test": _with_outputs(raw["test"], sols.pop(task_id), task_id, solutions)}
         tasks.append(parse_task(raw, task_id, show_path(challenges)))
     return tasks
 
@@ -162,12 +163,11 @@ def _solutions(solutions: Path, challenges: Path, data: dict[str, Any]) -> dict[
 _GRID: TypeAdapter[list[list[int]]] = TypeAdapter(Grid)
 
 
-def _with_outputs(tests: Any, outs: Any, task_id: str, solutions: Path) -> Any:
+def _with_outputs(tests: list[Any], outs: Any, task_id: str, solutions: Path) -> list[Any]:
     """A task's raw test pairs with the solutions file's outputs, each checked as a grid of that file."""
     where = f"{show_path(solutions)}: task {show(task_id)}"
-    if not isinstance(outs, list) or not isinstance(tests, list) or len(outs) != len(tests):
-        raise TaskLoadError(f"{where}: field test: solutions do not match the "
-                            f"{len(tests) if isinstance(tests, list) else 0} test inputs")
+    if not isinstance(outs, list) or len(outs) != len(tests):
+        raise TaskLoadError(f"{where}: field test: solutions do not match the {len(tests)} test inputs")
     for j, out in enumerate(outs):
         problem = _oversized(out) if isinstance(out, list) else None
         if problem:

@@ -11,7 +11,9 @@ models below; nothing else crosses the queue:
 
 A search or a refinement is one chain (sample, then execute) under two job ids; a fine-tune is
 one job. The producer sends them with `send_search` and `send_finetune` and reads their results
-with `read_result`; a worker validates its request with the model and returns `model_dump()`.
+with `read_result`; a worker validates each argument with `parse_message` (a message that does not
+validate, say from another producer or an older version, fails its job with one short line naming
+the argument and the field: `BadJobMessage`) and returns `model_dump()`.
 Every Redis key arcsynth writes starts with `KEY_PREFIX`. Each inference worker serves one model
 and consumes that model's queue only, so a run may sample from several models at once and a
 worker never samples a job meant for another model; `run_queues` names every queue a run needs a
@@ -21,23 +23,27 @@ consumer on.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Literal, TypeVar
 
 from celery import Celery, chain
 from celery.result import AsyncResult
-from pydantic import Field
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from arcsynth.common.augment import Augmentation
 from arcsynth.common.models import (
+    MAX_SAMPLES,
     Completion,
     ExecutionResult,
     FinetuneRequest,
     FinetuneResult,
+    Finite,
     Frozen,
     PromptFormat,
     SamplingConfig,
     Task,
 )
+from arcsynth.common.task_json import field_path, short_numbers
+from arcsynth.common.text import escape
 
 KEY_PREFIX = "arcsynth:"
 
@@ -89,14 +95,22 @@ class SampleRequest(Frozen):
     prompt_format: PromptFormat = "arcsynth"
     model: str = Field(min_length=1)  # the model that samples it: the job goes to `inference_queue(model)`
 
+    @model_validator(mode="after")
+    def _feedback_fits_the_task(self) -> SampleRequest:
+        """A refinement's feedback has one result per train pair of the task (else pairs would go unseen)."""
+        if self.refine is not None and len(self.refine.execution.train) != len(self.task.train):
+            raise ValueError(f"refine.execution.train has {len(self.refine.execution.train)} results "
+                             f"for the task's {len(self.task.train)} train pairs")
+        return self
+
 
 class SampleResult(Frozen):
     """What an inference job returns for one task."""
 
     task_id: str
-    completions: list[Completion] = []
+    completions: list[Completion] = Field([], max_length=MAX_SAMPLES)  # one request's samples at most
     skipped: str | None = None  # reason when the task could not be sampled (e.g. prompt too long)
-    seconds: float = 0.0
+    seconds: Finite = Field(0.0, ge=0)
     adapter: str = ""
     parent: str = ""  # for a refinement: the fingerprint of the program it corrects
 
@@ -121,9 +135,32 @@ class ExecuteResult(Frozen):
     candidates_ref: str = ""
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
+class BadJobMessage(ValueError):
+    """A job's argument that does not validate as its model: the job fails with this one line."""
+
+
+def parse_message(model: type[M], payload: object, what: str) -> M:
+    """`payload` (one argument of a job's message) validated as `model`, or `BadJobMessage`: `what`
+    (`sample request`), the first field that is wrong and how many others are, in one line of at
+    most a few hundred characters whatever the payload holds (pydantic's own text lists every
+    error, megabytes for a task of bad cells, and Celery's JSON result backend drops it)."""
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        first = errors[0]
+        loc = field_path(tuple(first["loc"])[:8])
+        more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
+        msg = escape(short_numbers(str(first["msg"]).removeprefix("Value error, "))[:300])
+        raise BadJobMessage(f"malformed {what}: " + (f"field {loc}: " if loc else "") + msg + more) from None
+
+
 __all__ = [
-    "EXECUTE", "FINETUNE", "KEY_PREFIX", "QUEUES", "ROUTES", "SAMPLE", "STAGES", "ExecuteRequest", "ExecuteResult",
-    "inference_queue", "run_queues",
+    "BadJobMessage", "EXECUTE", "FINETUNE", "KEY_PREFIX", "QUEUES", "ROUTES", "SAMPLE", "STAGES", "ExecuteRequest",
+    "ExecuteResult", "inference_queue", "parse_message", "run_queues",
     "FinetuneRequest", "FinetuneResult", "RefineSource", "SampleRequest", "SampleResult", "Stage", "read_result",
     "send_execute", "send_finetune", "send_sample", "send_search",
 ]

@@ -1,12 +1,15 @@
 """Small JSON files that must hold one object: an adapter's manifest, a model's config and tokenizer config.
 
 `read_json_object` returns the object or raises `JsonFileError`, one line naming the file and what
-is wrong with it (unreadable, not UTF-8, not JSON, or JSON that is not an object, like `[1]`).
+is wrong with it (unreadable, not a regular file, over `MAX_BYTES`, not UTF-8, not JSON, or JSON
+that is not an object, like `[1]`). A FIFO or a device is refused before it is opened, so reading
+never waits on a writer or reads without end.
 """
 
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,8 @@ from arcsynth.common.text import show_path
 
 _JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean",
                type(None): "null"}
+# Manifests and configs are kilobytes; a tokenizer config with its vocabulary a few MB.
+MAX_BYTES = 64 * 1024 * 1024
 
 
 class JsonFileError(ValueError):
@@ -23,6 +28,11 @@ class JsonFileError(ValueError):
 def read_json_object(path: Path) -> dict[str, Any]:
     """The JSON object in `path`; `JsonFileError` when it cannot be read or is anything else."""
     try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise JsonFileError(f"{show_path(path)}: not a regular file")
+        if st.st_size > MAX_BYTES:
+            raise JsonFileError(f"{show_path(path)}: file is {st.st_size} bytes, more than the {MAX_BYTES} allowed")
         text = path.read_bytes().decode("utf-8-sig")
     except OSError as exc:
         raise JsonFileError(f"{show_path(path)}: cannot read: {exc.strerror or exc}") from None

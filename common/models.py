@@ -100,10 +100,12 @@ class Completion(Frozen):
     not keep a job's results from being stored."""
 
     text: Annotated[str, AfterValidator(lambda t: t.encode("utf-8", "replace").decode("utf-8"))]
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    prompt_tokens: int = Field(0, ge=0)
+    completion_tokens: int = Field(0, ge=0)
     finish_reason: str | None = None
-    seconds: float = 0.0  # wall time of the request that produced it (shared by its n samples)
+    # Wall time of the request that produced it (shared by its n samples). Finite: NaN would be
+    # written to candidates.jsonl as null, which no reader takes back.
+    seconds: Finite = Field(0.0, ge=0)
 
 
 ErrorType = Literal[
@@ -193,7 +195,7 @@ class FinetuneRequest(Frozen):
     train: TrainConfig = TrainConfig()
     start_adapter: str = ""
     # Where the examples came from: task id -> example count (one task, or a whole run's epoch).
-    sources: dict[str, int] = {}
+    sources: dict[str, Annotated[int, Field(ge=0)]] = {}
     prompt_format: PromptFormat = "arcsynth"  # recorded in the manifest; a start adapter must match
     backend: Literal["auto", "peft", "unsloth"] = "auto"
     # auto: TRL's SFTTrainer with unsloth, arcsynth's own loop with peft (a quarter faster on CPU).

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
+from arcsynth.common.json_file import read_json_object
 from arcsynth.common.models import Candidate, RunConfig, Task
 from arcsynth.common.passk import Curve, CurveBuilder, is_correct
 from arcsynth.common.records import TaskRecord
@@ -184,7 +185,7 @@ def adapter_seconds(adapter: str) -> float | None:
 
             with fsspec.open(f"{adapter.rstrip('/')}/{ADAPTER_MANIFEST}", "r") as f:
                 return float(json.load(f)["seconds"])
-        return float(json.loads((Path(adapter) / ADAPTER_MANIFEST).read_text())["seconds"])
+        return float(read_json_object(Path(adapter) / ADAPTER_MANIFEST)["seconds"])  # never waits on a FIFO
     except (OSError, ValueError, KeyError, TypeError, ImportError):
         return None
 

@@ -15,7 +15,7 @@ from celery import Celery, signals
 from arcsynth.common import formats
 from arcsynth.common.augment import Augmentation
 from arcsynth.common.extract import ExtractionError
-from arcsynth.common.jobs import EXECUTE, ExecuteRequest, ExecuteResult, SampleResult
+from arcsynth.common.jobs import EXECUTE, ExecuteRequest, ExecuteResult, SampleResult, parse_message
 from arcsynth.common.models import Candidate, ExecutionResult, PromptFormat, Task
 from arcsynth.common.payloads import payload_url, store_candidates
 from arcsynth.common.settings import Settings
@@ -88,8 +88,8 @@ def register(app: Celery, settings: Settings) -> None:
 
         The candidates go to shared storage under this job's id (a redelivered job rewrites the
         same file); the result names it."""
-        req = ExecuteRequest.model_validate(request)
-        s = SampleResult.model_validate(sampled)
+        req = parse_message(ExecuteRequest, request, "execute request")  # a bad message fails its job in one line
+        s = parse_message(SampleResult, sampled, "sample result")
         candidates = grade_completions(executor(), req.task, s, req.epoch, req.augmentation, self.request.id or "",
                                        req.prompt_format)
         ref = ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from arcsynth.common.jobs import FINETUNE, FinetuneRequest
+from arcsynth.common.jobs import FINETUNE, FinetuneRequest, parse_message
 from arcsynth.common.settings import Settings
 from arcsynth.workers.guard import GuardedTask
 from arcsynth.workers.lora_training import train_adapter
@@ -16,6 +16,6 @@ def register(app: Celery, settings: Settings) -> None:
 
     @app.task(name=FINETUNE, base=GuardedTask, time_limit=settings.finetune_time_limit_s)
     def finetune_job(request: dict) -> dict:
-        req = FinetuneRequest.model_validate(request)
+        req = parse_message(FinetuneRequest, request, "fine-tune request")  # a bad message fails its job in one line
         resident = process_models(settings.finetune_resident_models)
         return train_adapter(req, settings.artifact_root, settings.adapter_cache, resident).model_dump(mode="json")

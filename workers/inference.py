@@ -13,7 +13,7 @@ import sys
 from celery import Celery, signals
 
 from arcsynth.common import formats
-from arcsynth.common.jobs import SAMPLE, SampleRequest, SampleResult
+from arcsynth.common.jobs import SAMPLE, SampleRequest, SampleResult, parse_message
 from arcsynth.common.settings import Settings
 from arcsynth.workers.backends import Backend, PromptTooLong, make_backend
 from arcsynth.workers.backends.base import Prompt
@@ -78,7 +78,7 @@ def register(app: Celery, settings: Settings) -> None:
 
     @app.task(name=SAMPLE, base=GuardedTask, time_limit=settings.inference_time_limit_s)
     def sample_job(request: dict) -> dict:
-        req = SampleRequest.model_validate(request)
+        req = parse_message(SampleRequest, request, "sample request")  # a bad message fails its job in one line
         if req.model != settings.model:  # routed by model (`inference_queue`): only a misconfigured sender gets here
             raise ValueError(f"this worker serves model {settings.model!r}, the job asks for {req.model!r}")
         return sample(req).model_dump(mode="json")

@@ -95,8 +95,9 @@ def dsl_problem(settings: Settings) -> str | None:
     ARCSYNTH_EXEC_REQUIRE demands? Starts the sandbox helper once (about a second), only when
     either is set: otherwise an execute worker has nothing here to refuse."""
     for module in settings.exec_dsl_paths():
-        if not Path(module).is_file():
-            return f"DSL module {module} (ARCSYNTH_EXEC_DSL): no such file"
+        if not Path(module).is_file():  # a folder or a FIFO is no module: say so, not that it is missing
+            what = "not a regular file" if Path(module).exists() else "no such file"
+            return f"DSL module {module} (ARCSYNTH_EXEC_DSL): {what}"
     if not settings.exec_dsl_paths() and not settings.exec_required_layers():
         return None
     from arcsynth.workers.execute import make_executor

@@ -416,7 +416,8 @@ def test_a_bad_env_file_line_is_named_not_skipped(tmp_path, content, fragment):
     (["--seed", str(2**64)], "option --seed: Input should be less than or equal to 9223372036854775807"),
     (["--seed", "-1"], "option --seed: Input should be greater than or equal to 0"),
     # Counts without a bound once (review): they passed every check and reached the workers.
-    (["--epochs", "1", "--finetune-steps", str(10**20)], "option --finetune-steps: Input should be less than or equal to 1000000"),
+    (["--epochs", "1", "--finetune-steps", str(10**20)],
+     "option --finetune-steps: Input should be less than or equal to 1000000"),
     (["--epochs", "100000"], "option --epochs: Input should be less than or equal to 1000"),
     (["--refine", "5000"], "option --refine: Input should be less than or equal to 1000"),
     (["--epochs", "1", "--select-k", "99999"], "option --select-k: Input should be less than or equal to 4096"),
@@ -693,3 +694,26 @@ def test_a_selection_that_names_nothing_is_refused_not_taken_for_everything(tmp_
     args = [str(tmp_path / "run") if a == "RUN" else a for a in args]
     assert_user_error(run_cli(*args, cwd=tmp_path), [fragment])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling.json", "loop.json", "t.json"]
+
+
+@pytest.mark.parametrize("test_field, solutions, fragments", [
+    ("x", {"t1": [[[1]]]}, ["x_challenges.json: task t1: field test: Input should be a valid list"]),
+    (None, {"t1": [[[1]]]}, ["x_challenges.json: task t1: field test: Field required"]),
+    ([{"input": [[1]]}], "dangling", ["x_solutions.json: cannot read: No such file"]),
+    ([{"input": [[1]]}], "fifo", ["x_solutions.json: not a regular file"]),
+])
+def test_a_kaggle_error_names_the_file_at_fault(tmp_path, test_field, solutions, fragments):
+    """A challenges file whose test pairs are no list was blamed on the solutions file ("solutions do
+    not match the 0 test inputs"); a solutions link that leads nowhere was skipped without a word,
+    and the run went unscored."""
+    raw = task() if test_field is None else task(test=test_field)
+    if test_field is None:
+        del raw["test"]
+    (tmp_path / "x_challenges.json").write_text(json.dumps({"t1": raw}))
+    if solutions == "dangling":
+        (tmp_path / "x_solutions.json").symlink_to(tmp_path / "gone.json")
+    elif solutions == "fifo":
+        os.mkfifo(tmp_path / "x_solutions.json")
+    else:
+        (tmp_path / "x_solutions.json").write_text(json.dumps(solutions))
+    assert_user_error(arcsynth("tasks", "validate", str(tmp_path / "x_challenges.json")), fragments)

@@ -5,6 +5,7 @@ log folder is ever started for a run that could not have run."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -57,6 +58,8 @@ def test_a_hub_model_the_hub_does_not_give(tmp_path):
     ("adapter", ["adapter ", "gone-adapter: no such folder"]),
     ("adapter_without_config", ["adapter ", "no adapter_config.json"]),
     ("dsl", ["DSL module ", "common.py (ARCSYNTH_EXEC_DSL): no such file"]),
+    ("dsl_a_folder", ["DSL module ", "empty-folder (ARCSYNTH_EXEC_DSL): not a regular file"]),  # was "no such file"
+    ("dsl_a_fifo", ["DSL module ", "fifo.py (ARCSYNTH_EXEC_DSL): not a regular file"]),
     ("dsl_that_does_not_import", ["the execute worker would refuse to start: DSL module ", "no_such_dependency"]),
     ("required_layer_unknown", ["the execute worker would refuse to start: required isolation layers unavailable here: "
                                 "no_such_layer"]),
@@ -71,6 +74,7 @@ def test_what_is_missing_is_named_before_anything_starts(tmp_path, case, fragmen
     (tmp_path / "a-file").write_text("")
     (tmp_path / "programs.jsonl").write_text('{"task_id": "t", "text": "x"}\n{"text": "y"}\n')
     (tmp_path / "broken.py").write_text("import no_such_dependency\n")
+    os.mkfifo(tmp_path / "fifo.py")
     (tmp_path / "good.jsonl").write_text('{"task_id": "t", "text": "x"}\n')
     replay = {"ARCSYNTH_BACKEND": "replay", "ARCSYNTH_REPLAY_FILE": str(tmp_path / "good.jsonl")}
     args, env = {
@@ -81,6 +85,8 @@ def test_what_is_missing_is_named_before_anything_starts(tmp_path, case, fragmen
         "adapter_without_config": (["--adapter", str(tmp_path / "empty-folder")], replay),
         "dsl": ([], {**replay, "ARCSYNTH_EXEC_DSL": str(tmp_path / "dsl" / "common.py")}),
         "dsl_that_does_not_import": ([], {**replay, "ARCSYNTH_EXEC_DSL": str(tmp_path / "broken.py")}),
+        "dsl_a_folder": ([], {**replay, "ARCSYNTH_EXEC_DSL": str(tmp_path / "empty-folder")}),
+        "dsl_a_fifo": ([], {**replay, "ARCSYNTH_EXEC_DSL": str(tmp_path / "fifo.py")}),
         "required_layer_unknown": ([], {**replay, "ARCSYNTH_EXEC_REQUIRE": "no_such_layer"}),
         "artifact_root": ([], {**replay, "ARCSYNTH_ARTIFACT_ROOT": str(tmp_path / "a-file" / "artifacts")}),
         "replay_missing": ([], {**replay, "ARCSYNTH_REPLAY_FILE": str(tmp_path / "gone.jsonl")}),
