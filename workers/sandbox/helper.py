@@ -261,7 +261,7 @@ def main() -> None:
         os._exit(STARTUP_FAILED)
     job.prepare(hide_siblings())
     os.register_at_fork = _register_at_fork
-    run.prepare(layers, AT_FORK, job.single_threaded())
+    run.prepare(layers, AT_FORK, job.single_threaded(), isolation.scratch(layers))
     # Everything loaded so far is shared with every forked run; frozen, the collector never walks
     # (and so never copies) those pages in a child (`gc.collect(); gc.freeze()`, with job isolation's canary).
     job.freeze_heap()

@@ -5,8 +5,9 @@ Layers, each true only where the OS allowed it:
 - `mount_namespace`: the helper's own mount namespace; the host never sees what runs write.
 - `minimal_root`: runs see only the minimal root of `sandbox_rootfs` (the interpreter, its standard
   library, the offered packages, the DSL files, a few /dev nodes and a private /tmp). Without it,
-  the wider fallback view: the host's tree with /tmp, /var/tmp, /dev/shm and /run/lock replaced by
-  fresh tmpfs that only root may write, and the `hide` paths covered.
+  the wider fallback view: the host's tree made read-only, with /tmp, /var/tmp, /dev/shm and
+  /run/lock replaced by fresh tmpfs that only root (or a rootless helper) may write, /dev holding
+  only the nodes the minimal root has, an empty /proc, and the `hide` paths covered.
 - `unprivileged_user`: runs drop to uid/gid 65534 (needs the helper to be root).
 - `seccomp`: runs install the filter of `sandbox_seccomp` (x86_64).
 - `rlimits`: CPU, memory, file-size, open-file and process limits (always).
@@ -29,6 +30,8 @@ import sandbox_seccomp as seccomp
 CLONE_NEWNS, CLONE_NEWNET, CLONE_NEWUSER, CLONE_NEWIPC = 0x00020000, 0x40000000, 0x10000000, 0x08000000
 _WRITABLE = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 _CAPSET = {"x86_64": 126, "aarch64": 91}
+_MOUNT_SETATTR, _AT_RECURSIVE, _MOUNT_ATTR_RDONLY = 442, 0x8000, 0x1  # the same number on every architecture
+_SCRATCH: list[str] = []  # the tmpfs this helper made that its runs may write to (the minimal root's /tmp, or _WRITABLE)
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -52,15 +55,58 @@ def _drop_capabilities() -> None:
         raise OSError(ctypes.get_errno(), "capset refused")
 
 
+def _read_only_tree() -> None:
+    """Make every mount of this (private) namespace read-only: mount_setattr(2) on / with AT_RECURSIVE
+    (Linux 5.12+), else a read-only bind remount of each mount point (keeping the flags a user namespace
+    locks). Raises OSError when a mount stays writable."""
+    attr = (ctypes.c_uint64 * 4)(_MOUNT_ATTR_RDONLY, 0, 0, 0)  # struct mount_attr: set, clear, propagation, userns
+    if _libc.syscall(_MOUNT_SETATTR, -100, b"/", _AT_RECURSIVE, attr, ctypes.sizeof(attr)) == 0:  # AT_FDCWD
+        return
+    with open("/proc/self/mountinfo") as info:
+        targets = [line.split()[4].encode().decode("unicode_escape") for line in info]
+    for target in targets:
+        flags = sum(ms for st, ms in rootfs._LOCKED if os.statvfs(target).f_flag & st)
+        rootfs.mount(None, target, None, rootfs.MS_REMOUNT | rootfs.MS_BIND | rootfs.MS_RDONLY | flags)
+
+
+def _minimal_dev() -> None:
+    """Put a read-only tmpfs on /dev holding only `DEV_NODES` (the host's, bound) and a mount point for
+    /dev/shm: the host's /dev holds the operator's terminal (/dev/tty, and a rootless user's /dev/pts/N),
+    which a run could write to or type into. Call while /proc is the host's. Raises OSError."""
+    fds = [(n, os.open(f"/dev/{n}", os.O_PATH | os.O_CLOEXEC)) for n in rootfs.DEV_NODES if os.path.exists(f"/dev/{n}")]
+    try:
+        shm = os.path.isdir("/dev/shm") and not os.path.islink("/dev/shm")
+        rootfs.mount("tmpfs", "/dev", "tmpfs", rootfs.MS_NOSUID, "mode=0755,size=64k,nr_inodes=64")
+        for name, fd in fds:
+            os.close(os.open(f"/dev/{name}", os.O_WRONLY | os.O_CREAT, 0o644))
+            rootfs.mount(f"/proc/self/fd/{fd}", f"/dev/{name}", None, rootfs.MS_BIND)
+        if shm:
+            os.mkdir("/dev/shm", 0o755)
+        rootfs.mount(None, "/dev", None, rootfs.MS_REMOUNT | rootfs.MS_RDONLY | rootfs.MS_NOSUID)
+    finally:
+        for _, fd in fds:
+            os.close(fd)
+
+
 def _wide_view(hide: Iterable[str]) -> bool:
-    """The fallback view: fresh root-only tmpfs on the world-writable places, `hide` covered, and an empty
-    /proc: there, a run of a rootless helper (its user's, and dumpable) could open the spawner's, the
-    worker's or another run's /proc/PID/mem for writing, and it sees every process of the host."""
+    """The fallback view: the host's tree read-only (a run may own files there: a rootless helper's runs
+    keep its user, whose home, caches and interpreter they could otherwise rewrite), fresh tmpfs on the
+    world-writable places (only root may write there, or a rootless helper and its runs), `hide`
+    covered, and an empty /proc: there, a run of a rootless helper (its user's, and dumpable) could open
+    the spawner's, the worker's or another run's /proc/PID/mem for writing, and it sees every process
+    of the host; /dev holds only the harmless nodes (`_minimal_dev`). Whether all of it holds; `_SCRATCH`
+    gets the tmpfs it made."""
     ok = True
+    for step in (_read_only_tree, _minimal_dev):
+        try:
+            step()
+        except OSError:
+            ok = False
     for d in _WRITABLE:
         if os.path.isdir(d) and not os.path.islink(d):
             try:
-                rootfs.mount("tmpfs", d, "tmpfs", rootfs.MS_NOSUID | rootfs.MS_NODEV, "mode=0755,size=256m")
+                rootfs.mount("tmpfs", d, "tmpfs", rootfs.MS_NOSUID | rootfs.MS_NODEV, rootfs.TMP_OPTIONS)
+                _SCRATCH.append(d)
             except OSError:
                 ok = False
     try:
@@ -122,6 +168,7 @@ def isolate(packages: Iterable[str], files: Iterable[str], hide: Iterable[str],
         try:
             plan.build()
             layers["minimal_root"] = layers["mount_namespace"] = True
+            _SCRATCH.append("/tmp")
         except OSError as exc:
             why["minimal_root"] = str(exc)
     if not layers["minimal_root"]:
@@ -134,3 +181,9 @@ def isolate(packages: Iterable[str], files: Iterable[str], hide: Iterable[str],
         except OSError as exc:
             print(f"arcsynth sandbox: {exc}", file=sys.stderr, flush=True)
     return layers, why
+
+
+def scratch(layers: dict[str, bool]) -> list[str]:
+    """The tmpfs this helper made that its runs own too, for `sandbox_scratch` to tidy after each run: a
+    rootless helper's (whose runs keep its user); none for a root helper (its runs are 65534)."""
+    return [] if layers["unprivileged_user"] or not layers["mount_namespace"] else list(_SCRATCH)

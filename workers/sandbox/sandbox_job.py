@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import sandbox_hidden
 import sandbox_run as run
+import sandbox_scratch as scratch
 from sandbox_channel import parse_results
 from sandbox_guard import Guard, thread_states, watch_hidden, watched
 from sandbox_run import CHANNEL, FAILED, MAX_CHANNEL, NOBODY
@@ -89,7 +90,7 @@ def _job_child(req: dict, first: int, folder: str, wfd: int, out: int, layers: d
                 stream.flush()
             except BaseException:  # noqa: BLE001 - the program may have replaced or closed them
                 pass
-        reason = guard.changed() or ("the signal mask" if left or signal.sigpending() else "")
+        reason = guard.changed() or scratch.changed(folder) or ("the signal mask" if left or signal.sigpending() else "")
         try:
             data = end_line(index, not reason)
             while data:

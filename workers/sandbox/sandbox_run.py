@@ -14,7 +14,6 @@ import json
 import os
 import resource
 import select
-import shutil
 import signal
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import sandbox_fork as forking
+import sandbox_scratch as scratch
 import sandbox_seccomp as seccomp
 from sandbox_channel import MAX_LINE, check_grid, clean_message, parse_results
 from sandbox_stdio import OUTPUT_CAP, STDERR, STDOUT
@@ -65,13 +65,15 @@ def _close_from(first: int) -> None:
         os.closerange(first, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 
 
-def prepare(layers: dict[str, bool], at_fork: list[dict], single_threaded: bool) -> None:
+def prepare(layers: dict[str, bool], at_fork: list[dict], single_threaded: bool, places: list[str]) -> None:
     """In the helper, once it is ready: set up what every run it forks inherits instead of doing it itself.
 
     - No core files, and a write past RLIMIT_FSIZE fails (EFBIG) instead of killing (SIGXFSZ ignored).
     - The seccomp filter held ready, `NO_NEW_PRIVS` set (`sandbox_seccomp.Installer`).
     - How runs are forked (`sandbox_fork.prepare`).
+    - The scratch `places` a rootless helper's runs own, tidied after each (`sandbox_scratch.prepare`).
     """
+    scratch.prepare(places)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     global _seccomp
@@ -243,11 +245,9 @@ def workdir() -> str:
 
 
 def remove(path: str) -> None:
-    """Remove a run's directory: one rmdir when the run left it empty (the usual case)."""
-    try:
-        os.rmdir(path)
-    except OSError:
-        shutil.rmtree(path, ignore_errors=True)
+    """Once its process is reaped: remove a run's directory, whatever it left there, and put back a rootless
+    helper's scratch places (`sandbox_scratch.tidy`: one rmdir in the usual case). Never raises."""
+    scratch.tidy(path)
 
 
 def finish(pid: int, rfd: int, spawner: Spawner) -> int:
