@@ -99,16 +99,12 @@ def program(own_pid: int) -> list[tuple[int, int, int, int]]:
     # clone: threads only.
     prog.extend([(_JEQ_K, 0, 4, _SYS["clone"]), (_LD_W_ABS, 0, 0, 16),
                  (_JSET_K, 1, 0, _CLONE_THREAD), (_RET_K, 0, 0, eperm), (_RET_K, 0, 0, _RET_ALLOW)])
-    # kill/tkill/tgkill: only this process itself (or its own group, 0).
-    for name in ("kill", "tkill", "tgkill"):
-        prog.extend([(_JEQ_K, 0, 5, _SYS[name]), (_LD_W_ABS, 0, 0, 16),
-                     (_JEQ_K, 2, 0, own_pid), (_JEQ_K, 1, 0, 0), (_RET_K, 0, 0, eperm),
-                     (_RET_K, 0, 0, _RET_ALLOW)])
-    # Limits, scheduling and memory placement: only this process itself (0 or its pid, the first argument).
-    for nr in _OWN_PROCESS.values():
-        prog.extend([(_JEQ_K, 0, 5, nr), (_LD_W_ABS, 0, 0, 16),
-                     (_JEQ_K, 2, 0, own_pid), (_JEQ_K, 1, 0, 0), (_RET_K, 0, 0, eperm),
-                     (_RET_K, 0, 0, _RET_ALLOW)])
+    # kill/tkill/tgkill, limits, scheduling and memory placement: only this process itself (its pid, or 0:
+    # itself or its own group), the first argument; one shared check after the numbers.
+    own = [_SYS["kill"], _SYS["tkill"], _SYS["tgkill"], *_OWN_PROCESS.values()]
+    prog.extend((_JEQ_K, len(own) - 1 - i, 5 if i == len(own) - 1 else 0, nr) for i, nr in enumerate(own))
+    prog.extend([(_LD_W_ABS, 0, 0, 16), (_JEQ_K, 2, 0, own_pid), (_JEQ_K, 1, 0, 0), (_RET_K, 0, 0, eperm),
+                 (_RET_K, 0, 0, _RET_ALLOW)])
     # Priorities: never a whole user (the first argument), else only this process or its group (the second).
     for nr, user in _OWN_PRIORITY.values():
         prog.extend([(_JEQ_K, 0, 7, nr), (_LD_W_ABS, 0, 0, 16), (_JEQ_K, 3, 0, user), (_LD_W_ABS, 0, 0, 24),
