@@ -17,12 +17,12 @@ the resident model's own snapshot restored, which detaches the LoRA without merg
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from arcsynth.common.json_file import read_json_object
 from arcsynth.common.models import FinetuneRequest
 from arcsynth.workers.resident_models import ModelSnapshot, Resident
 
@@ -81,7 +81,7 @@ def _load_start(peft_model: Any, start_from: str) -> bool:
     """Copy `start_from`'s weights into `peft_model` if its LoRA has the same structure; False if not."""
     from peft.utils import load_peft_weights, set_peft_model_state_dict
 
-    saved = json.loads((Path(start_from) / "adapter_config.json").read_text())
+    saved = read_json_object(Path(start_from) / "adapter_config.json")  # a FIFO there would hang the worker
     if _structure(saved) != _structure(peft_model.peft_config["default"].to_dict()):
         return False
     result = set_peft_model_state_dict(peft_model, load_peft_weights(start_from, device="cpu"))
