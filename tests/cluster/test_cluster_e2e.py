@@ -128,7 +128,7 @@ def test_adapters_per_request_zero_b_is_base_trained_differs_and_mixed_batches(c
     base model's request is (the same shapes in every matrix product), it writes the base model's text.
     In flight together, base, zero-B and trained requests share batches, and the trained one alone writes
     its program: the others' exact text may move with the batch (CPU matrix products of other shapes
-    round differently, and a greedy near-tie can turn; it failed that way about once in three runs)."""
+    round differently, and a greedy near-tie can turn: an exact comparison there failed in two of three runs)."""
     task = load_tasks("arc-agi-1/training", task_ids=["74dd1130"])[0]
     greedy = SamplingConfig(n=1, temperature=0.0, max_tokens=48)
     zero = _untrained_adapter(smollm2, tmp_path / "zero", rank=8)
