@@ -294,3 +294,53 @@ def test_a_rootless_fallback_view_shows_runs_no_process_memory(tmp_path):
         assert run(wide, body) == [[], []]
     finally:
         wide.close()
+
+
+READ_ONLY_TREE = """import errno, os, sys
+sys.path.insert(0, {sandbox!r})
+import sandbox_isolation as iso, sandbox_rootfs as rootfs
+folder = {folder!r}
+if not iso._user_namespace():
+    print('"no user namespace"')
+    sys.exit(0)
+rootfs.mount(None, "/", None, rootfs.MS_REC | rootfs.MS_PRIVATE)
+os.mkdir(folder + "/nested")
+rootfs.mount("tmpfs", folder + "/nested", "tmpfs", rootfs.MS_NOSUID | rootfs.MS_NOATIME, "size=64k")
+if {remount!r}:
+    iso._MOUNT_SETATTR = 0x7FFFFFF  # no such call (ENOSYS), as on a kernel before 5.12
+iso._read_only_tree()
+found = []
+for target in (folder + "/file", folder + "/nested/file"):
+    try:
+        open(target, "w").close()
+        found.append("written")
+    except OSError as exc:
+        found.append(errno.errorcode[exc.errno])
+print(repr([found, sorted(os.listdir(folder))]).replace("'", '"'))
+"""
+
+
+@pytest.mark.parametrize("user", ["root", "nobody"])
+@pytest.mark.parametrize("remount", [False, True], ids=["mount_setattr", "remount-each-mount"])
+def test_the_fallback_views_tree_is_read_only_with_or_without_mount_setattr(user, remount):
+    """The fallback view makes the host's tree read-only with mount_setattr(2) (Linux 5.12+), else by a
+    read-only bind remount of every mount point, keeping the flags a user namespace locks (here a nested
+    tmpfs with nosuid and noatime). Both ways, as root and rootless: nothing under a folder the helper's
+    user owns can be written, on its own mount or on one nested in it."""
+    if user == "nobody" and (os.geteuid() != 0 or not shutil.which("setpriv")):
+        pytest.skip("needs root to run as another user (setpriv)")
+    folder = tempfile.mkdtemp(prefix="arcsynth-read-only-")
+    try:
+        command = [sys.executable, "-I", "-c", READ_ONLY_TREE.format(
+            sandbox=str(REPO / "workers" / "sandbox"), folder=folder, remount=remount)]
+        if user == "nobody":
+            os.chown(folder, 65534, 65534)
+            command = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", *command]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        answer = json.loads(done.stdout)
+        if answer == "no user namespace":
+            pytest.skip("no user namespace here")
+        assert answer == [["EROFS", "EROFS"], ["nested"]]
+    finally:
+        shutil.rmtree(folder)
