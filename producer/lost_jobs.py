@@ -13,7 +13,7 @@ in (a message moving forward during a check is still seen):
    a message is JSON with `headers.id` = the job id;
 2. `unacked`: in the transport's `unacked` hash (values `[message, exchange, routing_key]`): a
    worker took it; acks are late, so it stays there until the job's result is stored;
-3. `leased`: the job's lease `arcsynth:lease:<id>` is held, or says `done` (workers/guard.py);
+3. `leased`: the job's lease `arcsynth:lease:<id>` is held, or says `done` or `cancelled` (workers/guard.py);
 4. `result`: its result is stored in a final state (SUCCESS, FAILURE, REVOKED). STARTED
    (`task_track_started`) alone proves nothing: it stays when the worker died mid-job.
 A message restored from `unacked` to its queue moves backwards (one transaction) and can be
@@ -63,7 +63,8 @@ from celery.exceptions import BackendError
 from celery.result import AsyncResult
 from kombu.transport.redis import PRIORITY_STEPS, Channel
 
-from arcsynth.common.jobs import KEY_PREFIX, SampleResult, Stage, inference_queue, send_execute, send_finetune, send_search
+from arcsynth.common.attempts import lease_key
+from arcsynth.common.jobs import SampleResult, Stage, inference_queue, send_execute, send_finetune, send_search
 from arcsynth.common.records import JobRecord
 from arcsynth.producer.policy import Messages
 from arcsynth.producer.runstate import RunState
@@ -194,7 +195,7 @@ def look(r: redis.Redis, app: Celery, wanted: Sequence[Expected]) -> dict[str, s
         if (i := message_id(message)) in found:
             found[i].add("unacked")
     rest = [i for i, places in found.items() if not places]
-    for i, lease in zip(rest, r.mget([f"{KEY_PREFIX}lease:{i}" for i in rest]) if rest else []):
+    for i, lease in zip(rest, r.mget([lease_key(i) for i in rest]) if rest else []):
         if lease is not None:
             found[i].add("leased")
     for i in rest:

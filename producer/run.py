@@ -22,6 +22,7 @@ from pathlib import Path
 from celery import Celery
 from tqdm import tqdm
 
+from arcsynth.common.attempts import cancel_jobs
 from arcsynth.common.jobs import FinetuneRequest, send_finetune, send_search
 from arcsynth.common.models import Candidate, RunConfig, Task
 from arcsynth.common.records import JobRecord, TaskRecord, TaskStatus
@@ -230,6 +231,7 @@ class Producer:
     def _stop_all(self, event: Stopped) -> None:
         ids = [i for st in self.active.values() for i in st.job.ids] + self.learning.revoke()
         if ids:
+            cancel_jobs(self.state.r, ids)  # a worker that starts later skips them too (a revoke never reaches it)
             self.app.control.revoke(ids)
         for st in self.learning.release_all():
             self.active[st.task.id] = st

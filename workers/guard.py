@@ -6,9 +6,11 @@ when the worker died, unwanted when the job merely runs long, and a job that kil
 would come back forever. So every delivery first takes the job's lease in Redis (renewed while it
 runs, so it lapses within `lease_s` of a worker's death): a second delivery waits while a live
 worker holds the lease, and skips the job once the holder marked it done. Each delivery that
-starts the job counts an attempt; past `max_attempts` the job fails with the reason.
+starts the job counts an attempt; past `max_attempts` the job fails with the reason. A job whose
+run stopped (`attempts.cancel_jobs`) is skipped by every delivery, whenever a worker takes it; one
+that was running then drops its payload and stored result when it ends.
 
-Keys: `arcsynth:lease:<job>` (holder, or `done`), `arcsynth:job:<job>` (attempts, workers).
+Keys: `arcsynth:lease:<job>` (holder, `done` or `cancelled`), `arcsynth:job:<job>` (attempts, workers).
 """
 
 from __future__ import annotations
@@ -25,13 +27,12 @@ import redis
 from celery import Task
 from celery.exceptions import Ignore
 
-from arcsynth.common.attempts import KEEP_S, job_attempts, record_attempt
-from arcsynth.common.jobs import KEY_PREFIX
+from arcsynth.common import payloads
+from arcsynth.common.attempts import CANCELLED, DONE, KEEP_S, job_attempts, lease_key, record_attempt
 from arcsynth.common.lifetime import pid_alive
 from arcsynth.common.redis_client import redis_client
 
 log = logging.getLogger(__name__)
-DONE = "done"
 
 # Renew or finish the lease only while this delivery still holds it.
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
@@ -62,18 +63,21 @@ class JobGuard:
 
     @property
     def lease_key(self) -> str:
-        return f"{KEY_PREFIX}lease:{self.job_id}"
+        return lease_key(self.job_id)
 
     def enter(self) -> bool:
         """Take the lease (waiting while another live delivery runs the job) and count the attempt.
 
-        False: the job already finished, so this delivery must not run it. Raises PoisonJob when
-        the job has used up its attempts."""
+        False: the job already finished, or its run stopped, so this delivery must not run it.
+        Raises PoisonJob when the job has used up its attempts."""
         waited = False
         while not self.r.set(self.lease_key, self.holder, nx=True, px=int(self.lease_s * 1000)):
             current = self.r.get(self.lease_key)
             if current == DONE:
                 log.warning("job %s already finished; this delivery skips it", self.job_id)
+                return False
+            if current == CANCELLED:
+                log.warning("job %s was given up by its run (it stopped); this delivery skips it", self.job_id)
                 return False
             if current is not None and _holder_dead(current):
                 self.r.eval(_TAKE_OVER, 1, self.lease_key, current)
@@ -104,10 +108,15 @@ class JobGuard:
             except redis.RedisError as exc:  # an outage: the next renewal tries again
                 log.warning("job %s: cannot renew its lease: %s", self.job_id, exc)
 
-    def finish(self) -> None:
-        """Mark the job done (its result is stored): later deliveries of it skip it."""
+    def finish(self) -> bool:
+        """Mark the job done (its result is stored): later deliveries of it skip it. False when this
+        delivery no longer held the lease (the run gave the job up, or another delivery took over)."""
         self._stop.set()
-        self.r.eval(_FINISH, 1, self.lease_key, self.holder, DONE, KEEP_S)
+        return bool(self.r.eval(_FINISH, 1, self.lease_key, self.holder, DONE, KEEP_S))
+
+    def cancelled(self) -> bool:
+        """Whether the job's run gave it up (`attempts.cancel_jobs`)."""
+        return self.r.get(self.lease_key) == CANCELLED
 
 
 def _holder_dead(holder: str) -> bool:
@@ -153,7 +162,12 @@ class GuardedTask(Task):
         return super().__call__(*args, **kwargs)
 
     def after_return(self, status, retval, task_id, args, kwargs, einfo) -> None:
-        """Called once the result is stored: from now on the job counts as done."""
+        """Called once the result is stored: from now on the job counts as done. If its run gave the
+        job up meanwhile, no producer will collect what it made: its payload and result are dropped."""
         guard = _guards.pop(task_id, None)
-        if guard is not None:
-            guard.finish()
+        if guard is not None and not guard.finish() and guard.cancelled():
+            ref = retval.get("candidates_ref") if isinstance(retval, dict) else None
+            if isinstance(ref, str) and ref:
+                payloads.drop(ref)
+            self.backend.forget(task_id)
+            log.warning("job %s ended after its run gave it up: its payload and result are dropped", task_id)

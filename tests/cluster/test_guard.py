@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from arcsynth.common.attempts import job_attempts
+from arcsynth.common.attempts import KEEP_S, cancel_jobs, job_attempts
 from arcsynth.common.redis_client import redis_client
 from arcsynth.producer.redis_server import RedisServer
 from arcsynth.workers.guard import JobGuard, PoisonJob
@@ -88,3 +88,35 @@ def test_the_lease_is_renewed_while_the_job_runs(r):
         time.sleep(0.2)  # sampling the lease over 5 s (longer than its 3 s life)
     guard.finish()
     assert r.get(guard.lease_key) == "done"
+
+
+def test_a_job_its_run_gave_up_is_skipped_by_every_later_delivery_and_a_running_one_learns_it(r):
+    """`cancel_jobs` (the producer, when a run stops) marks the lease `cancelled`: a delivery that was
+    waiting on the running one, and one that comes later (a worker started after the run), skip the
+    job without counting an attempt; the running delivery no longer holds the lease when it ends,
+    and sees why (its worker then drops its payload and result)."""
+    running = JobGuard(r, "job-given-up", "execute-1@h", lease_s=5, poll_s=0.05)
+    assert running.enter()
+    verdict: list[bool] = []
+    waiting = JobGuard(r, "job-given-up", "execute-2@h", lease_s=5, poll_s=0.05)
+    waiter = threading.Thread(target=lambda: verdict.append(waiting.enter()))
+    waiter.start()
+    waiter.join(timeout=0.3)
+    assert waiter.is_alive()  # waits on the running delivery
+    cancel_jobs(r, ["job-given-up", "job-never-started"])
+    waiter.join(timeout=10)
+    assert verdict == [False]
+    assert not running.finish() and running.cancelled()
+    assert r.get(running.lease_key) == "cancelled"  # the end of the running delivery does not undo it
+    later = JobGuard(r, "job-never-started", "execute-3@h", lease_s=5, poll_s=0.05)
+    assert not later.enter()
+    assert job_attempts(r, ["job-given-up", "job-never-started"]) == {"job-given-up": (1, ["execute-1@h"]),
+                                                                      "job-never-started": (0, [])}
+    assert 0 < r.ttl(later.lease_key) <= KEEP_S
+
+
+def test_a_finished_job_is_not_given_up_by_its_own_delivery(r):
+    """`finish` holds only for the delivery holding the lease; a job done before the run stopped stays done."""
+    guard = JobGuard(r, "job-done-first", "execute-1@h", lease_s=5, poll_s=0.05)
+    assert guard.enter()
+    assert guard.finish() and not guard.cancelled()

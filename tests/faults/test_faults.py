@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -128,6 +129,28 @@ def test_a_job_outlasting_the_visibility_timeout_is_not_run_twice(fault_cluster,
     status = subprocess.run([sys.executable, "-m", "arcsynth.producer", "status", run_id], env=cluster.env,
                             capture_output=True, text=True, timeout=60).stdout
     assert "workers lost" not in status  # no worker died: nothing to report
+
+
+def test_a_job_running_when_its_run_times_out_leaves_nothing_behind(fault_cluster, tmp_path):
+    """The run times out while its 13 s job runs: the producer gives the job up (its lease says
+    `cancelled`), and the job, ending after the run, drops its payload and result, which no producer
+    would ever collect (they stayed for good). The delivery Redis hands out again after 10 s does not
+    run it either."""
+    from celery.result import AsyncResult
+
+    cluster, out = fault_cluster, tmp_path / "run"
+    payloads = Path(cluster.env["ARCSYNTH_ARTIFACT_ROOT"]) / "payloads"
+    before = set(payloads.iterdir()) if payloads.exists() else set()
+    task = _task_ids(1, LONG_TASK)[0]
+    run_id = _submit(cluster, out, "--tasks", task, "--timeout", "8")
+    job = _execute_job(cluster, run_id, task)
+    records = _wait(cluster, run_id, out)
+    assert [(r["task_id"], r["status"], r["reason"]) for r in records] == [(task, "failed", "timed out")]
+    dropped = f"job {job} ended after its run gave it up: its payload and result are dropped"
+    wait_until(lambda: dropped in "".join(_logs(cluster).values()), 30, "the job to drop what it made")
+    assert "".join(_logs(cluster).values()).count(f"arcsynth.execute[{job}] succeeded") == 1  # ran once
+    assert AsyncResult(job, app=cluster.app).state == "PENDING"  # its result is gone
+    assert (set(payloads.iterdir()) if payloads.exists() else set()) == before
 
 
 def test_a_poison_job_fails_with_the_reason_after_bounded_attempts_and_the_run_completes(fault_cluster, tmp_path):

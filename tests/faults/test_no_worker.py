@@ -3,6 +3,7 @@ Redis and a real execute worker (and no inference worker at all)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -39,7 +40,7 @@ def _stop_producer(stderr: str) -> None:
         pass  # already gone
 
 
-def test_a_run_whose_model_no_worker_serves_is_said_by_submit_status_and_wait(execute_only):
+def test_a_run_whose_model_no_worker_serves_is_said_by_submit_status_and_wait(execute_only, tmp_path):
     env = {"ARCSYNTH_MODEL": "ghost", "ARCSYNTH_NO_WORKER_WARN_S": "1"}
     submitted = cli(execute_only, "submit", "arc-agi-1/training", "--tasks", "6150a2bd", "--samples", "1",
                     "--timeout", "20", env=env, timeout=120)
@@ -59,6 +60,35 @@ def test_a_run_whose_model_no_worker_serves_is_said_by_submit_status_and_wait(ex
         assert "done: submission" in waited.stdout, waited.stdout
     finally:
         _stop_producer(submitted.stderr)
+    _a_worker_started_later_skips_what_the_run_gave_up(execute_only, tmp_path)
+
+
+def _a_worker_started_later_skips_what_the_run_gave_up(cluster, tmp_path: Path) -> None:
+    """The timed-out run's sample is still queued for `ghost`. A worker for it started now (a restart, a
+    pool scaled up from zero on queue length) never got the run's revoke; it skips the job, because its
+    lease says the run gave it up, instead of sampling for a run that is over."""
+    import redis
+
+    from arcsynth.common.lifetime import terminate
+    from arcsynth.producer.cluster import start_worker, wait_ready, worker_name
+
+    r = redis.Redis.from_url(cluster.redis.url, decode_responses=True)
+    queued = r.lrange("inference.ghost", 0, -1)
+    r.close()
+    assert len(queued) == 1, queued  # the run's one sample, never taken
+    job = json.loads(queued[0])["headers"]["id"]
+    replay = tmp_path / "programs.jsonl"
+    replay.write_text(json.dumps({"task_id": "6150a2bd", "text": "```python\ndef transform(grid):\n    return grid\n```"}))
+    env = {**cluster.env, "ARCSYNTH_BACKEND": "replay", "ARCSYNTH_REPLAY_FILE": str(replay), "ARCSYNTH_MODEL": "ghost"}
+    name, log = worker_name("inference", 7), tmp_path / "inference-7.log"
+    proc = start_worker("inference", env, log, index=7)
+    try:
+        wait_ready(cluster.app, {name: proc}, {name: log}, 120)
+        wait_until(lambda: f"job {job} was given up by its run (it stopped); this delivery skips it" in log.read_text(),
+                   60, "the late worker to skip the given-up job")
+        assert f"arcsynth.sample[{job}] succeeded" not in log.read_text()
+    finally:
+        terminate([proc], 30)
 
 
 def test_the_watch_says_when_a_queue_is_missing_back_and_when_its_worker_stops_answering(execute_only):
