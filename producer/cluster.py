@@ -50,7 +50,10 @@ def start_worker(kind: str, env: dict[str, str], log_path: Path, extra: list[str
     """`launcher`: a command prefix for the worker, e.g. `ip netns exec NS` to put it on another network."""
     cmd = [*(launcher or []), sys.executable, "-m", "arcsynth.workers", "worker", kind, "--index", str(index), *(extra or [])]
     with open(log_path, "ab") as log:  # the child keeps its own descriptor
-        return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+        # Its own process group: a Ctrl-C at the terminal reaches the command, which stops the run and
+        # then its workers, not the workers mid-run.
+        return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
+                                process_group=0)
 
 
 def wait_ready(app: Celery, procs: dict[str, subprocess.Popen[bytes]], logs: dict[str, Path],

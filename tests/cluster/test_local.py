@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -31,11 +32,13 @@ def _sigint_as_at_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _local(tmp_path, out, samples: int, max_tokens: int, stdout=subprocess.PIPE) -> subprocess.Popen:
+def _local(tmp_path, out, samples: int, max_tokens: int, stdout=subprocess.PIPE, group: bool = False) -> subprocess.Popen:
+    """`group`: in a process group of its own, as a shell's foreground command is."""
     return subprocess.Popen(
         [sys.executable, "-m", "arcsynth.producer", "local", str(_task_dir(tmp_path)), "--samples", str(samples),
          "--max-tokens", str(max_tokens), "--model", "smollm2", "--out", str(out)],
-        stdout=stdout, stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_as_at_a_terminal)
+        stdout=stdout, stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_as_at_a_terminal,
+        process_group=0 if group else None)
 
 
 def _watch_family(proc: subprocess.Popen, family: dict[int, psutil.Process]) -> threading.Thread:
@@ -74,9 +77,14 @@ def test_local_runs_and_stops_everything(smollm2, tmp_path):
     assert not alive, [(p.pid, p.cmdline()) for p in alive]
 
 
-def test_ctrl_c_stops_every_process_it_started(smollm2, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_cancels_the_run_writes_its_results_and_stops_every_process(smollm2, tmp_path, signum):
+    """Ctrl-C at a terminal (SIGINT to the whole foreground group) or a SIGTERM: the run is cancelled as
+    `arcsynth cancel` would (its tasks recorded, the submission written with placeholders), every
+    process it started stops, and the command exits 128 + the signal's number. The workers are in a
+    group of their own: the terminal's signal is not theirs to act on mid-run."""
     out = tmp_path / "run"
-    proc = _local(tmp_path, out, samples=64, max_tokens=512, stdout=subprocess.DEVNULL)
+    proc = _local(tmp_path, out, samples=64, max_tokens=512, stdout=subprocess.DEVNULL, group=True)
     try:
         # The run has begun once the cluster is up and the producer has written run.json.
         for line in proc.stderr:
@@ -86,11 +94,19 @@ def test_ctrl_c_stops_every_process_it_started(smollm2, tmp_path):
         assert proc.poll() is None, "arcsynth local exited before the run started"
         family = psutil.Process(proc.pid).children(recursive=True)
         assert any("EngineCore" in " ".join(p.cmdline()) for p in family)
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=120)
+        if signum == signal.SIGINT:
+            os.killpg(proc.pid, signum)  # as a terminal sends it: to the command's whole process group
+        else:
+            proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=180)
         gone, alive = psutil.wait_procs(family, timeout=60)
         assert not alive, [(p.pid, p.cmdline()) for p in alive]
-        assert proc.returncode != 0
+        assert proc.returncode == 128 + signum, stderr[-3000:]
+        assert f"{signal.Signals(signum).name}: cancelling the run and writing its results" in stderr
+        records = [json.loads(line) for line in (out / "tasks.jsonl").read_text().splitlines()]
+        assert sorted(r["task_id"] for r in records) == ["6150a2bd", "74dd1130"]
+        assert {r["status"] for r in records} <= {"cancelled", "done"}, records
+        assert json.loads((out / "submission.json").read_text()).keys() == {"6150a2bd", "74dd1130"}
     finally:
         proc.kill()
 
