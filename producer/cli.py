@@ -99,7 +99,7 @@ def local(**opts):
     Before starting anything it checks that each model (or the replay file), the start adapter, the
     DSL modules and the artifact root can be had, and refuses in one line naming what is missing."""
     from arcsynth.producer.cluster import ClusterError, LocalCluster
-    from arcsynth.workers.preflight import local_problems
+    from arcsynth.workers.preflight import barc_dsl_warning, local_problems
 
     task_list = load_run_tasks(opts["dataset"], opts["tasks"], opts["limit"])
     s = settings()
@@ -111,6 +111,8 @@ def local(**opts):
             problem = problem or chat_template_problem(model, config.prompt_format)
         if problem:
             raise UserError(problem)
+    if warning := barc_dsl_warning(s, config.prompt_format):
+        click.echo(f"warning: {warning}", err=True)
     run_dir = run_dir_for(s, config, opts["out"])
     click.echo(f"starting a local cluster for {len(task_list)} tasks with model {', '.join(models)} ...", err=True)
     interrupted: CancelOnSignal | None = None

@@ -168,3 +168,14 @@ def local_problems(settings: Settings, model: str, adapter: str = "", learns: bo
               lambda: dsl_problem(settings),
               lambda: artifact_root_problem(settings.artifact_root)]
     return next((problem for check in checks if (problem := check())), None)
+
+
+def barc_dsl_warning(settings: Settings, prompt_format: str) -> str | None:
+    """A warning (not a refusal: programs may do without it) when a run prompts in BARC's format
+    but the sandbox offers no module named `common`: BARC's programs start with `from common import *`
+    and would each fail with ModuleNotFoundError."""
+    if prompt_format != "barc" or any(Path(p).stem == "common" for p in settings.exec_dsl_paths()):
+        return None
+    return ("--prompt barc: BARC's programs import its DSL (from common import *), and ARCSYNTH_EXEC_DSL offers no "
+            "common.py: set ARCSYNTH_EXEC_DSL=/path/to/BARC/common.py (github.com/xu3kev/BARC) and "
+            "ARCSYNTH_EXEC_PACKAGES=scipy, or each such program fails to load")

@@ -107,3 +107,22 @@ def test_a_dataset_without_tasks_starts_nothing(tmp_path):
                        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TMPDIR": str(tmp_path / "tmp")})
     assert_user_error(r, ["x_challenges.json: no tasks in this file"])
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize(("prompt", "dsl", "warned"), [
+    ("barc", "", True),
+    ("barc", "/opt/dsl/helpers.py", True),  # a DSL, but not BARC's `common`
+    ("barc", "/opt/dsl/helpers.py, /opt/BARC/common.py", False),
+    ("arcsynth", "", False),
+    ("base", "", False),
+])
+def test_a_barc_prompt_without_barcs_common_module_is_warned_about(prompt, dsl, warned):
+    """BARC's programs start with `from common import *`: with no `common.py` offered, every such
+    program fails to load, so `local` says so before it starts (a warning: a run may not need it)."""
+    from arcsynth.common.settings import Settings
+    from arcsynth.workers.preflight import barc_dsl_warning
+
+    warning = barc_dsl_warning(Settings(_env_file=None, exec_dsl=dsl), prompt)
+    assert (warning is not None) == warned
+    if warned:
+        assert "ARCSYNTH_EXEC_DSL=/path/to/BARC/common.py" in warning
