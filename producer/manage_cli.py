@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import click
@@ -18,7 +19,8 @@ import redis
 from celery import Celery
 
 from arcsynth.common.celery_app import make_app
-from arcsynth.common.cli_base import FiniteFloatRange, UserError, need_broker, settings
+from arcsynth.common.cli_base import Failure, FiniteFloatRange, UserError, need_broker, settings
+from arcsynth.common.records import TaskRecord, TaskStatus
 from arcsynth.common.redis_client import redis_client
 from arcsynth.common.settings import Settings
 from arcsynth.common.text import show_path
@@ -95,6 +97,14 @@ def _needed_queues(rundir: RunDir) -> dict[str, str]:
         return {}
 
 
+def say_ends(records: Mapping[str, TaskRecord]) -> None:
+    """On stderr, one line per task that did not end `done`: `<status> <task>: <reason>` (skipped,
+    failed or cancelled), so that a run whose every task failed does not end on a plain `done`."""
+    for task_id, record in records.items():
+        if record.status != TaskStatus.DONE:
+            click.echo(f"{record.status.value} {task_id}: {record.reason}", err=True)
+
+
 def follow_to_end(state: RunState, rundir: RunDir, app: Celery | None = None) -> None:
     """Follow the run with a bar until it ends; with `app`, say on stderr when a queue it needs has had
     no live consumer for `ARCSYNTH_NO_WORKER_WARN_S` (see `liveness`), and when it has one again."""
@@ -112,9 +122,10 @@ def follow_to_end(state: RunState, rundir: RunDir, app: Celery | None = None) ->
         sys.exit(130)
     final = info.get("state")
     if final not in ("done", "cancelled"):
-        raise click.ClickException(
+        raise Failure(
             f"run {state.run_id}: producer stopped while {final}; see {rundir.path / 'producer.log'} "
             f"and continue with `arcsynth resume {state.run_id}`")
+    say_ends(rundir.records())
     if info.get("solutions_known") == "1" and info.get("score"):
         click.echo(f"score: {float(info['score']):.3f} over {info.get('total')} tasks")
     click.echo(f"{final}: submission {rundir.path / 'submission.json'}")

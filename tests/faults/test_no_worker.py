@@ -58,6 +58,7 @@ def test_a_run_whose_model_no_worker_serves_is_said_by_submit_status_and_wait(ex
         said = [line for line in waited.stderr.splitlines() if "no worker consumes" in line]
         assert len(said) == 1 and said[0].startswith(f"arcsynth: {GHOST} for "), waited.stderr[-3000:]
         assert "done: submission" in waited.stdout, waited.stdout
+        assert "failed 6150a2bd: timed out" in waited.stderr.splitlines()  # a run that came to nothing says so
     finally:
         _stop_producer(submitted.stderr)
     _a_worker_started_later_skips_what_the_run_gave_up(execute_only, tmp_path)

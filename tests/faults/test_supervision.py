@@ -149,7 +149,7 @@ def test_an_inference_worker_that_keeps_dying_stops_the_run_in_one_line(tmp_path
     assert time.monotonic() - killed < 150
     lines = local.stderr.strip().splitlines()
     assert local.proc.returncode == 1, lines[-20:]
-    assert lines[-1].startswith(f"Error: worker inference-1@{HOST} exited 4 times in 60 s, last with exit code 3; "
+    assert lines[-1].startswith(f"error: worker inference-1@{HOST} exited 4 times in 60 s, last with exit code 3; "
                                 "not restarting it; its log ends: ")
     assert lines[-1].endswith(f"arcsynth inference worker: cannot load the replay file {str(replay)!r}: replay file "
                               f"{replay}: cannot read: No such file or directory")
@@ -221,7 +221,7 @@ def test_arcsynth_workers_gives_up_on_a_worker_that_keeps_dying(broker, tmp_path
     assert time.monotonic() - started < 150
     last = stderr.strip().splitlines()[-1]
     assert proc.returncode == 1, stderr[-3000:]
-    assert last.startswith(f"Error: worker inference-1@{HOST} exited 4 times in 60 s, last with exit code 3")
+    assert last.startswith(f"error: worker inference-1@{HOST} exited 4 times in 60 s, last with exit code 3")
     assert last.endswith("gone.jsonl: cannot read: No such file or directory")
     assert "cannot load the replay file" in stdout  # the workers' own output is passed through
 
