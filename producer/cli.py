@@ -169,7 +169,7 @@ def tasks() -> None:
 def tasks_validate(path):
     """Check a task file, folder, Kaggle file or dataset name; exit 2 on the first problem."""
     task_list = load_run_tasks(path, None, None)
-    click.echo(f"ok: {len(task_list)} tasks in {path}")
+    click.echo(f"ok: {len(task_list)} task{'' if len(task_list) == 1 else 's'} in {path}")
 
 
 @tasks.command("datasets")
