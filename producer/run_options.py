@@ -7,6 +7,7 @@ ValidationError names the option that gave the value, or the setting when no opt
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -200,6 +201,12 @@ def run_models(s: Settings, o: dict) -> list[str]:
     return list(o.get("models") or ()) or [s.model]
 
 
+def _adapter_path(adapter: str) -> str:
+    """A local start adapter by its absolute path: run.json and every record name it, and they are read
+    from other working directories (`report`, `resume`); a URL as given."""
+    return adapter if not adapter or "://" in adapter else os.path.abspath(adapter)
+
+
 def run_config(s: Settings, task_list: Sequence[Task], **o) -> RunConfig:
     """The run the options describe; a combination that makes no sense, or a value out of range
     (NaN and infinity included), is a user error naming the option."""
@@ -226,7 +233,7 @@ def run_config(s: Settings, task_list: Sequence[Task], **o) -> RunConfig:
     try:
         return RunConfig(run_id=new_run_id(), dataset=o["dataset"], task_ids=[t.id for t in task_list], model=model,
                          models=models if len(models) > 1 else [], samples_by_model=by_model, sampling=sampling,
-                         adapter=o["adapter"], max_model_len=s.max_model_len, learn=learn,
+                         adapter=_adapter_path(o["adapter"]), max_model_len=s.max_model_len, learn=learn,
                          prompt_format=o["prompt_format"], vote=o["vote"],
                          max_active=o["max_active"] or s.max_active_tasks, timeout_s=o["timeout"],
                          track=o["track"])

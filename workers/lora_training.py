@@ -59,7 +59,9 @@ def request_hash(req: FinetuneRequest) -> str:
 
 
 def adapter_dir(req: FinetuneRequest, artifact_root: str) -> Path:
-    return Path(artifact_root) / "adapters" / request_hash(req)
+    """Where a local artifact root keeps the request's adapter: an absolute path, since it is recorded in
+    the run's files and read from other working directories (`arcsynth report` elsewhere), as payloads' are."""
+    return Path(os.path.abspath(artifact_root)) / "adapters" / request_hash(req)
 
 
 def _manifest(req: FinetuneRequest, backend: str, trained: Trained, seconds: float) -> str:

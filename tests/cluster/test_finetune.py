@@ -36,6 +36,15 @@ def test_fsspec_artifact_root_uploads_the_adapter_with_its_manifest_last_and_reu
     assert json.loads(open(os.path.join(follow.adapter, "arcsynth_manifest.json")).read())["start_adapter"] == first.adapter
 
 
+def test_a_relative_artifact_root_records_the_adapter_by_its_absolute_path(smollm2, tmp_path, monkeypatch):
+    """The adapter's path goes into the run's files, read later from other working directories
+    (`arcsynth report` elsewhere found no manifest behind `artifacts/adapters/...`)."""
+    monkeypatch.chdir(tmp_path)
+    trained = train_adapter(request(), "artifacts", str(tmp_path / "cache"))
+    assert os.path.isabs(trained.adapter) and trained.adapter.startswith(str(tmp_path / "artifacts" / "adapters") + "/")
+    assert os.path.isfile(os.path.join(trained.adapter, "arcsynth_manifest.json"))
+
+
 def test_epochs_set_the_number_of_steps():
     assert total_steps(request()) == 2
     assert total_steps(request(epochs=3, batch_size=2)) == 3

@@ -21,3 +21,13 @@ def test_settings_that_differ_from_their_defaults_are_named():
     for part in ("min_p=0.05", "select=diverse", "refine_rounds=3", "refine_strategy=rex", "vote=weighted"):
         assert part in line.split(), line
     assert "base_model" not in line and "task_ids" not in line
+
+
+def test_a_local_start_adapter_is_recorded_by_its_absolute_path(tmp_path, monkeypatch):
+    """run.json names it, and `report` or `resume` read it from other working directories; a URL stays as given."""
+    from arcsynth.producer.run_options import _adapter_path
+
+    monkeypatch.chdir(tmp_path)
+    assert _adapter_path("artifacts/adapters/ab12") == str(tmp_path / "artifacts" / "adapters" / "ab12")
+    assert _adapter_path("s3://bucket/adapters/ab12") == "s3://bucket/adapters/ab12"
+    assert _adapter_path("") == ""
