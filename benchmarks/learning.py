@@ -7,6 +7,9 @@ run with E epochs splits its budget evenly over them; with REx, half of each epo
 to one refinement round. Prints a table (solved tasks, score, samples, wall seconds, fine-tune
 seconds per epoch) and a last line
 `learning search=<score> task=<score> run=<score> samples_per_task=<n>` (the runs without REx).
+`samples_per_task` is every scheme's budget; the table's `drawn/task` (programs recorded per task)
+can be lower: an epoch with nothing to learn from, or a refinement round with no program to refine,
+is not run, and its share of the budget is not spent elsewhere.
 
 Smoke run here:  python benchmarks/learning.py --model smollm2 --limit 3 --samples 8 --max-tokens 256
 On a GPU:        python benchmarks/learning.py --model Qwen/Qwen2.5-Coder-7B-Instruct \
@@ -86,7 +89,7 @@ def main() -> None:
                          outcome.candidates / max(1, len(tasks)), wall, finetune_seconds_per_epoch(run_dir)))
     print(f"{len(tasks)} tasks of {args.dataset}, model {args.model}, {args.samples} samples per task, "
           f"{args.epochs} epochs for the learning schemes")
-    print(f"{'scheme':<12}{'solved':>8}{'score':>8}{'samples/task':>14}{'wall s':>9}{'fine-tune s/epoch':>19}")
+    print(f"{'scheme':<12}{'solved':>8}{'score':>8}{'drawn/task':>14}{'wall s':>9}{'fine-tune s/epoch':>19}")
     for name, solved, score, samples, wall, ft in rows:
         print(f"{name:<12}{solved:>8}{score:>8.3f}{samples:>14.1f}{wall:>9.1f}{ft:>19.1f}")
     by = {name: score for name, _, score, *_ in rows}
