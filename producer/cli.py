@@ -9,6 +9,7 @@ before anything is enqueued; tracebacks are for bugs only.
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -91,7 +92,7 @@ def submit(wait_, **opts):
 def local(**opts):
     """Start a private Redis and one worker of each kind (an inference worker per model), run, and
     stop them all. Ctrl-C or SIGTERM cancels the run (its results are written) and exits 128 + the
-    signal's number; a second one aborts at once.
+    signal's number; a second one, or one while the cluster starts, stops what was started and aborts.
 
     Before starting anything it checks that each model (or the replay file), the start adapter, the
     DSL modules and the artifact root can be had, and refuses in one line naming what is missing."""
@@ -112,6 +113,8 @@ def local(**opts):
         click.echo(f"warning: {warning}", err=True)
     run_dir = run_dir_for(s, config, opts["out"])
     click.echo(f"starting a local cluster for {len(task_list)} tasks with model {', '.join(models)} ...", err=True)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # as Ctrl-C: what was started is stopped, not orphaned
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     interrupted: CancelOnSignal | None = None
     try:
         with LocalCluster(model=config.model, models=models, settings=s, supervise=True) as cluster:

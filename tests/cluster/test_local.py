@@ -131,3 +131,41 @@ def test_a_chat_prompt_for_a_model_without_a_chat_template_is_refused_before_any
     assert r.returncode == 2 and len(lines) == 1, r.stderr
     assert "has no chat template" in lines[0] and "--prompt base" in lines[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_sigterm_while_the_cluster_starts_stops_what_it_started(tmp_path):
+    """Before the run begins there is nothing to cancel: a SIGTERM (a CI runner, `timeout`, systemd)
+    stops the workers and the private Redis as Ctrl-C does, says where their logs are kept, and
+    removes Redis's folder, instead of killing the command and orphaning them. An inference worker
+    held stopped keeps the cluster starting while the signal comes (the replay backend: no model)."""
+    replay = tmp_path / "programs.jsonl"
+    replay.write_text(json.dumps({"task_id": "6150a2bd", "text": "```python\ndef transform(grid):\n    return grid\n```"}))
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "ARCSYNTH_BACKEND": "replay", "ARCSYNTH_REPLAY_FILE": str(replay), "TMPDIR": str(tmp_path / "tmp")}
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "arcsynth.producer", "local", str(_task_dir(tmp_path)), "--samples", "1",
+                             "--model", "smollm2", "--out", str(out)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, process_group=0)
+    family: dict[int, psutil.Process] = {}
+    watcher = _watch_family(proc, family)
+    held: list[psutil.Process] = []
+    try:
+        def inference_started() -> bool:
+            held[:] = [p for p in list(family.values()) if "worker inference" in " ".join(p.cmdline())]
+            return bool(held) or proc.poll() is not None
+
+        wait_until(inference_started, 120, "the inference worker to start")
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        held[0].suspend()
+        proc.send_signal(signal.SIGTERM)
+        held[0].resume()
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    watcher.join(timeout=10)
+    assert proc.returncode == 1, stderr[-3000:]
+    assert "arcsynth: worker logs kept in " in stderr
+    assert not (out / "run.json").exists()
+    _, alive = psutil.wait_procs(list(family.values()), timeout=60)
+    assert not alive, [(p.pid, p.cmdline()) for p in alive]
+    assert not list((tmp_path / "tmp").glob("arcsynth-redis-*"))
