@@ -85,12 +85,13 @@ class Producer:
 
     def run(self) -> RunOutcome:
         """Drive every unfinished task to the end (or until cancelled or timed out)."""
-        if self.state.state() in ("cancelling", "cancelled"):
+        if self.state.claim() in ("cancelling", "cancelled"):
             return self.cancel()
-        self.state.claim()
         self.telemetry.progress(len(self.finished))
         timeout = self.config.timeout_s
         deadline = None if timeout is None else time.monotonic() + timeout
+        if self.state.get("stopping") == "timed out":  # a producer died while stopping the run: finish the stop
+            deadline = time.monotonic()
         try:
             for st in self.active.values():
                 if not st.job.sent:
@@ -99,7 +100,8 @@ class Producer:
                 self.telemetry.beat()
                 if self.state.state() == "cancelling":
                     return self.cancel()
-                if deadline is not None and time.monotonic() > deadline:
+                if deadline is not None and time.monotonic() >= deadline:
+                    self.state.set(stopping="timed out")  # before its jobs are given up: a resumed producer stops too
                     self._stop_all(Stopped(TaskStatus.FAILED, "timed out"))
                     break
                 for st, event in self.learning.take_ready(self.config.max_active - len(self.active)):
@@ -229,18 +231,22 @@ class Producer:
 
     # --- the end ---------------------------------------------------------------------------------------
     def _stop_all(self, event: Stopped) -> None:
+        # What ended before the stop still counts: it is read (and recorded) before the jobs are given
+        # up, since a job that ends after that drops its payload and result (see `attempts.cancel_jobs`).
+        refs = {st.task.id: self._record_graded_lanes(st, every=True) for st in self.active.values()}
         ids = [i for st in self.active.values() for i in st.job.ids] + self.learning.revoke()
         if ids:
             cancel_jobs(self.state.r, ids)  # a worker that starts later skips them too (a revoke never reaches it)
             self.app.control.revoke(ids)
         for st in self.learning.release_all():
             self.active[st.task.id] = st
+            refs[st.task.id] = self._record_graded_lanes(st, every=True)
         for st in list(self.active.values()):
-            refs = self._record_graded_lanes(st, every=True)  # what ended before the stop still counts
             job = st.job
             self._apply(st, policy.decide_or_fail(st, event, self.config))
             if job.ids:  # its results and payloads go, as a finished job's do
-                outcomes.release(self.app, self.state, job, outcomes.Outcome(event, payload_refs=[r for r in refs if r]))
+                ended = [r for r in refs.get(st.task.id, []) if r]
+                outcomes.release(self.app, self.state, job, outcomes.Outcome(event, payload_refs=ended))
         for task in self.pending:
             st = self.active[task.id] = TaskState(task, JobRecord(step="search", ids=[]))
             self._apply(st, policy.decide_or_fail(st, event, self.config))

@@ -31,6 +31,10 @@ from arcsynth.common.records import JobRecord, TaskStatus
 __all__ = ["STAGES", "TASK_STATUSES", "TERMINAL", "RunState", "list_runs"]
 
 TERMINAL = ("done", "cancelled", "failed")  # states of a whole run that has ended
+_CLAIM = ("local s = redis.call('hget', KEYS[1], 'state') "
+          "if s == 'cancelling' or s == 'cancelled' then return s end "
+          "redis.call('hset', KEYS[1], 'state', 'running', 'producer_pid', ARGV[1], 'producer_host', ARGV[2], "
+          "'heartbeat', ARGV[3]) return 'running'")
 TASK_STATUSES = tuple(s.value for s in TaskStatus)  # the run's per-status task counters
 HEARTBEAT_STALE_S = 15.0  # a producer silent this long is taken for dead
 
@@ -81,9 +85,11 @@ class RunState:
     def state(self) -> str:
         return self.get("state") or ""
 
-    def claim(self) -> None:
-        """Mark this process as the run's producer (pid, host, heartbeat)."""
-        self.set(state="running", producer_pid=os.getpid(), producer_host=socket.gethostname(), heartbeat=time.time())
+    def claim(self) -> str:
+        """Mark this process as the run's producer (pid, host, heartbeat) and the run running, unless it
+        is being cancelled or was: in one step, so a cancel asked for meanwhile is never overwritten.
+        The run's state now."""
+        return self.r.eval(_CLAIM, 1, self.key, os.getpid(), socket.gethostname(), time.time())
 
     def heartbeat(self, **fields: object) -> None:
         self.set(heartbeat=time.time(), **fields)
