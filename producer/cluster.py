@@ -211,10 +211,17 @@ class LocalCluster:
 
         A log folder this cluster made is removed unless the run `failed`, the supervisor gave up or
         `keep_logs` is set; then it stays and its path is said on stderr."""
-        if self.supervisor is not None:
-            self.supervisor.stop(grace_s)
-        terminate(self.procs.values(), grace_s)
-        self.redis.stop()
+        try:  # a signal mid-way (a second Ctrl-C) still stops Redis and says where the logs are
+            if self.supervisor is not None:
+                self.supervisor.stop(grace_s)
+            terminate(self.procs.values(), grace_s)
+        finally:
+            try:
+                self.redis.stop()
+            finally:
+                self._tidy_logs(failed)
+
+    def _tidy_logs(self, failed: bool) -> None:
         if self.owns_log_dir:
             if failed or self.failure or self.keep_logs:
                 print(f"arcsynth: worker logs kept in {self.log_dir}", file=sys.stderr, flush=True)

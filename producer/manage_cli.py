@@ -125,7 +125,10 @@ def follow_to_end(state: RunState, rundir: RunDir, app: Celery | None = None) ->
         raise Failure(
             f"run {state.run_id}: producer stopped while {final}; see {rundir.path / 'producer.log'} "
             f"and continue with `arcsynth resume {state.run_id}`")
-    say_ends(rundir.records())
+    try:
+        say_ends(rundir.records())
+    except (RunDirError, OSError) as exc:  # the run has ended all the same: say why its tasks cannot be listed
+        click.echo(f"warning: cannot list its tasks: {exc}", err=True)
     if info.get("solutions_known") == "1" and info.get("score"):
         click.echo(f"score: {float(info['score']):.3f} over {info.get('total')} tasks")
     click.echo(f"{final}: submission {rundir.path / 'submission.json'}")

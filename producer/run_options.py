@@ -70,8 +70,9 @@ RUN_OPTIONS = [
     click.option("--top-p", type=float, help="Nucleus sampling threshold (0 < p <= 1)."),
     click.option("--max-tokens", type=click.IntRange(min=1), help="Max tokens per program (default ARCSYNTH_MAX_TOKENS)."),
     click.option("--seed", type=int, help="Sampling seed."),
-    click.option("--adapter", default="", help="Start from this LoRA adapter: a PEFT adapter folder (the path as given, "
-                 "e.g. ARTIFACT_ROOT/adapters/ID) or an fsspec URL."),
+    click.option("--adapter", default="", help="Start from this LoRA adapter: a PEFT adapter folder (e.g. "
+                 "ARTIFACT_ROOT/adapters/ID; a relative path is taken from here and recorded absolute, so with submit "
+                 "give one every worker sees) or an fsspec URL."),
     click.option("--prompt", "prompt_format", type=click.Choice(["arcsynth", "barc", "base"]), default="arcsynth",
                  show_default=True, help="Prompt format: arcsynth's chat prompt, BARC's induction prompt (programs "
                  "use BARC's DSL: ARCSYNTH_EXEC_DSL=path/to/common.py), or a plain completion prompt for base "
