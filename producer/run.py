@@ -90,11 +90,12 @@ class Producer:
         self.telemetry.progress(len(self.finished))
         timeout = self.config.timeout_s
         deadline = None if timeout is None else time.monotonic() + timeout
-        if self.state.get("stopping") == "timed out":  # a producer died while stopping the run: finish the stop
+        stopping = self.state.get("stopping") == "timed out"  # a producer died while stopping the run: finish the stop
+        if stopping:
             deadline = time.monotonic()
         try:
             for st in self.active.values():
-                if not st.job.sent:
+                if not st.job.sent and not stopping:
                     self._send(st)
             while True:
                 self.telemetry.beat()
