@@ -7,6 +7,7 @@ before anything is enqueued; tracebacks are for bugs only.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,47 @@ class FiniteFloatRange(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return number
+
+
+def repeated_option(command: click.Command, parent: click.Context, args: list[str]) -> str | None:
+    """The first option of `command` that `args` give more than once though it takes one value (click
+    would keep the last one silently), as the user spelled it the first time; None when there is none.
+
+    Options that collect (`multiple`, `count`) may repeat; `--help` may too. Parse errors are left to
+    the command's own parsing.
+    """
+    probe = click.Context(command, info_name=command.name, parent=parent, resilient_parsing=True)
+    try:
+        _, _, order = command.make_parser(probe).parse_args(args=list(args))
+    except click.UsageError:
+        return None
+    for param, times in Counter(order).items():
+        if (times > 1 and isinstance(param, click.Option) and not param.multiple and not param.count
+                and param.name != "help"):
+            given = [a.split("=", 1)[0] for a in args if a.split("=", 1)[0] in (*param.opts, *param.secondary_opts)]
+            return given[0] if given else param.opts[-1]
+    return None
+
+
+class OneLineErrors(click.Group):
+    """A bad option value is a user error like any other: one line naming the option, exit 2. So is an
+    option that takes one value given twice (`repeated_option`). Its subgroups are of this class too."""
+
+    group_class = type
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None and not isinstance(command, click.Group):
+            option = repeated_option(command, ctx, rest)
+            if option is not None:
+                raise UserError(f"option {option} is given more than once; give it once")
+        return name, command, rest
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise UserError(exc.format_message()) from None
 
 
 def first_error(exc: ValidationError) -> tuple[tuple[Any, ...], str]:

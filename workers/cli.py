@@ -17,7 +17,7 @@ import sys
 import click
 
 from arcsynth.common.celery_app import make_app
-from arcsynth.common.cli_base import Failure, FiniteFloatRange, UserError, need_broker, settings
+from arcsynth.common.cli_base import Failure, FiniteFloatRange, OneLineErrors, UserError, need_broker, settings
 from arcsynth.common.jobs import inference_queue
 from arcsynth.common.lifetime import children_die_with_me, die_with_parent
 from arcsynth.common.settings import Settings
@@ -180,7 +180,7 @@ def workers(kind, gpus, tp, model, max_restarts, restart_window):
 OPERATOR_COMMANDS = (worker, workers, flower, doctor)
 
 
-@click.group()
+@click.group(cls=OneLineErrors)
 def main() -> None:
     """arcsynth operator commands for a worker host."""
 
