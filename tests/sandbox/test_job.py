@@ -112,6 +112,23 @@ POISONS = {
     "other_frames": ("import sys, threading\nf = sys._current_frames()[threading.get_ident()]\nwhile f is not None:\n"
                      "    grids = f.f_locals.get('inputs')\n    if isinstance(grids, list):\n"
                      "        grids[0] = [[7]]\n    f = f.f_back", "return grid"),
+    # A signal handler is called with the running frame (no audit event), whose callers hold the job's codes;
+    # SIGINT is ignored, so the handler, once run, could be taken off again leaving the kernel's action as it was.
+    "signal_handler_frame": ("import signal\ndef _rewrite(signum, frame):\n    while frame is not None:\n"
+                             "        codes = frame.f_locals.get('codes')\n        if isinstance(codes, list):\n"
+                             "            codes[:] = ['def transform(grid):\\n    return [[7]]'] * len(codes)\n"
+                             "        frame = frame.f_back\nsignal.signal(signal.SIGINT, _rewrite)\n"
+                             "signal.raise_signal(signal.SIGINT)\nsignal.signal(signal.SIGINT, signal.SIG_IGN)",
+                             "return grid"),
+    "import_finder_cache": ("import sys\nfor f in list(sys.path_importer_cache.values()):\n"
+                            "    if hasattr(f, '_path_cache'):\n        f._path_cache.clear()",
+                            "import colorsys\n    return grid"),  # not loaded yet: its finder's file names decide
+    "import_finder_attribute": ("import sys\nfor f in list(sys.path_importer_cache.values()):\n"
+                                "    if hasattr(f, '_path_cache'):\n        f._path_cache = set()",
+                                "import colorsys\n    return grid"),
+    "finalizer_prints": ("import sys\nclass A:\n    def __del__(self):\n        sys.stdout.write('left')\n"
+                         "a = A()\na.me = a",  # garbage the check collects: it printed into the next program's output
+                         "print('mine')\n    return grid"),
     "sandbox_globals": ("import sys\ntype(sys.stdout.buffer.raw).write.__globals__['OUTPUT_CAP'] = 0",
                         "print('seen')\n    return grid"),
     "writer_descriptor": ("import sys\nsys.stdout.buffer.raw.fd = 99", "print('seen')\n    return grid"),

@@ -78,3 +78,45 @@ def test_a_run_cannot_change_another_workers_run(isolation):
     finally:
         victim.close()
         attacker.close()
+
+
+# Every process group of its session but its own worker's: another worker's run leads one. Joined, kill(0)
+# (allowed: "itself or its own group") would reach every process of it.
+JOIN = """import os, signal
+def transform(grid):
+    me, ours, joined = os.getpid(), os.getpgid(os.getppid()), 0
+    for pid in range(max(2, me - 3000), me + 3000):
+        try:
+            if pid in (me, ours) or os.getpgid(pid) != pid:
+                continue
+            os.setpgid(0, pid)
+        except OSError:
+            continue
+        joined += 1
+        os.kill(0, signal.SIGKILL)
+    return [[min(joined, 9)]]
+"""
+
+
+@pytest.mark.parametrize("isolation", ["run", "job"])
+def test_a_run_cannot_join_another_process_group(isolation):
+    """setpgid was allowed: the attacker joined the other worker's run's group and killed it with kill(0)
+    (the victim's verdicts were `crashed`); a rootless run could join its worker's group the same way."""
+    victim, attacker = Executor(timeout_s=4.0, memory_mb=512, isolation=isolation), Executor(timeout_s=4.0)
+    victim.start()
+    attacker.start()
+    try:
+        if not victim.layers.get("seccomp"):
+            pytest.skip("no seccomp filter on this machine")
+        graded = {}
+        thread = threading.Thread(target=lambda: graded.setdefault("victim", victim.grade(TASK, VICTIM)))
+        thread.start()
+        wait_for_a_run(victim)
+        reached = attacker.grade(TASK, JOIN)
+        thread.join()
+        assert [(r.error, r.output) for r in graded["victim"].train + graded["victim"].test] == \
+            [("none", [[2, 1]]), ("none", [[6, 5]])]
+        assert [(r.error, r.output) for r in reached.train] == [("none", [[0]])], reached.train[0].message
+    finally:
+        victim.close()
+        attacker.close()

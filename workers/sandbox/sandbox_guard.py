@@ -3,16 +3,18 @@
 `Guard()` takes a snapshot in the confined job process before its first program; `guard.changed()` after each
 program names the first shared thing that program changed ("" when none), and the helper then replaces the
 process before the next program. Checked: the builtins, the attributes of every imported module and of the
-instances modules hold (`random._inst`, `json._default_encoder`, the standard streams: through each dict's
-version tag where the interpreter has one, else the identity of every value), `sys.modules`, `sys.path`,
-`sys.meta_path` and `sys.path_hooks`, trace and profile hooks, recursion, switch-interval and int-digits
+instances modules hold, directly or in a module-level dict (`random._inst`, `json._default_encoder`, the
+standard streams, the finders of `sys.path_importer_cache`: through each dict's version tag where the
+interpreter has one, else the identity of every value), `sys.modules`, `sys.path`, `sys.meta_path` and
+`sys.path_hooks`, trace and profile hooks, recursion, switch-interval and int-digits
 limits, signal handlers, threads (every thread state, so a thread that has not run yet counts), atexit
 callbacks, the collector's settings, debug flags and callbacks, warnings filters, numpy's error,
 error-callback and print settings, decimal's contexts, cwd, umask, the environment, resource limits (the CPU
 limit's hard one), interval timers, priority, CPU affinity, ABC registrations, async-generator hooks,
 coroutine origin tracking, dlopen flags, the C locale, the length of every module-level list, set, deque and
-bytearray, whether the standard streams are closed, open descriptors (with their flags and SIGIO owner), and
-the files and permissions of the job's directory. An audit hook taints the process on operations that reach
+bytearray (and of those such instances hold), whether the standard streams are closed, open descriptors
+(with their flags and SIGIO owner), and the files and permissions of the job's directory. An audit hook
+taints the process on operations that reach
 past those (setting attributes of classes, frames, tracebacks' frames and other threads' frames,
 `gc.get_objects`, ctypes, audit hooks of its own); `sandbox_hidden` adds what no module attribute reaches
 (at-fork handlers, codecs, lru caches, frozen count, scheduling, signals in the kernel). Not seen: an
@@ -165,10 +167,15 @@ def watched() -> tuple[dict, list[dict], TagReader | None, list]:
     classes = {id(v): v for d in dicts[3:] for v in list(d.values())
                if isinstance(v, type) and not v.__flags__ & _IMMUTABLE}  # pure-Python classes
     dicts += [d for cls in classes.values() for d in gc.get_referents(cls.__dict__) if type(d) is dict]
-    dicts += [v for d in dicts[3:] for v in list(d.values()) if type(v) is dict]  # module-level dicts
-    containers = list({id(v): v for d in dicts[3:] for v in list(d.values()) if type(v) in _CONTAINERS}.values())
+    level = [v for d in dicts[3:] for v in list(d.values()) if type(v) is dict]  # module-level dicts
+    dicts += level
+    # The instances modules hold, directly or in a module-level dict (the finders of sys.path_importer_cache,
+    # whose cached file names decide what a later import finds), and the containers among their attributes.
+    instances = _instance_dicts(own + level)
+    held = [*dicts[3:], *instances]
+    containers = list({id(v): v for d in held for v in list(d.values()) if type(v) in _CONTAINERS}.values())
     containers += hidden.lists()
-    dicts += _instance_dicts(own) + hidden.dicts()
+    dicts += instances + hidden.dicts()
     tags = None if OFFSET is None else TagReader([id(d) + OFFSET for d in dicts])
     _WATCHED = modules, dicts, tags, containers
     return _WATCHED
@@ -191,6 +198,7 @@ class Guard:
         self.random = random.getstate()
         self.fds = self._fds()
         self.folder_mode = os.stat(folder).st_mode
+        hidden.plain_dispositions()
         self.hidden = hidden.state()
         self.modules, dicts, tags, _ = watched()
         self.alive = dicts  # a version tag is read at its dict's address: keep each dict alive

@@ -15,7 +15,8 @@ generation: `gc.unfreeze` moves that generation, and so changes the canary's pre
 check reads in O(1) (`gc.get_freeze_count` walks every frozen object: milliseconds). In the job
 process, `state()` (once, when the process starts) and `changed(state)` (after each program) compare
 that, the scheduling policy (`os.sched_setscheduler`) and the handler of every signal in the kernel
-(`faulthandler.enable` and `register` install theirs in C, where `signal.getsignal` does not look),
+(`faulthandler.enable` and `register` install theirs in C, where `signal.getsignal` does not look; a
+handler installed and taken off again is seen too, see `plain_dispositions`),
 and whether finalizers left garbage. `settle()` runs the finalizers of a program's garbage and cancels
 the watchdog thread that `faulthandler.dump_traceback_later` starts (it would end the process during a
 later program). Part of the helper: imports nothing from the project.
@@ -39,6 +40,7 @@ _DICTS: list[dict] = []
 _sigaction = ctypes.CDLL(None, use_errno=True).sigaction  # resolved here: a lookup in a job process changes a watched dict
 _ACTION = ctypes.create_string_buffer(256)  # a glibc struct sigaction (152 bytes on x86_64), and room
 _SIGNALS = range(1, signal.SIGRTMAX + 1)
+_SA_ONSTACK = 0x08000000  # in sa_flags, bytes 136 to 140 of glibc's struct sigaction
 # A tracked object's PyGC_Head (_gc_next, _gc_prev) sits just before it; _gc_prev's two low bits are flags.
 _GC_PREV, _GC_FLAGS = -ctypes.sizeof(ctypes.c_size_t), 3
 _FROZEN: dict = {}  # "canary": first in the permanent generation; "head": its predecessor (the list's head)
@@ -152,6 +154,24 @@ def _handlers() -> tuple[bytes, ...]:
         raw = _ACTION.raw if _sigaction(sig, None, _ACTION) == 0 else b""
         found.append(raw[:16] + raw[136:140])
     return tuple(found)
+
+
+def plain_dispositions() -> None:
+    """In the job process, once before `state()`: take SA_ONSTACK off every signal left at SIG_DFL or SIG_IGN.
+
+    Python's `signal.signal` always sets that flag, and so had set it on what the helper ignores (SIGINT,
+    SIGPIPE, SIGXFSZ) or reset: a program could install a handler on one, raise the signal, and put the
+    old disposition back, leaving the kernel's action as it was. The handler is called with the running
+    frame, whose callers are the job process's own (its programs' code and inputs, the check): with them
+    it could rewrite the programs after it. Without the flag, putting a disposition back through Python
+    is a change `changed` sees. Calls ctypes."""
+    for sig in _SIGNALS:
+        if _sigaction(sig, None, _ACTION) != 0:
+            continue
+        flags = int.from_bytes(_ACTION.raw[136:140], "little")
+        if int.from_bytes(_ACTION.raw[:8], "little") in (0, 1) and flags & _SA_ONSTACK:  # SIG_DFL, SIG_IGN
+            ctypes.memmove(ctypes.addressof(_ACTION) + 136, (flags & ~_SA_ONSTACK).to_bytes(4, "little"), 4)
+            _sigaction(sig, _ACTION, None)
 
 
 def state() -> tuple:

@@ -72,6 +72,11 @@ def _job_child(req: dict, first: int, folder: str, wfd: int, out: int, layers: d
         try:
             signal.sigwait({GO})
             guard.reset()
+            for stream in guard.streams:  # out with what the last program's finalizers printed in the check
+                try:
+                    stream.flush()
+                except BaseException:  # noqa: BLE001 - as after a program
+                    pass
             os.ftruncate(1, 0)
             os.lseek(1, 0, os.SEEK_SET)
             used = resource.getrusage(resource.RUSAGE_SELF)

@@ -18,6 +18,9 @@ _SYS = {"socket": 41, "clone": 56, "fork": 57, "vfork": 58, "execve": 59, "kill"
         # Signals by other routes than kill/tkill/tgkill (which may only name the run itself).
         "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297, "pidfd_send_signal": 424, "pidfd_open": 434,
         "pidfd_getfd": 438,
+        # Joining another process group (another run's, or the worker's, of the same session), where
+        # kill(0) would reach all of it.
+        "setpgid": 109,
         # System V and POSIX IPC: objects that outlive the run and are shared with the host.
         "shmget": 29, "shmat": 30, "shmctl": 31, "semget": 64, "semop": 65, "semctl": 66, "shmdt": 67,
         "msgget": 68, "msgsnd": 69, "msgrcv": 70, "msgctl": 71, "semtimedop": 220, "mq_open": 240,
@@ -40,7 +43,7 @@ _OWN_PROCESS = {"prlimit64": 302, "sched_setparam": 142, "sched_setscheduler": 1
 _OWN_PRIORITY = {"setpriority": (141, 2), "ioprio_set": (251, 3)}
 _DENIED = ("fork", "vfork", "execve", "execveat", "ptrace", "mount", "umount2", "chroot", "pivot_root",
            "unshare", "setns", "open_by_handle_at", "process_vm_readv", "process_vm_writev",
-           "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_send_signal", "pidfd_open", "pidfd_getfd",
+           "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_send_signal", "pidfd_open", "pidfd_getfd", "setpgid",
            "shmget", "shmat", "shmctl", "semget", "semop", "semctl", "shmdt", "msgget", "msgsnd", "msgrcv",
            "msgctl", "semtimedop", "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify",
            "mq_getsetattr", "open_tree", "move_mount", "fsopen", "fsconfig", "fsmount", "fspick",
@@ -72,9 +75,10 @@ def _ranges(numbers: list[int]) -> list[tuple[int, int]]:
 
 
 def program(own_pid: int) -> list[tuple[int, int, int, int]]:
-    """Deny new processes, exec, sockets, signals to others (by kill, pidfds, sigqueue or a SIGIO
-    owner), changes to other processes (limits, priority, scheduling: `_OWN_PROCESS`), ptrace,
-    mounts, namespace tricks, IPC, keyrings, io_uring and x32 calls (see `_SYS`).
+    """Deny new processes, exec, sockets, signals to others (by kill, pidfds, sigqueue, a SIGIO
+    owner, or kill(0) after joining another process group with setpgid), changes to other processes
+    (limits, priority, scheduling: `_OWN_PROCESS`), ptrace, mounts, namespace tricks, IPC, keyrings,
+    io_uring and x32 calls (see `_SYS`).
 
     Denied numbers are tested as ranges (one or two instructions each), each jumping to its
     errno's one return at the end: a short filter attaches faster (the kernel compiles it per run).
@@ -100,7 +104,8 @@ def program(own_pid: int) -> list[tuple[int, int, int, int]]:
     prog.extend([(_JEQ_K, 0, 4, _SYS["clone"]), (_LD_W_ABS, 0, 0, 16),
                  (_JSET_K, 1, 0, _CLONE_THREAD), (_RET_K, 0, 0, eperm), (_RET_K, 0, 0, _RET_ALLOW)])
     # kill/tkill/tgkill, limits, scheduling and memory placement: only this process itself (its pid, or 0:
-    # itself or its own group), the first argument; one shared check after the numbers.
+    # itself or its own group, which it cannot leave: setpgid is denied), the first argument; one shared
+    # check after the numbers.
     own = [_SYS["kill"], _SYS["tkill"], _SYS["tgkill"], *_OWN_PROCESS.values()]
     prog.extend((_JEQ_K, len(own) - 1 - i, 5 if i == len(own) - 1 else 0, nr) for i, nr in enumerate(own))
     prog.extend([(_LD_W_ABS, 0, 0, 16), (_JEQ_K, 2, 0, own_pid), (_JEQ_K, 1, 0, 0), (_RET_K, 0, 0, eperm),
