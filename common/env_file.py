@@ -2,7 +2,8 @@
 
 python-dotenv (under pydantic-settings) raises UnicodeDecodeError on bytes that are not UTF-8 and
 only warns about a line it cannot parse, then drops it: a setting would be silently lost.
-`check_env_file` refuses both with the line's number (never its text, which may hold a password).
+`check_env_file` refuses both with the line's number (never its text, which may hold a password), and a
+bare `ARCSYNTH_…` name without `=value`, which python-dotenv reads as no value and the settings drop.
 """
 
 from __future__ import annotations
@@ -39,3 +40,7 @@ def check_env_file(path: Path) -> None:
             text = binding.original.string
             number = binding.original.line + text[: len(text) - len(text.lstrip())].count("\n")
             raise EnvFileError(f"{path}: line {number}: not a NAME=value line (python-dotenv cannot parse it)")
+        if binding.key is not None and binding.value is None and binding.key.upper().startswith("ARCSYNTH_"):
+            # python-dotenv reads a bare `NAME` as a name without a value, which the settings drop
+            number = binding.original.line + binding.original.string.count("\n", 0, binding.original.string.find(binding.key))
+            raise EnvFileError(f"{path}: line {number}: {binding.key} has no =value (give NAME=value)")

@@ -7,6 +7,7 @@ where prepared models live, read where a model name is resolved (like `HF_HOME`)
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -15,6 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from arcsynth.common.models import DEFAULT_MAX_TOKENS, MAX_TEMPERATURE, MAX_TOKENS, Text
 
 ENV_FILE = ".env"  # read from the working directory (checked line by line first: common/env_file.py)
+# The isolation layers an execute worker reports (workers/sandbox/sandbox_isolation.py), for ARCSYNTH_EXEC_REQUIRE.
+EXEC_LAYERS = ("network_namespace", "mount_namespace", "minimal_root", "seccomp", "unprivileged_user", "rlimits")
 
 
 class Settings(BaseSettings):
@@ -122,21 +125,38 @@ class Settings(BaseSettings):
     # Tasks a producer keeps in flight at once (bounds its memory and the queues' length).
     max_active_tasks: int = Field(64, ge=1, le=100_000)
 
-    @field_validator("broker_url", mode="before")
+    @field_validator("broker_url", "result_backend", mode="before")
     @classmethod
     def _redis_url(cls, value: Any) -> Any:
-        """Empty is unset; anything else must be a URL redis-py takes (its scheme, port and query)."""
+        """Empty is unset; anything else must be a URL redis-py takes (its scheme, port and query: the
+        connection it would make is built, not opened), whose path is a database number, as Celery's
+        Redis backend reads it (`redis://host/abc` was database 0 to redis-py and a crash in Celery)."""
         url = value.get_secret_value() if isinstance(value, SecretStr) else value
         if isinstance(url, str) and not url.strip():
             return None
         if isinstance(url, str):
-            from redis.connection import parse_url
+            from urllib.parse import urlsplit
+
+            from redis import ConnectionPool, RedisError
 
             try:
-                parse_url(url)
-            except ValueError:  # its message may quote part of the password (cut at an unescaped / ? #)
-                raise ValueError("not a Redis URL: want redis://, rediss:// or unix://, a numeric port, and "
-                                 "/ ? # @ in a password percent-encoded") from None
+                ConnectionPool.from_url(url).make_connection()
+                path = urlsplit(url).path
+            except (ValueError, TypeError, RedisError):  # a message may quote part of the password
+                raise ValueError("not a Redis URL: want redis://, rediss:// or unix://, a numeric port, only query "
+                                 "parameters redis-py takes, and / ? # @ in a password percent-encoded") from None
+            if not url.startswith("unix://") and not re.fullmatch(r"/?[0-9]*", path):
+                raise ValueError("not a Redis URL: the path after host:port must be a database number "
+                                 "(redis://host:6379/0)")
+        return value
+
+    @field_validator("exec_require")
+    @classmethod
+    def _known_layers(cls, value: str) -> str:
+        """A misspelt layer would pass for one the host lacks: every execute worker would refuse to start."""
+        unknown = next((x.strip() for x in value.split(",") if x.strip() and x.strip() not in EXEC_LAYERS), None)
+        if unknown is not None:
+            raise ValueError(f"no isolation layer named {unknown!r} (layers: {', '.join(EXEC_LAYERS)})")
         return value
 
     @field_validator("model")

@@ -39,10 +39,11 @@ def connect(s: Settings) -> tuple[Celery, redis.Redis]:
     return make_app(s), redis_client(s.broker())
 
 
-def resolve(run: str) -> tuple[RunDir, RunState | None, Celery | None]:
+def resolve(run: str, need_dir: bool = False) -> tuple[RunDir, RunState | None, Celery | None]:
     """RUN is a run directory or a run id known to Redis; its live state when a broker is configured.
     A path that is there but is not a run directory, or no path and no broker to look the id up in,
-    is a user error saying which."""
+    is a user error saying which. `need_dir`: the command reads or writes the run directory here, so a
+    run id whose directory is not here (moved, removed, on another host) is a user error too."""
     s = settings()
     rundir = RunDir(Path(run))
     problem = rundir.problem()
@@ -68,7 +69,11 @@ def resolve(run: str) -> tuple[RunDir, RunState | None, Celery | None]:
     state = RunState(r, run)
     if not state.exists():
         raise UserError(f"run {run}: no such run directory, and no run with that id in Redis")
-    return RunDir(Path(state.get("run_dir") or "")), state, app
+    rundir = RunDir(Path(state.get("run_dir") or ""))
+    problem = rundir.problem() if need_dir else None
+    if problem:
+        raise UserError(f"run {run}: its run directory is not here: {problem}")
+    return rundir, state, app
 
 
 def need_state(run: str, state: RunState | None) -> RunState:
@@ -176,9 +181,10 @@ def wait(run):
     follow_to_end(need_state(run, state), rundir, app)
 
 
-def _unfinished(run: str, verb: str) -> tuple[RunDir, RunState, Celery, dict[str, str]]:
-    """The run's directory, state, app and fields; a clear error if it has already ended."""
-    rundir, state, app = resolve(run)
+def _unfinished(run: str, verb: str, need_dir: bool = True) -> tuple[RunDir, RunState, Celery, dict[str, str]]:
+    """The run's directory, state, app and fields; a clear error if it has already ended (or, with
+    `need_dir`, if its run directory is not here)."""
+    rundir, state, app = resolve(run, need_dir)
     state = need_state(run, state)
     info = state.info()
     if info.get("state") in ("done", "cancelled"):
@@ -210,8 +216,11 @@ def cancel(run, timeout):
     """Revoke the run's unstarted jobs, mark unfinished tasks cancelled, write the results."""
     from arcsynth.producer.run import Producer
 
-    rundir, state, app, info = _unfinished(run, "cancel")
+    rundir, state, app, info = _unfinished(run, "cancel", need_dir=False)
     alive = state.producer_alive(info)
+    problem = None if alive else rundir.problem()  # no producer to record the cancellation, nor a directory here
+    if problem:
+        raise UserError(f"run {run}: its run directory is not here: {problem}")
     state.set(state="cancelling")
     deadline = time.monotonic() + timeout
     while alive and state.state() == "cancelling" and time.monotonic() < deadline and state.producer_alive():
@@ -228,7 +237,7 @@ def results(run):
     A line of the run directory that does not validate is refused first (one line naming it), nothing written."""
     from arcsynth.producer.summary import RunReadError, check_run
 
-    rundir, _, _ = resolve(run)
+    rundir, _, _ = resolve(run, need_dir=True)
     try:
         rundir.repair()
         check_run(rundir)
@@ -248,7 +257,7 @@ def report(run):
     from arcsynth.producer.report import write_report
     from arcsynth.producer.summary import RunReadError
 
-    rundir, _, _ = resolve(run)
+    rundir, _, _ = resolve(run, need_dir=True)
     try:
         click.echo(write_report(rundir))
     except (RunReadError, RunDirError) as exc:

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 
 import click
 
@@ -22,6 +23,7 @@ from arcsynth.common.jobs import inference_queue
 from arcsynth.common.lifetime import children_die_with_me, die_with_parent
 from arcsynth.common.settings import Settings
 from arcsynth.common.supervise import Supervisor
+from arcsynth.common.text import show_path
 from arcsynth.workers.doctor import doctor
 from arcsynth.workers.gpu_groups import cuda_visible_devices, gpu_groups, parse_gpus
 
@@ -66,6 +68,18 @@ def flower(port, address, persistent):
     s = need_broker(settings())
     if s.flower_basic_auth is None:
         raise UserError("setting ARCSYNTH_FLOWER_BASIC_AUTH is not set (user:password); Flower always needs auth")
+    # Flower compares what a browser sends ("user:password") with each comma-separated entry: one without a
+    # user or a password would lock everyone out, silently. (The message never quotes it: it holds passwords.)
+    if any(not user or not password for user, _, password in
+           (entry.partition(":") for entry in s.flower_basic_auth.get_secret_value().split(","))):
+        raise UserError("setting ARCSYNTH_FLOWER_BASIC_AUTH: want user:password, several separated by commas, "
+                        "each with a user and a password")
+    if persistent:  # Flower would start, then die in a traceback when it first saves its state
+        try:
+            with tempfile.TemporaryFile(dir=os.path.dirname(os.path.abspath(persistent))):
+                pass
+        except OSError as exc:
+            raise UserError(f"option --persistent: cannot write {show_path(persistent)}: {exc.strerror}") from None
     # Flower reads its password from its own environment variable, not from a command line that `ps` shows.
     os.environ["FLOWER_BASIC_AUTH"] = s.flower_basic_auth.get_secret_value()
     argv = ["flower", f"--port={port or s.flower_port}", f"--address={address}"]

@@ -364,6 +364,17 @@ def test_names_that_are_not_utf8_are_refused_by_validate_and_submit(tmp_path):
     ({"ARCSYNTH_BROKER_URL": "redis://:secr/et@localhost:6379/0"}, "ARCSYNTH_BROKER_URL: not a Redis URL"),
     ({"ARCSYNTH_BROKER_URL": "redis://user:secr?et@localhost"}, "ARCSYNTH_BROKER_URL: not a Redis URL"),
     ({"ARCSYNTH_BROKER_URL": ""}, "ARCSYNTH_BROKER_URL is not set"),
+    # Review: redis-py took these (a database "abc" as 0, a query parameter it passes on), so `submit`
+    # made and registered the run, then its producer (Celery) or the first connection died in a traceback.
+    ({"ARCSYNTH_BROKER_URL": "redis://127.0.0.1:1/abc"}, "ARCSYNTH_BROKER_URL: not a Redis URL: the path after"),
+    ({"ARCSYNTH_BROKER_URL": "redis://127.0.0.1:1/0/1"}, "ARCSYNTH_BROKER_URL: not a Redis URL: the path after"),
+    ({"ARCSYNTH_BROKER_URL": "redis://:secret@127.0.0.1:1/0?ssl_cert_reqs=required"},
+     "ARCSYNTH_BROKER_URL: not a Redis URL: want redis://"),
+    ({"ARCSYNTH_BROKER_URL": "redis://127.0.0.1:1/0?timeout=5"}, "ARCSYNTH_BROKER_URL: not a Redis URL: want redis://"),
+    ({"ARCSYNTH_RESULT_BACKEND": "notaurl"}, "ARCSYNTH_RESULT_BACKEND: not a Redis URL: want redis://"),
+    ({"ARCSYNTH_EXEC_REQUIRE": "seccomp,minimal-root"}, "ARCSYNTH_EXEC_REQUIRE: no isolation layer named 'minimal-root'"),
+    ({"ARCSYNTH_BROKER_URL": "redis://127.0.0.1:1/0", "ARCSYNTH_RESULT_BACKEND": "redis://127.0.0.1:1/x"},
+     "ARCSYNTH_RESULT_BACKEND: not a Redis URL: the path after"),
     ({"ARCSYNTH_MODEL": ""}, "ARCSYNTH_MODEL: a model name is empty"),
     ({"ARCSYNTH_MODEL": " "}, "ARCSYNTH_MODEL: a model name is empty"),
     ({"ARCSYNTH_MODEL": "m\udcff"}, "ARCSYNTH_MODEL: not UTF-8"),
@@ -395,6 +406,9 @@ def test_bad_settings_are_named_and_checked_before_connecting(tmp_path, env, fra
     (b"ARCSYNTH_MODEL=a\nARCSYNTH_MAX_ACTIVE_TASKS=\xff\n", ".env: line 2: not UTF-8 text (byte 27 of the line)"),
     (b"ARCSYNTH_MODEL=a\n\n# note\nARCSYNTH_MAX_ACTIVE_TASKS=\"5\n", ".env: line 4: not a NAME=value line"),
     (b"ARCSYNTH_MODEL=a\nnot a setting at all\n", ".env: line 2: not a NAME=value line"),
+    # Review: python-dotenv reads a bare name as one without a value, and the setting was dropped silently.
+    (b"ARCSYNTH_MODEL=a\n\n  ARCSYNTH_MAX_ACTIVE_TASKS\n", ".env: line 3: ARCSYNTH_MAX_ACTIVE_TASKS has no =value"),
+    (b"export ARCSYNTH_MODEL\n", ".env: line 1: ARCSYNTH_MODEL has no =value"),
 ])
 def test_a_bad_env_file_line_is_named_not_skipped(tmp_path, content, fragment):
     (tmp_path / ".env").write_bytes(content)
@@ -717,3 +731,38 @@ def test_a_kaggle_error_names_the_file_at_fault(tmp_path, test_field, solutions,
     else:
         (tmp_path / "x_solutions.json").write_text(json.dumps(solutions))
     assert_user_error(arcsynth("tasks", "validate", str(tmp_path / "x_challenges.json")), fragments)
+
+
+@pytest.mark.parametrize("command", ["results", "report", "resume", "cancel"])
+def test_a_run_id_whose_run_directory_is_gone_is_one_line_and_changes_nothing(tmp_path, command):
+    """Review: a run id Redis knows whose directory was moved or removed gave a traceback, after `resume`
+    and `cancel` had set the run resuming or cancelling (with no producer to go on)."""
+    from arcsynth.common.redis_client import redis_client
+    from arcsynth.producer.redis_server import RedisServer
+    from arcsynth.producer.runstate import RunState
+
+    with RedisServer() as server:
+        state = RunState(redis_client(server.url), "gone-run")
+        state.register(str(tmp_path / "gone"), 1, "t.json", False)
+        assert_user_error(run_cli(command, "gone-run", cwd=tmp_path, ARCSYNTH_BROKER_URL=server.url),
+                          [f"run gone-run: its run directory is not here: {tmp_path / 'gone' / 'run.json'}: missing"])
+        assert state.state() == "queued"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("auth, options, fragment", [
+    ("ops", [], "setting ARCSYNTH_FLOWER_BASIC_AUTH: want user:password"),
+    ("ops:pw,other", [], "setting ARCSYNTH_FLOWER_BASIC_AUTH: want user:password"),
+    ("ops:", [], "setting ARCSYNTH_FLOWER_BASIC_AUTH: want user:password"),
+    ("ops:pw", ["--persistent", "/proc/flower.db"], "option --persistent: cannot write /proc/flower.db"),
+    ("ops:pw", ["--persistent", "A-FILE/flower.db"], "option --persistent: cannot write"),
+])
+def test_flower_refuses_auth_that_locks_everyone_out_and_a_state_file_it_cannot_write(tmp_path, auth, options, fragment):
+    """Review: Flower started with credentials no browser can send (every request then 401), or with a
+    --persistent file it could not create (a traceback at its first save, and it kept running)."""
+    (tmp_path / "a-file").write_text("x")
+    options = [o.replace("A-FILE", str(tmp_path / "a-file")) for o in options]
+    r = run_cli("flower", "--port", "1", *options, ARCSYNTH_BROKER_URL="redis://127.0.0.1:1/0",
+                ARCSYNTH_FLOWER_BASIC_AUTH=auth)
+    assert_user_error(r, [fragment])
+    assert "pw" not in r.stderr

@@ -61,8 +61,10 @@ def test_a_hub_model_the_hub_does_not_give(tmp_path):
     ("dsl_a_folder", ["DSL module ", "empty-folder (ARCSYNTH_EXEC_DSL): not a regular file"]),  # was "no such file"
     ("dsl_a_fifo", ["DSL module ", "fifo.py (ARCSYNTH_EXEC_DSL): not a regular file"]),
     ("dsl_that_does_not_import", ["the execute worker would refuse to start: DSL module ", "no_such_dependency"]),
-    ("required_layer_unknown", ["the execute worker would refuse to start: required isolation layers unavailable here: "
-                                "no_such_layer"]),
+    # Review: was "unavailable here" (found by probing the sandbox), as if the host lacked it; `submit` and
+    # `worker execute` took it (the worker then exited 3 at start).
+    ("required_layer_unknown", ["setting ARCSYNTH_EXEC_REQUIRE: no isolation layer named 'no_such_layer' (layers: "
+                                "network_namespace, mount_namespace"]),
     ("artifact_root", ["artifact root ", "(ARCSYNTH_ARTIFACT_ROOT) is not writable here: Not a directory"]),
     ("replay_missing", ["replay file ", "gone.jsonl: cannot read: No such file"]),
     ("replay_bad_line", ["replay file ", "programs.jsonl: line 2: needs a task_id"]),
