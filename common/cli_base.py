@@ -7,6 +7,7 @@ before anything is enqueued; tracebacks are for bugs only.
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import click
 from pydantic import ValidationError
 
 from arcsynth.common.env_file import EnvFileError, check_env_file
-from arcsynth.common.settings import ENV_FILE, Settings
+from arcsynth.common.settings import ENV_FILE, Settings, unknown_variable
 from arcsynth.common.text import escape
 
 
@@ -100,8 +101,11 @@ def setting_name(field: str) -> str:
 
 
 def load_settings() -> Settings:
-    """The process's settings (environment and `.env`); a bad value, or a `.env` line that is not
-    UTF-8 or not NAME=value, is a one-line user error."""
+    """The process's settings (environment and `.env`); a bad value, an `ARCSYNTH_…` name that is no
+    setting, or a `.env` line that is not UTF-8 or not NAME=value, is a one-line user error."""
+    unknown = next(filter(None, map(unknown_variable, sorted(os.environ))), None)
+    if unknown:
+        raise UserError(f"environment: {unknown}")
     try:
         check_env_file(Path(ENV_FILE))
         return Settings()

@@ -2,8 +2,9 @@
 
 python-dotenv (under pydantic-settings) raises UnicodeDecodeError on bytes that are not UTF-8 and
 only warns about a line it cannot parse, then drops it: a setting would be silently lost.
-`check_env_file` refuses both with the line's number (never its text, which may hold a password), and a
-bare `ARCSYNTH_…` name without `=value`, which python-dotenv reads as no value and the settings drop.
+`check_env_file` refuses both with the line's number (never its text, which may hold a password), a
+bare `ARCSYNTH_…` name without `=value`, which python-dotenv reads as no value and the settings drop,
+and an `ARCSYNTH_…` name that is no setting (a misspelt one would be ignored).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import io
 from pathlib import Path
 
 from dotenv.parser import parse_stream
+
+from arcsynth.common.settings import unknown_variable
 
 
 class EnvFileError(ValueError):
@@ -44,3 +47,7 @@ def check_env_file(path: Path) -> None:
             # python-dotenv reads a bare `NAME` as a name without a value, which the settings drop
             number = binding.original.line + binding.original.string.count("\n", 0, binding.original.string.find(binding.key))
             raise EnvFileError(f"{path}: line {number}: {binding.key} has no =value (give NAME=value)")
+        unknown = unknown_variable(binding.key) if binding.key is not None else None
+        if unknown:
+            number = binding.original.line + binding.original.string.count("\n", 0, binding.original.string.find(binding.key))
+            raise EnvFileError(f"{path}: line {number}: {unknown}")

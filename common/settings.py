@@ -6,6 +6,7 @@ where prepared models live, read where a model name is resolved (like `HF_HOME`)
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from typing import Any, Literal
@@ -174,3 +175,20 @@ class Settings(BaseSettings):
     def result_backend_url(self) -> str:
         return self.result_backend.get_secret_value() if self.result_backend else self.broker()
 
+
+
+# `ARCSYNTH_…` variables that are read but are not settings (see the module docstring).
+OTHER_VARIABLES = frozenset({"ARCSYNTH_MODEL_CACHE"})
+
+
+def unknown_variable(name: str) -> str | None:
+    """For an `ARCSYNTH_…` name (any case, as the settings read them) that no setting has: a line saying
+    so, with the nearest setting's name; None for a setting, an `OTHER_VARIABLES` name, or another name.
+    A misspelt setting would otherwise be ignored without a word."""
+    upper = name.upper()
+    known = {f"ARCSYNTH_{field.upper()}" for field in Settings.model_fields} | OTHER_VARIABLES
+    if not upper.startswith("ARCSYNTH_") or upper in known:
+        return None
+    near = difflib.get_close_matches(upper.removeprefix("ARCSYNTH_"), sorted(k.removeprefix("ARCSYNTH_") for k in known),
+                                     n=1, cutoff=0.7)
+    return f"{name} is not a setting" + (f" (did you mean ARCSYNTH_{near[0]}?)" if near else "")

@@ -409,11 +409,25 @@ def test_bad_settings_are_named_and_checked_before_connecting(tmp_path, env, fra
     # Review: python-dotenv reads a bare name as one without a value, and the setting was dropped silently.
     (b"ARCSYNTH_MODEL=a\n\n  ARCSYNTH_MAX_ACTIVE_TASKS\n", ".env: line 3: ARCSYNTH_MAX_ACTIVE_TASKS has no =value"),
     (b"export ARCSYNTH_MODEL\n", ".env: line 1: ARCSYNTH_MODEL has no =value"),
+    # A misspelt setting was ignored without a word.
+    (b"ARCSYNTH_MODEL=a\narcsynth_max_active_task=5\n",
+     ".env: line 2: arcsynth_max_active_task is not a setting (did you mean ARCSYNTH_MAX_ACTIVE_TASKS?)"),
 ])
 def test_a_bad_env_file_line_is_named_not_skipped(tmp_path, content, fragment):
     (tmp_path / ".env").write_bytes(content)
     (tmp_path / "t.json").write_text(json.dumps(task()))
     assert_user_error(run_cli("submit", "t.json", cwd=tmp_path), [fragment])
+
+
+@pytest.mark.parametrize("name, fragment", [
+    ("ARCSYNTH_EXEC_ISOLATON", "environment: ARCSYNTH_EXEC_ISOLATON is not a setting (did you mean ARCSYNTH_EXEC_ISOLATION?)"),
+    ("arcsynth_samples", "environment: arcsynth_samples is not a setting"),
+])
+def test_an_environment_variable_that_is_no_setting_is_named(tmp_path, name, fragment):
+    """A misspelt `ARCSYNTH_…` variable was ignored without a word; it is refused before anything starts."""
+    (tmp_path / "t.json").write_text(json.dumps(task()))
+    assert_user_error(run_cli("submit", "t.json", "--out", "run", cwd=tmp_path, **{name: "job"}), [fragment])
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("options, fragment", [
