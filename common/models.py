@@ -81,6 +81,18 @@ class Task(Frozen):
             raise ValueError(f"train pair {missing[0]} has no output")
         return train
 
+    @field_validator("test")
+    @classmethod
+    def _test_outputs_all_or_none(cls, test: list[Pair]) -> list[Pair]:
+        """Test outputs are known for every test input or for none (a task with some would be scored by
+        nobody: the run would write no score.json, without a word)."""
+        given = [i for i, p in enumerate(test) if p.output is not None]
+        if given and len(given) < len(test):
+            missing = next(i for i, p in enumerate(test) if p.output is None)
+            raise ValueError(f"test pair {missing} has no output while test pair {given[0]} has one "
+                             "(give every test output or none)")
+        return test
+
     def has_solutions(self) -> bool:
         return all(p.output is not None for p in self.test)
 

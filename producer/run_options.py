@@ -50,6 +50,8 @@ class SamplesType(click.ParamType):
                 name, _, count = part.rpartition("=")
                 if not name.strip() or int(count) < 1:
                     raise ValueError
+                if name.strip() in counts:
+                    self.fail(f"{value!r} gives model {name.strip()} more than one count", param, ctx)
                 counts[name.strip()] = int(count)
             return counts
         except ValueError:

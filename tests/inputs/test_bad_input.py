@@ -42,6 +42,9 @@ CASES = {
     "missing_test": ("a.json", {"train": [OK_PAIR]}, ["field test", "Field required"]),
     "no_train_pairs": ("a.json", task(train=[]), ["field train", "at least 1"]),
     "train_without_output": ("a.json", task(train=[{"input": [[1]]}]), ["field train", "pair 0 has no output"]),
+    # Review: accepted, and the run then wrote no score.json without a word.
+    "some_test_outputs": ("a.json", task(test=[{"input": [[1]], "output": [[1]]}, {"input": [[1]]}]),
+                          ["task a", "field test", "test pair 1 has no output while test pair 0 has one"]),
     "unknown_field": ("a.json", task(extra=1), ["field extra", "Extra inputs"]),
     "non_utf8": ("a.json", b"\xff\xfe{}", ["a.json", "not UTF-8"]),
     "duplicate_task_ids": ("x_challenges.json", f'{{"t1": {json.dumps(task())}, "t1": {json.dumps(task())}}}',
@@ -291,6 +294,7 @@ def test_an_adapter_trained_in_another_prompt_format_is_refused(tmp_path):
     (["--samples", "a=0", "--model", "a"], ["--samples", "'a=0'"]),
     (["--samples", "=5"], ["--samples", "'=5'"]),
     (["--model", "a", "--samples", "a=4,b=2"], ["option --samples: b is not a model of this run"]),
+    (["--model", "a", "--samples", "a=4,a=2"], ["--samples", "'a=4,a=2' gives model a more than one count"]),
     (["--model", "a", "--model", "a"], ["option --model: a model is named twice"]),
     (["--model", "  "], ["option --model: a model name is empty"]),
     (["--model", "org/m", "--model", "org_m"], ["option --model: org/m and org_m would share the queue inference.org_m"]),
