@@ -57,29 +57,6 @@ def wait_for_a_run(ex: Executor, timeout_s: float = 30.0) -> None:
         time.sleep(0.005)  # polling for the process, not waiting on luck
 
 
-@pytest.mark.parametrize("isolation", ["run", "job"])
-def test_a_run_cannot_change_another_workers_run(isolation):
-    """Before the fix the attacker set the other run's memory limit to 1 MiB: its verdicts were `memory`."""
-    victim, attacker = Executor(timeout_s=4.0, memory_mb=512, isolation=isolation), Executor(timeout_s=4.0)
-    victim.start()
-    attacker.start()
-    try:
-        if not victim.layers.get("seccomp"):
-            pytest.skip("no seccomp filter on this machine")
-        graded = {}
-        thread = threading.Thread(target=lambda: graded.setdefault("victim", victim.grade(TASK, VICTIM)))
-        thread.start()
-        wait_for_a_run(victim)  # then it sleeps in its first input while the attacker runs
-        reached = attacker.grade(TASK, REACH)
-        thread.join()
-        assert [(r.error, r.output) for r in reached.train] == [("none", [[0]])]
-        assert [(r.error, r.output) for r in graded["victim"].train + graded["victim"].test] == \
-            [("none", [[2, 1]]), ("none", [[6, 5]])]
-    finally:
-        victim.close()
-        attacker.close()
-
-
 # Every process group of its session but its own worker's: another worker's run leads one. Joined, kill(0)
 # (allowed: "itself or its own group") would reach every process of it.
 JOIN = """import os, signal
@@ -99,9 +76,11 @@ def transform(grid):
 
 
 @pytest.mark.parametrize("isolation", ["run", "job"])
-def test_a_run_cannot_join_another_process_group(isolation):
-    """setpgid was allowed: the attacker joined the other worker's run's group and killed it with kill(0)
-    (the victim's verdicts were `crashed`); a rootless run could join its worker's group the same way."""
+@pytest.mark.parametrize("attack", ["reach", "join"])
+def test_a_run_cannot_change_another_workers_run(isolation, attack):
+    """Before the fixes the attacker set the other run's memory limit to 1 MiB (`reach`: its verdicts were
+    `memory`), or joined its process group with setpgid and killed it with kill(0) (`join`: `crashed`;
+    a rootless run could join its worker's group the same way)."""
     victim, attacker = Executor(timeout_s=4.0, memory_mb=512, isolation=isolation), Executor(timeout_s=4.0)
     victim.start()
     attacker.start()
@@ -111,8 +90,8 @@ def test_a_run_cannot_join_another_process_group(isolation):
         graded = {}
         thread = threading.Thread(target=lambda: graded.setdefault("victim", victim.grade(TASK, VICTIM)))
         thread.start()
-        wait_for_a_run(victim)
-        reached = attacker.grade(TASK, JOIN)
+        wait_for_a_run(victim)  # then it sleeps in its first input while the attacker runs
+        reached = attacker.grade(TASK, {"reach": REACH, "join": JOIN}[attack])
         thread.join()
         assert [(r.error, r.output) for r in graded["victim"].train + graded["victim"].test] == \
             [("none", [[2, 1]]), ("none", [[6, 5]])]
