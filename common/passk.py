@@ -9,8 +9,8 @@ Definitions (pure functions; nothing here reads files):
   replacement from a task's `total` include a correct one. For `k >= total` it uses all the
   task's samples: 1 when any is correct, else 0 (the formula's own value at k = total).
 - The *two-attempt score at n* of a task is the official score (`score_task`) of the attempts
-  `select_attempts` picks from the task's first n candidates in sampling order; with fewer than
-  n candidates, all of them.
+  `select_attempts` picks, with the run's vote, from the task's first n candidates in sampling
+  order; with fewer than n candidates, all of them (with all of them: the attempts the run chose).
 - Sampling order (`sampling_order`): by epoch, then job (a search comes before the refinements of
   its epoch, refinements in the order they were recorded), then index within the job.
 - A curve is the mean over tasks of these per-task values at n = 1, 2, 4, ... and the largest
@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pydantic import BaseModel, Field
 
 from arcsynth.common.models import Candidate, Task
-from arcsynth.common.scoring import score_task, select_attempts
+from arcsynth.common.scoring import Vote, score_task, select_attempts
 
 
 class Curve(BaseModel):
@@ -68,11 +68,15 @@ def is_correct(task: Task, cand: Candidate) -> bool:
 def sampling_order(candidates: Iterable[Candidate]) -> list[Candidate]:
     """A task's candidates in the order they were sampled (see the module docstring).
 
-    `candidates` is in recorded order; jobs of one epoch are told apart by their `parent`."""
-    jobs: dict[tuple[int, str], int] = {}
+    `candidates` is in recorded order; jobs of one epoch are told apart by their `parent`, and rounds
+    that refined the same program (REx may draw it again) by their execute `job`, counted per model:
+    a job's lanes (one execute job per model) are one job, their candidates ordered by index."""
+    rounds: dict[tuple[int, str, str], dict[str, int]] = {}
+    jobs: dict[tuple[int, str, int], int] = {}
     keyed = []
     for c in candidates:
-        job = jobs.setdefault((c.epoch, c.parent), len(jobs))
+        lane = rounds.setdefault((c.epoch, c.parent, c.model), {})
+        job = jobs.setdefault((c.epoch, c.parent, lane.setdefault(c.job, len(lane))), len(jobs))
         keyed.append(((c.epoch, c.parent != "", job, c.index), c))
     keyed.sort(key=lambda kc: kc[0])
     return [c for _, c in keyed]
@@ -115,14 +119,15 @@ class TaskPoints(BaseModel):
 NEVER_SAMPLED = TaskPoints(count=0, pass_at=[], score_at=[], full_pass=0.0, full_score=0.0)
 
 
-def task_points(task: Task, ordered: Sequence[Candidate]) -> TaskPoints:
-    """One task's values for a curve; `ordered` is in sampling order and may be empty (all zero)."""
+def task_points(task: Task, ordered: Sequence[Candidate], vote: Vote = "train-correct") -> TaskPoints:
+    """One task's values for a curve; `ordered` is in sampling order and may be empty (all zero);
+    `vote`: how the run chooses its attempts (`select_attempts`)."""
     total = len(ordered)
     correct = sum(is_correct(task, c) for c in ordered)
     below = powers_of_two_below(total)
 
     def score(n: int) -> float:
-        return score_task(task, select_attempts(task, ordered[:n])) if total else 0.0
+        return score_task(task, select_attempts(task, ordered[:n], vote)) if total else 0.0
 
     return TaskPoints(count=total, pass_at=[pass_at_k(total, correct, n) for n in below],
                       score_at=[score(n) for n in below], full_pass=1.0 if correct else 0.0, full_score=score(total))
@@ -148,8 +153,9 @@ class CurveBuilder:
     model over all epochs together and every task added (a task never sampled counts 0). Tasks
     without known test outputs are ignored."""
 
-    def __init__(self, default_model: str = "") -> None:
+    def __init__(self, default_model: str = "", vote: Vote = "train-correct") -> None:
         self.default_model = default_model
+        self.vote: Vote = vote  # the run's `vote`: the score at n chooses attempts as the run did
         self.by_group: dict[tuple[str, int | None], list[TaskPoints]] = {}
         self.tasks = 0
         self.overall_points: list[TaskPoints] = []
@@ -160,17 +166,18 @@ class CurveBuilder:
             return
         self.tasks += 1
         cands = list(candidates)
-        everything = task_points(task, sampling_order(cands))
+        everything = task_points(task, sampling_order(cands), self.vote)
         self.overall_points.append(everything)
         per_model: dict[str, list[Candidate]] = {}
         for c in cands:
             per_model.setdefault(getattr(c, "model", "") or self.default_model, []).append(c)
         for m, mine in per_model.items():
-            model_all = everything if len(per_model) == 1 else task_points(task, sampling_order(mine))
+            model_all = everything if len(per_model) == 1 else task_points(task, sampling_order(mine), self.vote)
             self.by_group.setdefault((m, None), []).append(model_all)
             epochs = sorted({c.epoch for c in mine})
             for e in epochs:
-                pts = model_all if len(epochs) == 1 else task_points(task, sampling_order(c for c in mine if c.epoch == e))
+                pts = model_all if len(epochs) == 1 else task_points(
+                    task, sampling_order(c for c in mine if c.epoch == e), self.vote)
                 self.by_group.setdefault((m, e), []).append(pts)
 
     def curves(self) -> list[Curve]:
@@ -194,9 +201,10 @@ class CurveBuilder:
         return curve("all epochs", self.overall_points)
 
 
-def run_curves(tasks: Sequence[Task], candidates: Mapping[str, Sequence[Candidate]], default_model: str = "") -> list[Curve]:
+def run_curves(tasks: Sequence[Task], candidates: Mapping[str, Sequence[Candidate]], default_model: str = "",
+               vote: Vote = "train-correct") -> list[Curve]:
     """`CurveBuilder.curves()` for tasks whose candidates (recorded order) are all at hand."""
-    builder = CurveBuilder(default_model)
+    builder = CurveBuilder(default_model, vote)
     for t in tasks:
         builder.add(t, candidates.get(t.id, ()))
     return builder.curves()

@@ -8,13 +8,14 @@ SOAR's weighted majority vote, where every program votes in proportion to its tr
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
 from pydantic import BaseModel
 
-from arcsynth.common.models import Attempt, Candidate, Task
+from arcsynth.common.models import Attempt, Candidate, ExecutionResult, Task
 
 Grid = list[list[int]]
 PLACEHOLDER: Grid = [[0]]
@@ -45,20 +46,27 @@ def select_attempts(task: Task, candidates: Iterable[Candidate], vote: Vote = "t
     1 + 1000 × the fraction of train pairs it gets right. Every candidate votes, repeated samples of
     one program too (how often a model writes it is evidence). The two attempts differ whenever two
     distinct outputs exist; the same candidates in any order give the same attempts."""
-    ranked: list[tuple[tuple[int, float, int], float, Candidate]] = []
+    ranked: list[tuple[tuple[int, float, int], ExecutionResult]] = []
     for c in candidates:
         ex = c.execution
         if ex is None or len(ex.test) != len(task.test) or any(r.output is None for r in ex.test):
             continue
-        weight = 1 + 1000 * ex.train_correct / max(1, ex.train_total) if vote == "weighted" else float(ex.all_train_correct)
-        ranked.append(((1 if ex.all_train_correct else 0, ex.train_pixel_accuracy, -c.index), weight, c))
+        ranked.append(((1 if ex.all_train_correct else 0, ex.train_pixel_accuracy, -c.index), ex))
+    # Weights in whole units of 1/scale: float sums depend on the order they are added in (ties too).
+    scale = math.lcm(1, *(max(1, ex.train_total) for _, ex in ranked))
+
+    def weight(ex: ExecutionResult) -> int:
+        if vote == "weighted":
+            return scale + 1000 * ex.train_correct * (scale // max(1, ex.train_total))
+        return int(ex.all_train_correct)
+
     attempts: list[Attempt] = []
     for t in range(len(task.test)):
         votes: Counter[tuple] = Counter()
         best: dict[tuple, tuple[int, float, int]] = {}
-        for rank, weight, c in ranked:
-            k = _key(c.execution.test[t].output)  # type: ignore[union-attr,arg-type]
-            votes[k] += weight
+        for rank, ex in ranked:
+            k = _key(ex.test[t].output)  # type: ignore[arg-type]
+            votes[k] += weight(ex)
             best[k] = max(best.get(k, rank), rank)
         # The grid itself breaks the last ties: the choice never depends on the order candidates arrived in.
         if vote == "weighted":

@@ -7,7 +7,9 @@ import math
 
 import pytest
 
-from arcsynth.common.passk import CurveBuilder, is_correct, ns_up_to, pass_at_k, run_curves, sampling_order
+from arcsynth.common.models import Task
+from arcsynth.common.passk import CurveBuilder, is_correct, ns_up_to, pass_at_k, run_curves, sampling_order, task_points
+from arcsynth.common.scoring import score_task, select_attempts
 from arcsynth.producer.summary import summarise
 from tests.support.crafted import A, B, C, candidate, crafted, write_run
 
@@ -98,3 +100,36 @@ def test_a_crafted_run_directory_summarises_to_the_same_numbers(tmp_path):
     assert (rows["c"].status, rows["c"].candidates, rows["c"].best_train_accuracy, rows["c"].score) == (
         "skipped", 0, None, 0.0)
     assert summarise(rundir.path, task_ids={"a"}).overall.pass_at_n == pytest.approx([3 / 5, 0.9, 1.0, 1.0])
+
+
+def test_rounds_that_refine_one_program_twice_keep_their_order():
+    """REx may refine a program again in the same epoch: the second round's candidates come after the
+    first round's (told apart by execute job, counted per model), not interleaved with them by index;
+    one round's lanes (one execute job per model) are still one job, ordered by index."""
+    def refinement(i, job, model=""):
+        return candidate(A, i, [[[2]]], [[[4]]], parent="fp").model_copy(update={"job": job, "model": model})
+
+    search = [candidate(A, i, [[[0]]], [[[9]]]).model_copy(update={"job": "s"}) for i in range(2)]
+    first, second = [refinement(i, "r1") for i in range(2)], [refinement(i, "r2") for i in range(2)]
+    assert sampling_order([*search, *first, *second]) == [*search, *first, *second]
+    lanes = [refinement(0, "r1a", "x"), refinement(1, "r1a", "x"), refinement(0, "r1b", "y"),
+             refinement(0, "r2a", "x"), refinement(0, "r2b", "y")]
+    assert sampling_order(lanes) == [lanes[0], lanes[2], lanes[1], lanes[3], lanes[4]]
+
+
+def test_score_at_n_chooses_attempts_with_the_runs_vote():
+    """A run with `--vote weighted` scores its attempts with that vote; its curve's score at n must
+    too. Two train-perfect programs say 7 and 6, two programs right on one train pair of two say 8
+    (the answer): the weighted vote picks 8 (1002 > 1001), the train-correct vote 7 and 6."""
+    two = Task(id="w", train=[{"input": [[1]], "output": [[2]]}, {"input": [[3]], "output": [[4]]}],
+               test=[{"input": [[5]], "output": [[8]]}])
+    cands = [candidate(two, 0, [[[2]], [[4]]], [[[7]]]), candidate(two, 1, [[[2]], [[4]]], [[[6]]]),
+             candidate(two, 2, [[[2]], [[0]]], [[[8]]]), candidate(two, 3, [[[0]], [[4]]], [[[8]]])]
+    assert score_task(two, select_attempts(two, cands, "weighted")) == 1.0
+    assert score_task(two, select_attempts(two, cands)) == 0.0
+    assert task_points(two, cands, "weighted").full_score == 1.0
+    assert run_curves([two], {"w": cands}, vote="weighted")[0].score_at_n == [0.0, 0.0, 1.0]
+    builder = CurveBuilder(vote="weighted")
+    builder.add(two, cands)
+    assert builder.overall().score_at_n[-1] == 1.0
+    assert run_curves([two], {"w": cands})[0].score_at_n[-1] == 0.0  # the default: train-correct

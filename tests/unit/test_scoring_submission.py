@@ -116,3 +116,22 @@ def test_tied_candidates_give_the_same_attempts_in_any_order(vote):
     cands = [cand(0, [2, 4], [[[n]], [[n]]], 2) for n in (1, 3, 9)]
     picks = {tuple(a.attempt_1[0][0] for a in select_attempts(TASK, order, vote)) for order in itertools.permutations(cands)}
     assert len(picks) == 1
+
+
+def test_weighted_votes_are_exact_so_ties_never_depend_on_the_order_of_candidates():
+    """Three train pairs: programs right on 1, 2 and 3 of them say 2 (1 + 1000/3 + 1 + 2000/3 + 1 + 1000
+    = 2003 exactly), programs right on 3, 3 and 0 say 1 (also 2003). The tie goes to the grid, in
+    every order: floats summed 1000/3 + 2000/3 + 1000 in some orders to 2002.9999999999998."""
+    import itertools
+
+    three = Task(id="t3", train=[{"input": [[1]], "output": [[2]]}] * 3, test=[{"input": [[5]]}])
+
+    def voter(correct, out):
+        ex = ExecutionResult(train=[InputResult(output=[[2]])] * 3, test=[InputResult(output=out)],
+                             train_correct=correct, train_total=3, train_pixel_accuracy=0.5)
+        return Candidate(task_id="t3", index=0, code="x", completion=Completion(text=""), execution=ex)
+
+    cands = [voter(1, [[2]]), voter(2, [[2]]), voter(3, [[2]]), voter(3, [[1]]), voter(3, [[1]]), voter(0, [[1]])]
+    picks = {tuple(map(str, (a.attempt_1, a.attempt_2))) for order in itertools.permutations(cands)
+             for a in select_attempts(three, order, vote="weighted")}
+    assert picks == {("[[2]]", "[[1]]")}
