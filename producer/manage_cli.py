@@ -239,7 +239,7 @@ def results(run):
 
     rundir, _, _ = resolve(run, need_dir=True)
     try:
-        rundir.repair()
+        rundir.check_files()  # not repair(): a torn last line may be a live producer's write in progress
         check_run(rundir)
         submission, scores = rundir.write_results()
     except (RunReadError, RunDirError) as exc:

@@ -215,8 +215,9 @@ def _summary(s: RunSummary) -> str:
 
 
 def write_report(rundir: RunDir) -> Path:
-    """Write `report.html` into the run directory (atomically) and return its path."""
-    rundir.repair()
+    """Write `report.html` into the run directory (atomically) and return its path. Reads only: a
+    torn last line is skipped, not cut off (it may be a live producer's write in progress)."""
+    rundir.check_files()
     config = rundir.config()
     summariser = Summariser(rundir)
     sections = []

@@ -188,6 +188,12 @@ class RunDir:
         if missing is not None:
             raise RunDirError(f"{show_path(path)}: task {show(missing)} of run.json's task_ids is missing")
 
+    def check_files(self) -> None:
+        """`RunDirError` when an append-only file is there but is not a regular file; changes nothing
+        (readers skip a torn last line: cutting it off is for the run's one writer, `repair`)."""
+        for name in APPEND_ONLY:
+            regular_file(self.path / name)
+
     def repair(self) -> None:
         """Cut a torn last line off the append-only files (left by a producer killed mid-write)."""
         for name in APPEND_ONLY:

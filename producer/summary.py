@@ -132,7 +132,9 @@ def candidate_index(path: Path) -> dict[str, list[tuple[int, int]]]:
 
 def read_candidates(path: Path, where: list[tuple[int, int]]) -> list[Candidate]:
     """The candidates at the given (offset, line) places of `path`, in that order."""
-    out = []
+    out: list[Candidate] = []
+    if not where:
+        return out  # a task with no candidates, maybe in a run with no candidates.jsonl at all
     with open(path, "rb") as f:
         for offset, lineno in where:
             f.seek(offset)
@@ -196,12 +198,12 @@ class Summariser:
     def __init__(self, rundir: RunDir) -> None:
         self.rundir = rundir
         self.config = rundir.config()
-        self.curves = CurveBuilder(default_model=self.config.model)
+        self.curves = CurveBuilder(default_model=self.config.model, vote=self.config.vote)
         self.rows: list[TaskRow] = []
         self.per_epoch: dict[int, EpochTotals] = {}
         self.per_model: dict[str, EpochTotals] = {}
-        self.requests: dict[tuple[str, int, str], float] = {}
-        self.programs: dict[tuple[str, int, str, int], float] = {}
+        self.requests: dict[tuple[str, int, str, str, str], float] = {}
+        self.programs: dict[tuple[str, int, str, str, str, int], float] = {}
         self.adapters: set[str] = set()
         self.scores: list[float] | None = []
 
@@ -224,7 +226,7 @@ class Summariser:
             if (c.model or self.config.model) not in solved_models and correct:
                 solved_models.add(c.model or self.config.model)
                 m.solved += 1
-            key = (c.task_id, c.epoch, c.parent)
+            key = (c.task_id, c.epoch, c.parent, c.model, c.job)  # one request: one model's, one job's
             self.requests[key] = max(self.requests.get(key, 0.0), c.completion.seconds)
             if ex is not None:
                 self.programs[(*key, hash(c.code))] = ex.seconds  # a job runs each distinct program once
