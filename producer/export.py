@@ -7,10 +7,15 @@ it as it is, with the loss on the completion only:
 - `relabelled`: hindsight relabelling (`common.relabel`) of every task's candidates, by its own
   rules (programs that ran cleanly and are not no-ops, one per distinct behaviour, best train
   accuracy first); the prompt shows the task's inputs with the program's own outputs.
-- `refinement`: every executed candidate with a `parent`: the prompt is the refinement turn
-  (`common.prompts.refinement_messages`) showing the parent program and what it did on each train
-  pair, the completion is the correction. Both programs' train accuracies are kept, so a
-  consumer can keep only corrections that improved (`train_accuracy > parent_train_accuracy`).
+- `refinement`: every executed candidate with a `parent` (hard-coded answers aside): the prompt is
+  the refinement turn (`common.formats.refinement_messages`) showing the parent program (the first
+  of its behaviour, as the sampler showed it) and what it did on each train pair, the completion is
+  the correction. Both programs' train accuracies are kept, so a consumer can keep only
+  corrections that improved (`train_accuracy > parent_train_accuracy`).
+
+Both are in the run's prompt format (`run.json`'s `prompt_format`), as its fine-tunes train: chat
+messages, or for a `base` run plain text (TRL's prompt-completion form: `prompt` the whole prompt,
+`completion` the program's text; the format has no refinement turn, so no refinement pairs).
 
 `train_accuracy` is the program's train pixel accuracy on the task as given; `epoch` and
 `model` are the candidate's (the run's model where candidates do not name one).
@@ -22,6 +27,7 @@ one task at a time.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,9 +35,9 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from arcsynth.common import formats
 from arcsynth.common.models import Candidate, RunConfig, Task
-from arcsynth.common.prompts import format_completion, refinement_messages
-from arcsynth.common.relabel import relabel
+from arcsynth.common.relabel import is_hardcoded, relabel
 from arcsynth.producer.outputs import out_dir_problem
 from arcsynth.producer.summary import RunReadError, iter_run, open_run
 
@@ -50,8 +56,8 @@ class ExportRecord(BaseModel):
     model: str
     train_accuracy: float
     parent_train_accuracy: float | None = None  # refinement: the accuracy of the program it corrects
-    prompt: list[dict[str, str]]
-    completion: list[dict[str, str]]  # one assistant message
+    prompt: list[dict[str, str]] | str  # chat messages; a `base` run's plain prompt
+    completion: list[dict[str, str]] | str  # one assistant message; a `base` run's plain completion
 
 
 class ExportResult(BaseModel):
@@ -70,33 +76,39 @@ def _accuracy(c: Candidate) -> float:
 
 
 def task_records(task: Task, cands: list[Candidate], config: RunConfig) -> Iterator[ExportRecord]:
-    """One task's relabelled examples, then its refinement pairs."""
+    """One task's relabelled examples, then its refinement pairs, in the run's prompt format (as its
+    fine-tunes train)."""
+    fmt = config.prompt_format
     seen: set[str] = set()
     for c in sorted(cands, key=lambda c: (-_accuracy(c), c.epoch, c.index)):  # relabel's own order
-        examples = relabel(task, [c])
+        examples = relabel(task, [c], fmt=fmt)
         if not examples or c.execution is None or c.execution.fingerprint in seen:
             continue
         seen.add(c.execution.fingerprint)
+        shown = examples[0]
         yield ExportRecord(kind="relabelled", task_id=task.id, epoch=c.epoch, model=_model(c, config),
-                           train_accuracy=_accuracy(c), prompt=examples[0].messages,
-                           completion=[{"role": "assistant", "content": examples[0].completion}])
-    parents: dict[tuple[int, str], Candidate] = {}
-    for c in cands:
+                           train_accuracy=_accuracy(c),
+                           prompt=shown.prompt if fmt == "base" else shown.messages,  # type: ignore[arg-type]
+                           completion=shown.completion if fmt == "base" else
+                           [{"role": "assistant", "content": shown.completion}])
+    if fmt == "base":
+        return
+    parents: dict[str, Candidate] = {}
+    for c in cands:  # the first program of each behaviour: the one a refinement prompt showed (policy)
         if c.code and c.execution is not None and c.execution.fingerprint:
-            parents.setdefault((c.epoch, c.execution.fingerprint), c)
+            parents.setdefault(c.execution.fingerprint, c)
     pairs: set[tuple[str, str]] = set()
     for c in cands:
-        if not c.parent or not c.code or c.execution is None:
-            continue
-        parent = parents.get((c.epoch, c.parent)) or next(
-            (p for (_, fp), p in parents.items() if fp == c.parent), None)
+        if not c.parent or not c.code or c.execution is None or is_hardcoded(c.code, task):
+            continue  # a program holding a train output is never learned from
+        parent = parents.get(c.parent)
         if parent is None or (c.parent, c.execution.fingerprint) in pairs:
             continue
         pairs.add((c.parent, c.execution.fingerprint))
         yield ExportRecord(kind="refinement", task_id=task.id, epoch=c.epoch, model=_model(c, config),
                            train_accuracy=_accuracy(c), parent_train_accuracy=_accuracy(parent),
-                           prompt=refinement_messages(task, parent.code or "", parent.execution),  # type: ignore[arg-type]
-                           completion=[{"role": "assistant", "content": format_completion(c.code)}])
+                           prompt=formats.refinement_messages(fmt, task, parent.code or "", parent.execution),  # type: ignore[arg-type]
+                           completion=[{"role": "assistant", "content": formats.completion_text(fmt, c.code)}])
 
 
 def learning_records(run: Path | str) -> Iterator[ExportRecord]:
@@ -107,17 +119,18 @@ def learning_records(run: Path | str) -> Iterator[ExportRecord]:
         yield from task_records(task, cands, config)
 
 
-def hf_features():
-    """The `datasets` schema of an export (stable even when a run has no refinement at all)."""
+def hf_features(plain: bool = False):
+    """The `datasets` schema of an export (stable even when a run has no refinement at all); `plain`:
+    a `base` run's, whose prompt and completion are strings."""
     from datasets import Features, Value
 
-    message = {"role": Value("string"), "content": Value("string")}
+    text = Value("string") if plain else [{"role": Value("string"), "content": Value("string")}]
     return Features({"kind": Value("string"), "task_id": Value("string"), "epoch": Value("int64"),
                      "model": Value("string"), "train_accuracy": Value("float64"),
-                     "parent_train_accuracy": Value("float64"), "prompt": [message], "completion": [message]})
+                     "parent_train_accuracy": Value("float64"), "prompt": text, "completion": text})
 
 
-def _save_hf(jsonl: Path, out: Path, cache: Path, empty: bool) -> None:
+def _save_hf(jsonl: Path, out: Path, cache: Path, empty: bool, plain: bool) -> None:
     """examples.jsonl -> a `datasets` folder at `out`, quietly (no progress bars on the command's output)."""
     try:
         import datasets
@@ -126,7 +139,7 @@ def _save_hf(jsonl: Path, out: Path, cache: Path, empty: bool) -> None:
     quiet = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     try:
-        features = hf_features()
+        features = hf_features(plain)
         if empty:  # from_json finds no split in an empty file; one shard, or load_from_disk finds none
             datasets.Dataset.from_dict({k: [] for k in features}, features=features).save_to_disk(str(out), num_shards=1)
         else:
@@ -144,7 +157,8 @@ def export_run(run: Path | str, out: Path, fmt: str = "jsonl") -> ExportResult:
     problem = out_dir_problem(out)  # not empty, or cannot be made: checked by making it and removing it
     if problem:
         raise ExportError(f"option --out: {problem}")
-    records = learning_records(run)  # checks the run before anything is written
+    plain = open_run(run).config().prompt_format == "base"  # checks the run before anything is written
+    records = learning_records(run)
     counts = {"relabelled": 0, "refinement": 0}
     with tempfile.TemporaryDirectory(prefix="arcsynth-export-") as tmp:
         jsonl = Path(tmp) / "examples.jsonl"
@@ -153,8 +167,14 @@ def export_run(run: Path | str, out: Path, fmt: str = "jsonl") -> ExportResult:
                 counts[rec.kind] += 1
                 f.write(rec.model_dump_json() + "\n")
         out.mkdir(parents=True, exist_ok=True)
-        if fmt == "jsonl":
-            jsonl.replace(out / "examples.jsonl")
+        if fmt == "jsonl":  # copied where the temporary folder is on another filesystem, then renamed
+            part = out / ".examples.jsonl.part"
+            try:
+                shutil.move(jsonl, part)
+                part.replace(out / "examples.jsonl")
+            except OSError as exc:
+                part.unlink(missing_ok=True)
+                raise ExportError(f"option --out: cannot write {out / 'examples.jsonl'}: {exc.strerror or exc}") from None
         else:
-            _save_hf(jsonl, out, Path(tmp) / "cache", empty=not any(counts.values()))
+            _save_hf(jsonl, out, Path(tmp) / "cache", empty=not any(counts.values()), plain=plain)
     return ExportResult(out=str(out), format=fmt, relabelled=counts["relabelled"], refinements=counts["refinement"])  # type: ignore[arg-type]
