@@ -15,7 +15,9 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from arcsynth.common.models import RunConfig, SamplingConfig
+from arcsynth.common.text import escape
 from arcsynth.producer.charts import curves_svg
+from arcsynth.producer.rundir import write_text_atomic
 from arcsynth.producer.summary import RunReadError, RunSummary, flat_settings, open_run, summarise
 
 IDENTITY = ("run_id", "dataset", "tasks", "model")  # what a run is, not how it was run
@@ -118,7 +120,7 @@ def comparison_text(c: Comparison) -> str:
         lines.append("tasks solved: unknown (some test outputs are not known)")
     for o in c.only_solved:
         lines.append(f"solved by {o.solved_by} but not {o.not_by} ({len(o.tasks)}): {' '.join(o.tasks) or '-'}")
-    return "\n".join(lines)
+    return "\n".join(escape(line) for line in lines)  # task ids and run names may hold control characters
 
 
 def write_compare_html(c: Comparison, path: Path) -> Path:
@@ -143,8 +145,5 @@ def write_compare_html(c: Comparison, path: Path) -> Path:
         f'<table id="runs"><tr>{head}</tr>{body}</table><ul>{only}</ul>'
         f'<h3>Settings that differ</h3><table id="settings"><tr><th>setting</th>{names}</tr>{settings}</table>'
         f"<h3>pass@n and two-attempt score against n, over the common tasks</h3>{chart}</body></html>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(page)
-    tmp.replace(path)
+    write_text_atomic(path, page)
     return path

@@ -176,5 +176,12 @@ def export_run(run: Path | str, out: Path, fmt: str = "jsonl") -> ExportResult:
                 part.unlink(missing_ok=True)
                 raise ExportError(f"option --out: cannot write {out / 'examples.jsonl'}: {exc.strerror or exc}") from None
         else:
-            _save_hf(jsonl, out, Path(tmp) / "cache", empty=not any(counts.values()), plain=plain)
+            try:
+                _save_hf(jsonl, out, Path(tmp) / "cache", empty=not any(counts.values()), plain=plain)
+            except BaseException as exc:  # out was new or empty: leave it so, not half a dataset
+                for left in out.iterdir():
+                    shutil.rmtree(left) if left.is_dir() and not left.is_symlink() else left.unlink()
+                if isinstance(exc, OSError):
+                    raise ExportError(f"option --out: cannot write a datasets folder in {out}: {exc.strerror or exc}") from None
+                raise
     return ExportResult(out=str(out), format=fmt, relabelled=counts["relabelled"], refinements=counts["refinement"])  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ import click
 
 from arcsynth.common.cli_base import UserError
 from arcsynth.producer.outputs import out_file_problem
+from arcsynth.producer.rundir import RunDirError, check_writable
 from arcsynth.producer.summary import RunReadError
 
 
@@ -34,11 +35,17 @@ def compare(runs: tuple[Path, ...], out: Path) -> None:
     if problem:
         raise LabError(f"option --out: {problem}")
     try:
+        check_writable(out)  # nor a folder at its temporary name
         comparison = compare_runs(list(runs))
     except RunReadError as exc:
         raise LabError(str(exc)) from None
+    except RunDirError as exc:
+        raise LabError(f"option --out: {exc}") from None
     click.echo(comparison_text(comparison))
-    click.echo(f"chart: {write_compare_html(comparison, out)}")
+    try:
+        click.echo(f"chart: {write_compare_html(comparison, out)}")
+    except RunDirError as exc:  # the folder changed since the check
+        raise LabError(f"option --out: {exc}") from None
 
 
 @click.command()

@@ -101,3 +101,21 @@ def test_bad_runs_are_one_line_and_exit_2(runs, tmp_path):
         f.write('{"task_id":"b","index":"x"}\n')
     result = CliRunner().invoke(compare, [str(p) for p in runs] + ["--out", str(tmp_path / "y.html")])
     assert result.exit_code == 2 and re.search(r"candidates.jsonl: line 9: field index: ", result.output)
+
+
+def test_an_out_whose_temporary_name_is_a_folder_is_one_line_before_the_table(runs, tmp_path):
+    """Review: the table was printed, then a traceback (IsADirectoryError) at compare.html.tmp."""
+    (tmp_path / "compare.html.tmp").mkdir()
+    result = CliRunner().invoke(compare, [str(p) for p in runs] + ["--out", str(tmp_path / "compare.html")])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: option --out: {tmp_path / 'compare.html'}: cannot write: compare.html.tmp is not a regular file"]
+
+
+def test_the_printed_comparison_escapes_control_characters_in_task_ids(tmp_path):
+    """A Kaggle key may hold any character: an escape sequence reached the terminal as it was."""
+    odd = task("x\x1b[2Jy")
+    one = write_run(tmp_path / "one", [odd], {odd.id: [right(odd, 0)]}, run_id="one")
+    two = write_run(tmp_path / "two", [odd], {odd.id: [wrong(odd, 0)]}, run_id="two")
+    text = comparison_text(compare_runs([one.path, two.path]))
+    assert "\x1b" not in text and "x\\u001b[2Jy" in text

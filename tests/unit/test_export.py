@@ -138,3 +138,18 @@ def test_jsonl_is_written_when_the_temporary_folder_is_on_another_filesystem(run
     result = export_run(run, tmp_path / "out")
     assert (result.relabelled, result.refinements) == (2, 1)
     assert len(_records(tmp_path / "out")) == 3 and os.listdir(tmp_path / "out") == ["examples.jsonl"]
+
+
+def test_a_datasets_folder_that_fails_half_way_leaves_out_empty(run, tmp_path, monkeypatch):
+    """Review: `--format hf` saved straight into --out; a failure left half a dataset there."""
+    datasets = pytest.importorskip("datasets")
+
+    def fail_half_way(self, path, *a, **kw):
+        (Path(path) / "data-00000-of-00001.arrow").write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(datasets.Dataset, "save_to_disk", fail_half_way)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(ExportError, match="option --out: cannot write a datasets folder in .*: No space left on device"):
+        export_run(run, tmp_path / "out", "hf")
+    assert list((tmp_path / "out").iterdir()) == []
