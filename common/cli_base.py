@@ -90,6 +90,17 @@ class OneLineErrors(click.Group):
             raise UserError(exc.format_message()) from None
 
 
+def model_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A click callback for a worker's `--model`: the rules of `ARCSYNTH_MODEL` (not empty, no control
+    character), checked before anything starts."""
+    if value is not None:
+        try:
+            Settings._model_named(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+    return value
+
+
 def first_error(exc: ValidationError) -> tuple[tuple[Any, ...], str]:
     """The location and message of a validation error's first problem (without pydantic's "Value error, ")."""
     err = exc.errors(include_url=False, include_input=False, include_context=False)[0]

@@ -23,10 +23,15 @@ class EnvFileError(ValueError):
 
 def check_env_file(path: Path) -> None:
     """Raise `EnvFileError` when the regular file `path` has a line that is not UTF-8 or not
-    `NAME=value` (as python-dotenv reads it), or when `path` is a FIFO (pydantic-settings would read it,
-    waiting for ever on a writer); a missing file, or a folder (a virtualenv named .env), is not read."""
+    `NAME=value` (as python-dotenv reads it), when `path` is a FIFO (pydantic-settings would read it,
+    waiting for ever on a writer), a device or socket, or a link to nothing (its settings would be
+    skipped without a word); a missing file, or a folder (a virtualenv named .env), is not read."""
     if path.is_fifo():
         raise EnvFileError(f"{path}: a FIFO, not a regular file (reading it would wait for a writer)")
+    if path.is_symlink() and not path.exists():
+        raise EnvFileError(f"{path}: a link to nothing (or a loop of links): its settings would be skipped")
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise EnvFileError(f"{path}: not a regular file (a device or socket)")
     if not path.is_file():
         return
     try:

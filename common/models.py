@@ -53,6 +53,17 @@ def _check_utf8(text: str) -> str:
 # Text that is written to JSON files and Redis: a name from the filesystem or the command line may hold
 # bytes that are not UTF-8 (lone surrogates in Python), which neither can take.
 Text = Annotated[str, AfterValidator(_check_utf8)]
+
+
+def _check_model_name(name: str) -> str:
+    if not name.isprintable():
+        raise ValueError("a model name holds a control character (a hub id or a path has none)")
+    return name
+
+
+# A model's name: a hub id, a path or an alias; it names queues (`inference.<model>`) and shows in
+# one-line messages, so it holds no newline or other control character.
+ModelName = Annotated[Text, AfterValidator(_check_model_name)]
 # A float that must be a number: NaN or infinity is refused (neither compares as a limit means).
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -262,13 +273,13 @@ class RunConfig(Frozen):
     run_id: str
     dataset: Text
     task_ids: list[Text]
-    model: Text  # the first of `models`
+    model: ModelName  # the first of `models`
     sampling: SamplingConfig
     # Every model that samples, each through its own inference queue (`jobs.inference_queue`), all
     # their programs pooled in one vote; empty: `model` alone. `samples_by_model` overrides
     # `sampling.n` (epoch 0) for the models it names.
-    models: list[Text] = []
-    samples_by_model: dict[Text, Annotated[int, Field(ge=1, le=MAX_SAMPLES)]] = {}
+    models: list[ModelName] = []
+    samples_by_model: dict[ModelName, Annotated[int, Field(ge=1, le=MAX_SAMPLES)]] = {}
     adapter: Text = ""
     prompt_format: PromptFormat = "arcsynth"
     max_model_len: int = 8192

@@ -165,6 +165,8 @@ class Settings(BaseSettings):
     def _model_named(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("a model name is empty")
+        if not value.isprintable():
+            raise ValueError("a model name holds a control character (a hub id or a path has none)")
         return value
 
     def broker(self) -> str:

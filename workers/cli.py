@@ -18,7 +18,7 @@ import tempfile
 import click
 
 from arcsynth.common.celery_app import make_app
-from arcsynth.common.cli_base import Failure, FiniteFloatRange, OneLineErrors, UserError, need_broker, settings
+from arcsynth.common.cli_base import Failure, FiniteFloatRange, OneLineErrors, UserError, model_name, need_broker, settings
 from arcsynth.common.jobs import inference_queue
 from arcsynth.common.lifetime import children_die_with_me, die_with_parent
 from arcsynth.common.settings import Settings
@@ -34,7 +34,7 @@ POOLS = {"inference": ("threads", 4), "finetune": ("threads", 1), "execute": ("p
 @click.argument("kind", type=click.Choice(list(POOLS)))
 @click.option("--concurrency", "-c", type=click.IntRange(min=1), help="Task slots in this worker.")
 @click.option("--index", type=click.IntRange(min=1), default=1, help="n in the name KIND-n@host.")
-@click.option("--model", help="Model to load (inference).")
+@click.option("--model", callback=model_name, help="Model to load (inference).")
 @click.option("--gpu", type=click.IntRange(min=0), help="Bind this worker to one GPU (sets CUDA_VISIBLE_DEVICES).")
 @click.option("--gpus", "gpu_group", metavar="0,1",
               help="Bind this worker to a group of GPUs; an inference worker's engine spans them (tensor parallelism).")
@@ -134,7 +134,7 @@ def visible_gpus() -> list[int]:
 @click.option("--gpus", default="all", show_default=True, help="`all`, or comma-separated GPU indices.")
 @click.option("--tp", type=click.IntRange(min=1),
               help="GPUs per inference worker (tensor parallel size; default ARCSYNTH_TENSOR_PARALLEL_SIZE, 1).")
-@click.option("--model", help="Model to load (inference).")
+@click.option("--model", callback=model_name, help="Model to load (inference).")
 @click.option("--max-restarts", type=click.IntRange(min=0), default=3, show_default=True,
               help="Give up on a worker that exits more often than this within --restart-window seconds.")
 @click.option("--restart-window", type=FiniteFloatRange(min=1), default=60.0, show_default=True)

@@ -709,6 +709,16 @@ def test_a_env_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path):
     assert_user_error(run_cli("report", "some-run", cwd=tmp_path), [".env: a FIFO, not a regular file"])
 
 
+@pytest.mark.parametrize("target, fragment", [("/nonexistent/env", ".env: a link to nothing"),
+                                              (".env", ".env: a link to nothing (or a loop of links)"),
+                                              ("/dev/zero", ".env: not a regular file (a device or socket)")])
+def test_a_env_file_that_cannot_be_read_is_refused_not_skipped(tmp_path, target, fragment):
+    """Review: a dangling or looping link, or a device, was passed over: its settings silently missing."""
+    (tmp_path / ".env").symlink_to(target)
+    (tmp_path / "t.json").write_text(json.dumps(task()))
+    assert_user_error(run_cli("submit", "t.json", cwd=tmp_path), [fragment])
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["tasks", "validate", ""], '"": no dataset named'),
     (["submit", "", "--out", "RUN"], '"": no dataset named'),
