@@ -34,7 +34,6 @@ import abc
 import atexit
 import builtins
 import collections
-import ctypes
 import fcntl
 import gc
 import os
@@ -45,7 +44,6 @@ import signal
 import sys
 import threading
 import warnings
-from collections.abc import Callable
 from types import BuiltinFunctionType, FunctionType, MethodType, ModuleType
 
 import numpy as np
@@ -67,31 +65,6 @@ _CONTAINERS = (list, set, bytearray, collections.deque)
 _MAX_FD = 64
 _IMMUTABLE = 1 << 8  # Py_TPFLAGS_IMMUTABLETYPE
 _OWN_FDS = 4  # 0, 1 and 2, the result channel
-
-
-def _thread_states() -> Callable[[], int]:
-    """A counter of the interpreter's thread states. A thread started by `_thread.start_new_thread` has one from
-    the moment the call returns, while `_thread._count()` (and the audit event, before 3.13) only sees it once
-    the new thread first runs: a check that trusted those could pass a process whose thread is about to start."""
-    api = ctypes.pythonapi
-    api.PyInterpreterState_Get.restype = ctypes.c_void_p
-    api.PyInterpreterState_ThreadHead.restype = ctypes.c_void_p
-    api.PyInterpreterState_ThreadHead.argtypes = [ctypes.c_void_p]
-    api.PyThreadState_Next.restype = ctypes.c_void_p
-    api.PyThreadState_Next.argtypes = [ctypes.c_void_p]
-    head, after, interpreter = api.PyInterpreterState_ThreadHead, api.PyThreadState_Next, api.PyInterpreterState_Get
-
-    def count() -> int:
-        state, n = head(interpreter()), 0
-        while state:
-            n, state = n + 1, after(state)
-        return n
-
-    return count
-
-
-_STATES = _thread_states()
-thread_states = _STATES  # the helper checks that it is alone before it forks with glibc's fork
 
 
 _WATCHED: tuple[dict, list[dict], TagReader | None, list] | None = None
@@ -284,7 +257,7 @@ class Guard:
         if threading.active_count() != 1 or _thread._count() != 0:  # type: ignore[attr-defined]
             return "a thread was left running"
         self.checking = True
-        if _STATES() != 1:
+        if hidden.thread_states() != 1:
             return "a thread was started"
         if atexit._ncallbacks() != 0:  # type: ignore[attr-defined]
             return "an atexit callback"

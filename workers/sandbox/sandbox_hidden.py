@@ -19,7 +19,8 @@ that, the scheduling policy (`os.sched_setscheduler`) and the handler of every s
 handler installed and taken off again is seen too, see `plain_dispositions`),
 and whether finalizers left garbage. `settle()` runs the finalizers of a program's garbage and cancels
 the watchdog thread that `faulthandler.dump_traceback_later` starts (it would end the process during a
-later program). Part of the helper: imports nothing from the project.
+later program). `thread_states()` counts the interpreter's thread states, which a thread has before
+it first runs. Part of the helper: imports nothing from the project.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import importlib.util
 import os
 import posix
 import signal
+from collections.abc import Callable
 from types import ModuleType
 
 _LISTS: list[list] = []
@@ -44,6 +46,32 @@ _SA_ONSTACK = 0x08000000  # in sa_flags, bytes 136 to 140 of glibc's struct siga
 # A tracked object's PyGC_Head (_gc_next, _gc_prev) sits just before it; _gc_prev's two low bits are flags.
 _GC_PREV, _GC_FLAGS = -ctypes.sizeof(ctypes.c_size_t), 3
 _FROZEN: dict = {}  # "canary": first in the permanent generation; "head": its predecessor (the list's head)
+
+
+def _thread_state_counter() -> Callable[[], int]:
+    """A counter of the interpreter's thread states. A thread started by `_thread.start_new_thread` has one from
+    the moment the call returns, while `_thread._count()` (and the audit event, before 3.13) only sees it once
+    the new thread first runs: a check that trusted those could pass a process whose thread is about to start."""
+    api = ctypes.pythonapi
+    api.PyInterpreterState_Get.restype = ctypes.c_void_p
+    api.PyInterpreterState_ThreadHead.restype = ctypes.c_void_p
+    api.PyInterpreterState_ThreadHead.argtypes = [ctypes.c_void_p]
+    api.PyThreadState_Next.restype = ctypes.c_void_p
+    api.PyThreadState_Next.argtypes = [ctypes.c_void_p]
+    head, after, interpreter = api.PyInterpreterState_ThreadHead, api.PyThreadState_Next, api.PyInterpreterState_Get
+
+    def count() -> int:
+        state, n = head(interpreter()), 0
+        while state:
+            n, state = n + 1, after(state)
+        return n
+
+    return count
+
+
+# The number of the interpreter's thread states: the check compares it, the helper checks that it is alone
+# before it forks with glibc's fork.
+thread_states = _thread_state_counter()
 
 
 def _private_faulthandler() -> ModuleType:

@@ -31,7 +31,7 @@ import sandbox_hidden
 import sandbox_run as run
 import sandbox_scratch as scratch
 from sandbox_channel import parse_results
-from sandbox_guard import Guard, thread_states, watch_hidden, watched
+from sandbox_guard import Guard, watch_hidden, watched
 from sandbox_run import CHANNEL, FAILED, MAX_CHANNEL, NOBODY
 from sandbox_spawner import GO
 
@@ -201,7 +201,7 @@ def single_threaded() -> bool:
     """Whether the calling process has one thread (state) alone."""
     import threading
 
-    return thread_states() == 1 and threading.active_count() == 1
+    return sandbox_hidden.thread_states() == 1 and threading.active_count() == 1
 
 
 def run_job(req: dict, layers: dict[str, bool], spawner: Spawner) -> dict:
