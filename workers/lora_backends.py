@@ -79,15 +79,26 @@ def _load_unsloth(key: ModelKey) -> tuple[Any, Any]:
 
 
 def _tokenise(tokenizer: Any, req: FinetuneRequest) -> list[tuple[list[int], list[int]]]:
-    """(input_ids, labels) per example; prompt tokens are masked so loss is on the completion only."""
+    """(input_ids, labels) per example; prompt tokens are masked so loss is on the completion only.
+
+    An example whose prompt fills `max_seq_length` has no completion token left to learn from: it
+    is dropped (as TRL's SFTTrainer drops fully masked examples), else its steps would train on
+    nothing and report a NaN loss; a request none of whose examples fits is refused."""
     rows = []
+    longest = 0
     for ex in req.examples:
         prompt = ex.prompt or tokenizer.apply_chat_template(ex.messages, add_generation_prompt=True, tokenize=False)
         p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         c_ids = tokenizer(ex.completion + (tokenizer.eos_token or ""), add_special_tokens=False)["input_ids"]
         ids = (p_ids + c_ids)[: req.train.max_seq_length]
         labels = ([-100] * len(p_ids) + c_ids)[: req.train.max_seq_length]
-        rows.append((ids, labels))
+        longest = max(longest, len(p_ids))
+        # Labels are shifted by one: a completion token counts only past the first position.
+        if any(lab != -100 for lab in labels[1:]):
+            rows.append((ids, labels))
+    if not rows:
+        raise ValueError(f"no training example has a completion token within max_seq_length "
+                         f"{req.train.max_seq_length} (prompts of up to {longest} tokens)")
     return rows
 
 

@@ -35,9 +35,13 @@ def local_adapter(adapter: str, cache_dir: str) -> str:
         with tempfile.TemporaryDirectory(dir=target.parent, prefix=".fetch-") as tmp:
             staging = Path(tmp) / "adapter"
             fs.get(path.rstrip("/") + "/", str(staging), recursive=True)
-            if target.exists():
-                shutil.rmtree(target)
-            os.rename(staging, target)
+            try:
+                os.rename(staging, target)
+            except OSError:  # another process on this host fetched it first and may be reading it now: keep it
+                if (target / "adapter_config.json").exists():
+                    return str(target)
+                shutil.rmtree(target)  # a folder without a config (not one of ours, all renamed complete)
+                os.rename(staging, target)
     return str(target)
 
 
