@@ -83,8 +83,9 @@ class Settings(BaseSettings):
     def exec_required_layers(self) -> list[str]:
         return [x.strip() for x in self.exec_require.split(",") if x.strip()]
 
-    # Time limits per job kind (enforced for execute jobs only: see the README). A job taken by a worker that died is handed out again once
-    # the broker's visibility timeout passes (default: twice the longest limit), and workers look
+    # Time limits per job kind (enforced for execute jobs only: see the README). A job taken by a
+    # worker that died is handed out again once the broker's visibility timeout passes (default:
+    # twice the longest limit), and workers look
     # for such jobs every `redelivery_check_s`. A job that outlasts the timeout is handed out too,
     # but its second delivery waits on the job's lease instead of running it twice at once.
     inference_time_limit_s: int = Field(3600, ge=10, le=7 * 86400)
