@@ -11,7 +11,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -26,7 +27,7 @@ from arcsynth.common.settings import Settings
 from arcsynth.common.text import show_path
 from arcsynth.producer.run_options import notable_settings
 from arcsynth.producer.rundir import RunDir, RunDirError
-from arcsynth.producer.runstate import RunState, list_runs
+from arcsynth.producer.runstate import RunBusy, RunState, list_runs
 
 
 def connect(s: Settings) -> tuple[Celery, redis.Redis]:
@@ -76,6 +77,16 @@ def resolve(run: str, need_dir: bool = False) -> tuple[RunDir, RunState | None, 
     return rundir, state, app
 
 
+@contextmanager
+def _driving(state: RunState) -> Iterator[None]:
+    """`state.driving()`, its `RunBusy` a failure said in one line."""
+    try:
+        with state.driving():
+            yield
+    except RunBusy as exc:
+        raise Failure(str(exc)) from None
+
+
 def need_state(run: str, state: RunState | None) -> RunState:
     if state is None:
         raise UserError(f"run {run}: needs ARCSYNTH_BROKER_URL (its live state is in Redis)")
@@ -83,11 +94,13 @@ def need_state(run: str, state: RunState | None) -> RunState:
 
 
 def start_producer(state: RunState, rundir: RunDir) -> int:
-    """Start the run's producer detached from this terminal; it logs to the run directory."""
+    """Start the run's producer detached from this terminal; it logs to the run directory, which
+    becomes the run's in Redis (`RUN` given as a path may name it after it moved)."""
     with open(rundir.path / "producer.log", "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "arcsynth.producer", "produce", str(rundir.path)],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    state.set(producer_pid=proc.pid, producer_host=socket.gethostname(), heartbeat=time.time())
+    state.set(producer_pid=proc.pid, producer_host=socket.gethostname(), heartbeat=time.time(),
+              run_dir=str(rundir.path.resolve()))  # where it is now: a run resumed after its folder moved
     return proc.pid
 
 
@@ -197,12 +210,17 @@ def _unfinished(run: str, verb: str, need_dir: bool = True) -> tuple[RunDir, Run
 @click.option("--wait", "wait_", is_flag=True, help="Follow the run until it ends.")
 def resume(run, wait_):
     """Start a new producer for a run whose producer died; finished work is not repeated."""
-    rundir, state, app, info = _unfinished(run, "resume")
-    if state.producer_alive(info):
-        raise UserError(f"run {state.run_id} still has a live producer (pid {info.get('producer_pid')} "
-                        f"on {info.get('producer_host')})")
-    state.set(state="resuming")
-    pid = start_producer(state, rundir)
+    rundir, state, app, _ = _unfinished(run, "resume")
+    with _driving(state):  # checked and started in one turn: two resumes at once start one producer
+        info = state.info()
+        if info.get("state") in ("done", "cancelled"):
+            raise UserError(f"run {state.run_id} is {info['state']}; nothing to resume")
+        if state.producer_alive(info):
+            raise UserError(f"run {state.run_id} still has a live producer (pid {info.get('producer_pid')} "
+                            f"on {info.get('producer_host')})")
+        if info.get("state") != "cancelling":  # a cancel asked for stays asked for: the producer finishes it
+            state.set(state="resuming")
+        pid = start_producer(state, rundir)
     click.echo(f"resumed {state.run_id}: producer pid {pid}")
     if wait_:
         follow_to_end(state, rundir, app)
@@ -223,10 +241,18 @@ def cancel(run, timeout):
         raise UserError(f"run {run}: its run directory is not here: {problem}")
     state.set(state="cancelling")
     deadline = time.monotonic() + timeout
-    while alive and state.state() == "cancelling" and time.monotonic() < deadline and state.producer_alive():
-        time.sleep(0.2)  # the live producer records the cancellation itself
-    if state.state() != "cancelled":
-        Producer(app, rundir, state).cancel()
+    while True:
+        while alive and state.state() == "cancelling" and time.monotonic() < deadline and state.producer_alive():
+            time.sleep(0.2)  # the live producer records the cancellation itself
+        with _driving(state):  # one command at a time becomes the run's producer to finish the cancellation
+            if state.state() == "cancelled":
+                break
+            alive = state.producer_alive()  # maybe started meanwhile by a `resume`: it cancels
+            if not alive or time.monotonic() >= deadline:
+                state.set(producer_pid=os.getpid(), producer_host=socket.gethostname(), heartbeat=time.time(),
+                          run_dir=str(rundir.path.resolve()))
+                Producer(app, rundir, state).cancel()
+                break
     click.echo(f"cancelled {state.run_id}: submission {rundir.path / 'submission.json'}")
 
 

@@ -7,6 +7,8 @@ Keys (all under `arcsynth:`):
   score).
 - `run:<id>:jobs`: hash task id -> JobRecord (the job each unfinished task waits on).
 - `run:<id>:counts`: hash `<stage>:<done|failed>` -> count, stage in sample/execute/finetune.
+- `run:<id>:driver`: held by a command deciding who drives the run (`resume` while it starts a
+  producer, `cancel` while it finishes a run whose producer is gone), so that two never both do.
 - `run:<id>:lost`: set of workers that died in the middle of one of the run's jobs.
 - `run:<id>:learning`: scope "run" only: the run's own fine-tune job (`job`) and the adapter
   each epoch trained (`adapter:<epoch>`; in a run with several models, also `adapters:<epoch>`,
@@ -20,6 +22,9 @@ import json
 import os
 import socket
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import redis
@@ -28,7 +33,7 @@ from arcsynth.common.jobs import KEY_PREFIX, STAGES
 from arcsynth.common.lifetime import pid_alive
 from arcsynth.common.records import JobRecord, TaskStatus
 
-__all__ = ["STAGES", "TASK_STATUSES", "TERMINAL", "RunState", "list_runs"]
+__all__ = ["STAGES", "TASK_STATUSES", "TERMINAL", "RunBusy", "RunState", "list_runs"]
 
 TERMINAL = ("done", "cancelled", "failed")  # states of a whole run that has ended
 _CLAIM = ("local s = redis.call('hget', KEYS[1], 'state') "
@@ -37,6 +42,12 @@ _CLAIM = ("local s = redis.call('hget', KEYS[1], 'state') "
           "'heartbeat', ARGV[3]) return 'running'")
 TASK_STATUSES = tuple(s.value for s in TaskStatus)  # the run's per-status task counters
 HEARTBEAT_STALE_S = 15.0  # a producer silent this long is taken for dead
+DRIVER_LOCK_S = 120.0  # a `driving()` holder killed mid-way frees the run after this long
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+
+class RunBusy(RuntimeError):
+    """Another command has been deciding who drives the run for longer than `driving()` waits."""
 
 
 @dataclass
@@ -90,6 +101,22 @@ class RunState:
         is being cancelled or was: in one step, so a cancel asked for meanwhile is never overwritten.
         The run's state now."""
         return self.r.eval(_CLAIM, 1, self.key, os.getpid(), socket.gethostname(), time.time())
+
+    @contextmanager
+    def driving(self, wait_s: float = 30.0) -> Iterator[None]:
+        """Held while a command checks that the run has no live producer and becomes or starts one
+        (`resume`, an in-process `cancel`): two such commands at once, which would both drive the
+        run and record its tasks twice, take turns. `RunBusy` after `wait_s` of waiting."""
+        key, token = self.key + ":driver", uuid.uuid4().hex
+        deadline = time.monotonic() + wait_s
+        while not self.r.set(key, token, nx=True, px=int(DRIVER_LOCK_S * 1000)):
+            if time.monotonic() > deadline:
+                raise RunBusy(f"run {self.run_id}: another `resume` or `cancel` is still at work on it")
+            time.sleep(0.1)
+        try:
+            yield
+        finally:
+            self.r.eval(_RELEASE, 1, key, token)
 
     def heartbeat(self, **fields: object) -> None:
         self.set(heartbeat=time.time(), **fields)

@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 
+import click
 import psutil
 import pytest
 import redis
@@ -182,6 +185,78 @@ def test_cancel_revokes_what_has_not_started_and_leaves_the_run_consistent(repla
     assert not state.jobs()
     r = cli(replay_cluster, "resume", run_id, check=False)
     assert r.returncode == 2 and "is cancelled" in r.stderr
+
+
+@pytest.mark.parametrize("command", ["resume", "cancel"])
+def test_two_resumes_or_cancels_at_once_after_the_producer_died_end_each_task_once(replay_cluster, producers,
+                                                                                    tmp_path, monkeypatch, command):
+    out = tmp_path / "run"
+    run_id = submit(replay_cluster, producers, SLOW_DATASET, out, "--limit", "12", "--samples", "1",
+                    "--max-active", "6")
+    state = state_of(replay_cluster, run_id)
+    wait_until(lambda: finished(out) >= 1, 60, "a first task finished")
+    pid = int(state.get("producer_pid"))
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 30,
+               "the producer to die")
+
+    # Two commands in this process, each slowed down where it starts driving the run (a producer
+    # started, or the cancellation recorded here) so that both have looked before either acts.
+    for name, value in replay_cluster.env.items():
+        if name.startswith("ARCSYNTH_"):
+            monkeypatch.setenv(name, value)
+    from arcsynth.producer import manage_cli, run
+
+    def slowly(f):
+        return lambda *args: (time.sleep(1.0), f(*args))[1]
+
+    if command == "resume":
+        monkeypatch.setattr(manage_cli, "start_producer", slowly(manage_cli.start_producer))
+    else:
+        monkeypatch.setattr(run.Producer, "cancel", slowly(run.Producer.cancel))
+    ends: list[str] = []
+
+    def one() -> None:
+        try:
+            getattr(manage_cli, command).main([run_id], standalone_mode=False)
+            ends.append("ok")
+        except click.ClickException as exc:
+            ends.append(exc.format_message())
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    if command == "resume":  # one producer started; the other command says why not
+        assert sorted(ends) == ["ok", f"run {run_id} still has a live producer (pid {state.get('producer_pid')} "
+                                      f"on {state.get('producer_host')})"], ends
+    else:  # the second waits for the first to finish the cancellation
+        assert ends == ["ok", "ok"], ends
+    cli(replay_cluster, "wait", run_id, timeout=300)
+
+    records = [json.loads(line)["task_id"] for line in (out / "tasks.jsonl").read_text().splitlines()]
+    assert len(records) == 12 and len(set(records)) == 12, Counter(records)
+    assert state.finished_tasks() == 12
+    assert state.state() == ("done" if command == "resume" else "cancelled")
+
+
+def test_a_run_resumed_from_its_moved_directory_is_found_there_by_id(replay_cluster, producers, tmp_path):
+    out = tmp_path / "run"
+    run_id = submit(replay_cluster, producers, SLOW_DATASET, out, "--limit", "8", "--samples", "1",
+                    "--max-active", "1")
+    state = state_of(replay_cluster, run_id)
+    wait_until(lambda: finished(out) >= 1, 60, "a first task finished")
+    pid = int(state.get("producer_pid"))
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 30,
+               "the producer to die")
+    moved = out.rename(tmp_path / "moved")
+    assert "done: submission" in cli(replay_cluster, "resume", str(moved), "--wait").stdout
+
+    assert f"submission: {moved / 'submission.json'}" in cli(replay_cluster, "results", run_id).stdout
+    assert f"run directory: {moved}" in cli(replay_cluster, "status", run_id).stdout
+    assert len((moved / "tasks.jsonl").read_text().splitlines()) == 8
 
 
 def test_producer_memory_stays_flat_over_400_tasks(replay_cluster, producers, tmp_path):
