@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from arcsynth.common.models import RunConfig, SamplingConfig
 from arcsynth.common.text import escape
 from arcsynth.producer.charts import curves_svg
-from arcsynth.producer.rundir import write_text_atomic
+from arcsynth.producer.run_files import write_text_atomic
 from arcsynth.producer.summary import RunReadError, RunSummary, flat_settings, open_run, summarise
 
 IDENTITY = ("run_id", "dataset", "tasks", "model")  # what a run is, not how it was run

@@ -15,7 +15,7 @@ import click
 
 from arcsynth.common.cli_base import UserError
 from arcsynth.producer.outputs import out_file_problem
-from arcsynth.producer.rundir import RunDirError, check_writable
+from arcsynth.producer.run_files import RunDirError, check_writable
 from arcsynth.producer.summary import RunReadError
 
 

@@ -25,8 +25,9 @@ from arcsynth.common.records import TaskRecord, TaskStatus
 from arcsynth.common.redis_client import redis_client
 from arcsynth.common.settings import Settings
 from arcsynth.common.text import show_path
+from arcsynth.producer.run_files import RunDirError
 from arcsynth.producer.run_options import notable_settings
-from arcsynth.producer.rundir import RunDir, RunDirError
+from arcsynth.producer.rundir import RunDir
 from arcsynth.producer.runstate import RunBusy, RunState, list_runs
 
 

@@ -23,7 +23,8 @@ from pygments.lexers import PythonLexer
 from arcsynth.common.models import Candidate, Task
 from arcsynth.common.records import TaskRecord
 from arcsynth.producer.charts import curves_svg
-from arcsynth.producer.rundir import RunDir, write_text_atomic
+from arcsynth.producer.run_files import write_text_atomic
+from arcsynth.producer.rundir import RunDir
 from arcsynth.producer.summary import EpochTotals, RunSummary, Summariser, TaskRow, iter_run
 
 ARC_PALETTE = ("#000000", "#0074D9", "#FF4136", "#2ECC40", "#FFDC00",

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -37,13 +36,10 @@ from arcsynth.common.scoring import RunScore, score_run
 from arcsynth.common.submission import build_submission, validate_submission_shape
 from arcsynth.common.task_json import field_path
 from arcsynth.common.text import show, show_path
+from arcsynth.producer.run_files import RunDirError, check_writable, regular_file, write_json_atomic
 
 APPEND_ONLY = ("candidates.jsonl", "tasks.jsonl", "learning.jsonl")
 M = TypeVar("M", bound=BaseModel)
-
-
-class RunDirError(RuntimeError):
-    """A run directory that cannot be read or written as it is; the message names the file (and line and field)."""
 
 
 def validation_text(exc: ValidationError, whole: str | None = "the line") -> str:
@@ -60,30 +56,6 @@ def line_error(path: Path, lineno: int, exc: ValidationError | ValueError) -> Ru
     if isinstance(exc, ValidationError):
         return RunDirError(f"{show_path(path)}: line {lineno}: {validation_text(exc)}")
     return RunDirError(f"{show_path(path)}: line {lineno}: not a JSON object")
-
-
-def regular_file(path: Path) -> bool:
-    """True when `path` is a regular file (through links), False when there is none; `RunDirError` when it
-    is something else (a folder, a FIFO, a device) or cannot be looked at."""
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        return False
-    except OSError as exc:
-        raise RunDirError(f"{show_path(path)}: cannot read: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(mode):
-        raise RunDirError(f"{show_path(path)}: not a regular file")
-    return True
-
-
-def check_writable(path: Path) -> None:
-    """`RunDirError` unless `write_json_atomic` can write `path`: neither it nor its temporary name is
-    anything but a regular file (a folder there would stop the write half-way)."""
-    for p in (path, _tmp_name(path)):
-        try:
-            regular_file(p)
-        except RunDirError:
-            raise RunDirError(f"{show_path(path)}: cannot write: {show_path(p.name)} is not a regular file") from None
 
 
 def _parse(model: type[M], path: Path, lineno: int, line: str) -> M:
@@ -280,26 +252,3 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
                     yield lineno, raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
                     raise RunDirError(f"{show_path(path)}: line {lineno}: not UTF-8 text (byte {exc.start})") from None
-
-
-def _tmp_name(path: Path) -> Path:
-    return path.with_suffix(path.suffix + ".tmp")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write to a temporary name, then rename: a reader sees the old file or the new one. A write
-    that fails (see `check_writable`) leaves neither half-written and raises `RunDirError` naming `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    check_writable(path)
-    tmp = _tmp_name(path)
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise RunDirError(f"{show_path(path)}: cannot write: {exc.strerror or exc}") from None
-
-
-def write_json_atomic(path: Path, data: BaseModel | dict) -> None:
-    """`write_text_atomic` of `data` as JSON."""
-    write_text_atomic(path, data.model_dump_json() if isinstance(data, BaseModel) else json.dumps(data))

@@ -31,7 +31,8 @@ from arcsynth.common.passk import Curve, CurveBuilder, is_correct
 from arcsynth.common.records import TaskRecord
 from arcsynth.common.scoring import score_task
 from arcsynth.common.text import show_path
-from arcsynth.producer.rundir import RunDir, RunDirError, line_error, regular_file
+from arcsynth.producer.run_files import RunDirError, regular_file
+from arcsynth.producer.rundir import RunDir, line_error
 
 ADAPTER_MANIFEST = "arcsynth_manifest.json"  # written by the fine-tune worker beside each adapter
 _TASK_ID = re.compile(rb'^\{"task_id":"([^"\\]*)"')
