@@ -5,7 +5,8 @@ COPY pyproject.toml README.md ./
 COPY common ./common
 COPY producer ./producer
 COPY workers ./workers
-RUN pip install --no-cache-dir . && useradd --create-home arcsynth
+RUN pip install --no-cache-dir . && useradd --create-home --uid 10001 arcsynth \
+    && mkdir -p /artifacts runs && chown arcsynth:arcsynth /artifacts runs
 USER arcsynth
 ENTRYPOINT ["arcsynth"]
 CMD ["runs"]
