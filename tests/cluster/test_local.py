@@ -42,7 +42,10 @@ def _local(tmp_path, out, samples: int, max_tokens: int, stdout=subprocess.PIPE,
 
 
 def _watch_family(proc: subprocess.Popen, family: dict[int, psutil.Process]) -> threading.Thread:
-    """Record every descendant `proc` ever has, until it exits (a worker may start late)."""
+    """Record every descendant `proc` ever has, until it exits (a worker may start late).
+
+    It waits on `proc` through Popen's own `wait`, never psutil's: psutil reaps a child of this
+    process behind Popen's back, and Popen then takes the lost status for an exit code of 0."""
     def watch() -> None:
         root = psutil.Process(proc.pid)
         while proc.poll() is None:
@@ -51,7 +54,10 @@ def _watch_family(proc: subprocess.Popen, family: dict[int, psutil.Process]) -> 
                     family.setdefault(child.pid, child)
             except psutil.NoSuchProcess:
                 break
-            psutil.wait_procs([root], timeout=0.2)
+            try:
+                proc.wait(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                pass
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
